@@ -1,0 +1,323 @@
+"""Study configuration: dataclasses, TOML loading and validation with one-line errors.
+
+A config file has the sections ``[study]``, ``[dataset]``, ``[training]``, ``[space]``,
+``[measure]`` and ``[constraints]``; every key is optional and documented in
+``studies/digits.toml``. Validation happens once, here, so that the rest of the package can
+trust the values it is handed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+OBJECTIVES: dict[str, str] = {
+    "accuracy": "maximize",
+    "inference_time": "minimize",
+    "params": "minimize",
+    "energy": "minimize",
+}
+"""Objective names with their Optuna directions, in the paper's order."""
+
+SAMPLERS = ("tpe", "nsga2", "random")
+DEVICES = ("auto", "cpu", "cuda")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoid")
+FEATURE_TYPES = ("conv", "inception", "pool", "activation", "dropout")
+CLASSIFIER_TYPES = ("linear", "activation", "dropout")
+ENERGY_KINDS = ("net", "gross")
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message is one line naming it and what is allowed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StudySection:
+    name: str = "optuna-energy"
+    storage: str = "sqlite:///optuna_energy.db"
+    sampler: str = "tpe"
+    n_trials: int = 30
+    timeout: float | None = None
+    seed: int | None = 0
+    device: str = "auto"
+    objectives: tuple[str, ...] = ("accuracy", "inference_time", "params", "energy")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSection:
+    name: str = "digits"
+    root: str | None = None
+    download: bool = False
+    validation_fraction: float = 0.2
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSection:
+    epochs: int = 8
+    learning_rate: tuple[float, float] = (1e-4, 3e-2)
+    weight_decay: tuple[float, float] = (1e-6, 1e-2)
+    optimizers: tuple[str, ...] = ("adam", "adamw", "sgd")
+    batch_sizes: tuple[int, ...] = (32, 64, 128)
+
+
+@dataclasses.dataclass(frozen=True)
+class SpaceSection:
+    """Ranges of the 32-slot search space; ``[low, high]`` pairs are inclusive."""
+
+    feature_slots: int = 16
+    classifier_slots: int = 16
+    feature_types: tuple[str, ...] = FEATURE_TYPES
+    classifier_types: tuple[str, ...] = CLASSIFIER_TYPES
+    conv_channels: tuple[int, int] = (8, 128)
+    kernel_size: tuple[int, int] = (1, 21)
+    conv_stride: tuple[int, int] = (1, 2)
+    padding_max: int = 3
+    inception_width: tuple[int, int] = (4, 64)
+    pool_kernel: tuple[int, int] = (2, 3)
+    pool_stride: tuple[int, int] = (1, 2)
+    activations: tuple[str, ...] = ACTIVATIONS
+    dropout: tuple[float, float] = (0.0, 0.6)
+    linear_width: tuple[int, int] = (16, 1024)
+
+
+@dataclasses.dataclass(frozen=True)
+class MeasureSection:
+    batch_size: int = 100
+    warmup_batches: int = 2
+    min_window_seconds: float = 1.0
+    idle_seconds: float = 2.0
+    energy: str = "net"
+
+
+@dataclasses.dataclass(frozen=True)
+class ConstraintsSection:
+    """Upper limits; a trial over any of them is infeasible (Optuna's constraint API)."""
+
+    max_params: int | None = None
+    max_energy: float | None = None
+    max_inference_time: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    """A whole study: what to search, on which data, how to measure, where to store it."""
+
+    study: StudySection = StudySection()
+    dataset: DatasetSection = DatasetSection()
+    training: TrainingSection = TrainingSection()
+    space: SpaceSection = SpaceSection()
+    measure: MeasureSection = MeasureSection()
+    constraints: ConstraintsSection = ConstraintsSection()
+
+    @property
+    def directions(self) -> list[str]:
+        return [OBJECTIVES[name] for name in self.study.objectives]
+
+    def with_study(self, **overrides: Any) -> StudyConfig:
+        """A copy with ``[study]`` keys replaced; ``None`` values are ignored, as from a CLI."""
+        given = {key: value for key, value in overrides.items() if value is not None}
+        merged = {**dataclasses.asdict(self.study), **given}
+        return dataclasses.replace(self, study=_build(StudySection, merged, "study"))
+
+
+def load_config(source: str | Path | Mapping[str, Any] | StudyConfig | None = None) -> StudyConfig:
+    """Load and validate a study configuration.
+
+    Args:
+        source: A TOML file path, a mapping with the same sections, a ready ``StudyConfig``,
+            or ``None`` for the embedded default (digits, SQLite).
+
+    Raises:
+        ConfigError: With a one-line message naming the bad file, section, key or value.
+
+    Example:
+        >>> config = load_config("studies/digits.toml")
+        >>> config.study.objectives
+        ('accuracy', 'inference_time', 'params', 'energy')
+    """
+    if isinstance(source, StudyConfig):
+        return source
+    if source is None:
+        raw: Mapping[str, Any] = {}
+    elif isinstance(source, Mapping):
+        raw = source
+    else:
+        raw = _read_toml(Path(source))
+    sections = {field.name: field.type for field in dataclasses.fields(StudyConfig)}
+    _reject_unknown(raw, sections, "the config's top level")
+    built = {}
+    for field in dataclasses.fields(StudyConfig):
+        value = raw.get(field.name, {})
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"[{field.name}] must be a table of keys, got {value!r}")
+        built[field.name] = _build(type(field.default), value, field.name)
+    return StudyConfig(**built)
+
+
+def _read_toml(path: Path) -> Mapping[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config path is a directory, expected a TOML file: {path}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"malformed TOML in {path}: {error}") from None
+
+
+def _reject_unknown(raw: Mapping[str, Any], allowed: Mapping[str, Any], where: str) -> None:
+    unknown = sorted(set(raw) - set(allowed))
+    if unknown:
+        raise ConfigError(
+            f"unknown key {unknown[0]!r} in {where}; allowed: {', '.join(sorted(allowed))}"
+        )
+
+
+def _build(cls: type, raw: Mapping[str, Any], section: str) -> Any:
+    fields = {field.name: field for field in dataclasses.fields(cls)}
+    _reject_unknown(raw, fields, f"[{section}]")
+    values = {name: _coerce(raw[name], fields[name], section) for name in raw}
+    instance = cls(**values)
+    _VALIDATORS[cls](instance, section)
+    return instance
+
+
+def _coerce(value: Any, field: dataclasses.Field, section: str) -> Any:
+    """Turn TOML lists into tuples and check the basic type of every value."""
+    where = f"[{section}] {field.name}"
+    default = field.default
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        element = type(default[0]) if default else str
+        return tuple(_scalar(item, element, where) for item in value)
+    if default is None:
+        if value is None:
+            return None
+        element = {"timeout": float, "seed": int, "root": str, "max_params": int}.get(
+            field.name, float
+        )
+        return _scalar(value, element, where)
+    return _scalar(value, type(default), where)
+
+
+def _scalar(value: Any, kind: type, where: str) -> Any:
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is bool or isinstance(value, bool):
+        if kind is bool and isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be {kind.__name__}, got {value!r}")
+    if not isinstance(value, kind):
+        raise ConfigError(f"{where} must be {kind.__name__}, got {value!r}")
+    return value
+
+
+def _choice(value: str, allowed: tuple[str, ...], where: str) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{where} is {value!r}; allowed: {', '.join(allowed)}")
+
+
+def _choices(values: tuple[str, ...], allowed: tuple[str, ...], where: str) -> None:
+    if not values:
+        raise ConfigError(f"{where} must not be empty; allowed: {', '.join(allowed)}")
+    for value in values:
+        _choice(value, allowed, f"{where} entry")
+    if len(set(values)) != len(values):
+        raise ConfigError(f"{where} lists a name twice: {list(values)}")
+
+
+def _interval(pair: tuple, where: str, *, low: float, positive: bool = False) -> None:
+    if len(pair) != 2 or pair[0] > pair[1] or pair[0] < low or (positive and pair[0] <= 0):
+        bound = "> 0" if positive else f">= {low}"
+        raise ConfigError(f"{where} must be [low, high] with {bound} and low <= high, got {list(pair)}")
+
+
+def _positive(value: float | None, where: str) -> None:
+    if value is not None and value <= 0:
+        raise ConfigError(f"{where} must be > 0, got {value!r}")
+
+
+def _validate_study(section: StudySection, name: str) -> None:
+    _choice(section.sampler, SAMPLERS, f"[{name}] sampler")
+    if section.device not in DEVICES and not re.fullmatch(r"cuda:\d+", section.device):
+        raise ConfigError(f"[{name}] device is {section.device!r}; allowed: auto, cpu, cuda, cuda:N")
+    _choices(section.objectives, tuple(OBJECTIVES), f"[{name}] objectives")
+    if len(section.objectives) < 2:
+        raise ConfigError(
+            f"[{name}] objectives needs at least two of {', '.join(OBJECTIVES)}, "
+            f"got {list(section.objectives)}"
+        )
+    _positive(section.n_trials, f"[{name}] n_trials")
+    _positive(section.timeout, f"[{name}] timeout")
+    if not section.name:
+        raise ConfigError(f"[{name}] name must not be empty")
+    if not section.storage:
+        raise ConfigError(f"[{name}] storage must not be empty; e.g. sqlite:///optuna_energy.db")
+
+
+def _validate_dataset(section: DatasetSection, name: str) -> None:
+    from optuna_energy.data import DATASETS  # the registry owns the list of names
+
+    _choice(section.name, tuple(DATASETS), f"[{name}] name")
+    if not 0.0 < section.validation_fraction < 1.0:
+        raise ConfigError(
+            f"[{name}] validation_fraction must be between 0 and 1, got {section.validation_fraction}"
+        )
+
+
+def _validate_training(section: TrainingSection, name: str) -> None:
+    _positive(section.epochs, f"[{name}] epochs")
+    _interval(section.learning_rate, f"[{name}] learning_rate", low=0, positive=True)
+    _interval(section.weight_decay, f"[{name}] weight_decay", low=0, positive=True)
+    _choices(section.optimizers, OPTIMIZERS, f"[{name}] optimizers")
+    if not section.batch_sizes or min(section.batch_sizes) < 1:
+        raise ConfigError(f"[{name}] batch_sizes must be positive integers, got {list(section.batch_sizes)}")
+
+
+def _validate_space(section: SpaceSection, name: str) -> None:
+    for slots in ("feature_slots", "classifier_slots"):
+        count = getattr(section, slots)
+        if not 0 <= count <= 64:
+            raise ConfigError(f"[{name}] {slots} must be between 0 and 64, got {count}")
+    _choices(section.feature_types, FEATURE_TYPES, f"[{name}] feature_types")
+    _choices(section.classifier_types, CLASSIFIER_TYPES, f"[{name}] classifier_types")
+    _choices(section.activations, ACTIVATIONS, f"[{name}] activations")
+    for key in ("conv_channels", "kernel_size", "conv_stride", "inception_width", "pool_stride",
+                "linear_width"):
+        _interval(getattr(section, key), f"[{name}] {key}", low=1)
+    _interval(section.pool_kernel, f"[{name}] pool_kernel", low=2)
+    _interval(section.dropout, f"[{name}] dropout", low=0)
+    if section.dropout[1] >= 1:
+        raise ConfigError(f"[{name}] dropout must stay below 1, got {list(section.dropout)}")
+    if section.padding_max < 0:
+        raise ConfigError(f"[{name}] padding_max must be >= 0, got {section.padding_max}")
+
+
+def _validate_measure(section: MeasureSection, name: str) -> None:
+    _positive(section.batch_size, f"[{name}] batch_size")
+    _positive(section.min_window_seconds, f"[{name}] min_window_seconds")
+    if section.warmup_batches < 0 or section.idle_seconds < 0:
+        raise ConfigError(f"[{name}] warmup_batches and idle_seconds must be >= 0")
+    _choice(section.energy, ENERGY_KINDS, f"[{name}] energy")
+
+
+def _validate_constraints(section: ConstraintsSection, name: str) -> None:
+    for field in dataclasses.fields(section):
+        _positive(getattr(section, field.name), f"[{name}] {field.name}")
+
+
+_VALIDATORS = {
+    StudySection: _validate_study,
+    DatasetSection: _validate_dataset,
+    TrainingSection: _validate_training,
+    SpaceSection: _validate_space,
+    MeasureSection: _validate_measure,
+    ConstraintsSection: _validate_constraints,
+}

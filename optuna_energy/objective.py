@@ -1,0 +1,130 @@
+"""One trial: sample an architecture, train it, measure it, return the objective values.
+
+Everything a later reader needs is stored as user attributes, so that the database alone tells
+what each trial was and how it was measured: the architecture spec (rebuildable with
+``build_model``), its summary, parameters, MACs, the training hyperparameters, accuracy,
+inference time, energy (gross and net, its source and window) and the training energy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import optuna
+import torch
+
+from optuna_energy.arch import build_model, profile, summarize
+from optuna_energy.config import StudyConfig
+from optuna_energy.data import DeviceData
+from optuna_energy.energy import EnergyMeter, estimate
+from optuna_energy.measure import measure_inference
+from optuna_energy.space import sample_architecture, sample_training
+from optuna_energy.train import TrialFailure, evaluate, train, trial_failures
+
+FAILURE_REASON = "failure_reason"
+
+_CONSTRAINTS = {  # constraint key -> (config limit, measured user attribute)
+    "params": ("max_params", "params"),
+    "energy": ("max_energy", "energy_per_inference_j"),
+    "inference_time": ("max_inference_time", "inference_time_s"),
+}
+
+
+class Objective:
+    """The callable handed to ``study.optimize``; returns values in ``config.study.objectives`` order."""
+
+    def __init__(self, config: StudyConfig, data: DeviceData, *, meter: EnergyMeter | None = None,
+                 idle_watts: float = 0.0) -> None:
+        self.config = config
+        self.data = data
+        self.meter = meter
+        self.idle_watts = idle_watts
+
+    def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
+        try:
+            return self._run(trial)
+        except TrialFailure as failure:
+            trial.set_user_attr(FAILURE_REASON, failure.reason)
+            raise
+
+    def _run(self, trial: optuna.Trial) -> tuple[float, ...]:
+        config, data = self.config, self.data
+        training = sample_training(trial, config.training)
+        sampled = sample_architecture(trial, config.space, data.input_shape)
+        costs = profile(sampled.spec, data.input_shape, data.n_classes)
+        trial.set_user_attr("architecture", sampled.spec)
+        trial.set_user_attr("architecture_summary", summarize(sampled.spec))
+        trial.set_user_attr("skipped_slots", sampled.skipped_slots)
+        trial.set_user_attr("params", costs.params)
+        trial.set_user_attr("macs", costs.macs)
+        trial.set_user_attr("training", dataclasses.asdict(training))
+        trial.set_user_attr("device", str(data.device))
+        trial.set_user_attr("eval_split", data.eval_split)
+
+        seed = trial.number if config.study.seed is None else config.study.seed + trial.number
+        torch.manual_seed(seed)
+        with trial_failures():
+            model = build_model(sampled.spec, data.input_shape, data.n_classes).to(data.device)
+        if self.meter is not None:
+            self.meter.begin_window("training")
+        result = train(model, data, training, epochs=config.training.epochs, seed=seed)
+        if self.meter is not None:
+            train_joules = self.meter.end_window("training").joules
+        else:
+            train_joules = estimate.training_joules(
+                macs=costs.macs, params=costs.params, activations=costs.activations,
+                batch_size=training.batch_size, images=result.images)
+        accuracy = evaluate(model, data)
+        with trial_failures():
+            inference = measure_inference(
+                model, data, batch_size=config.measure.batch_size,
+                warmup_batches=config.measure.warmup_batches,
+                min_window_seconds=config.measure.min_window_seconds, meter=self.meter)
+
+        if inference.window_joules is None:
+            source = estimate.SOURCE
+            gross = net = estimate.inference_joules(
+                macs=costs.macs, params=costs.params, activations=costs.activations,
+                batch_size=config.measure.batch_size)
+        else:
+            source = self.meter.source
+            gross = inference.window_joules / inference.images
+            idle = self.idle_watts * inference.window_seconds
+            net = max(inference.window_joules - idle, 0.0) / inference.images
+        energy = net if config.measure.energy == "net" else gross
+
+        attrs = {
+            "accuracy": accuracy,
+            "inference_time_s": inference.seconds_per_pass,
+            "energy_source": source,
+            "energy_per_inference_j": energy,
+            "energy_gross_j": gross,
+            "energy_net_j": net,
+            "energy_window_s": inference.window_seconds,
+            "energy_window_images": inference.images,
+            "train_energy_j": train_joules,
+            "train_seconds": result.seconds,
+            "idle_watts": self.idle_watts,
+        }
+        if self.meter is not None:
+            attrs["meter"] = self.meter.info()
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        self._set_constraints(trial, {**attrs, "params": costs.params})
+
+        values = {"accuracy": accuracy, "inference_time": inference.seconds_per_pass,
+                  "params": float(costs.params), "energy": energy}
+        return tuple(values[name] for name in config.study.objectives)
+
+    def _set_constraints(self, trial: optuna.Trial, measured: dict[str, float]) -> None:
+        """Optuna's constraint API, mirrored in user attributes where optuna-dashboard shows them."""
+        limits = self.config.constraints
+        violations = {}
+        for key, (limit_name, attr) in _CONSTRAINTS.items():
+            limit = getattr(limits, limit_name)
+            if limit is not None:
+                violations[key] = float(measured[attr] - limit)
+                trial.set_constraint(key, violations[key])
+        if violations:
+            trial.set_user_attr("constraints", violations)
+            trial.set_user_attr("feasible", all(value <= 0 for value in violations.values()))
