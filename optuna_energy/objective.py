@@ -9,6 +9,7 @@ inference time, energy (gross and net, its source and window) and the training e
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import optuna
 import torch
@@ -74,6 +75,7 @@ class Objective:
             train_joules = estimate.training_joules(
                 macs=costs.macs, params=costs.params, activations=costs.activations,
                 batch_size=training.batch_size, images=result.images)
+        measure_start = time.perf_counter()
         accuracy = evaluate(model, data)
         with trial_failures():
             inference = measure_inference(
@@ -92,6 +94,7 @@ class Objective:
             idle = self.idle_watts * inference.window_seconds
             net = max(inference.window_joules - idle, 0.0) / inference.images
         energy = net if config.measure.energy == "net" else gross
+        measure_seconds = time.perf_counter() - measure_start
 
         attrs = {
             "accuracy": accuracy,
@@ -104,6 +107,7 @@ class Objective:
             "energy_window_images": inference.images,
             "train_energy_j": train_joules,
             "train_seconds": result.seconds,
+            "measure_seconds": measure_seconds,
             "idle_watts": self.idle_watts,
         }
         if self.meter is not None:

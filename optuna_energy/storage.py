@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import optuna
 
@@ -46,11 +47,23 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             f"unsupported storage URL {mask_url(url)!r}; allowed schemes: "
             + ", ".join(f"{s}://" for s in SCHEMES)
         )
+    if scheme == "sqlite":
+        _make_parent_directory(url)
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(scheme))
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as error:
         reason = " ".join(str(getattr(error, "orig", None) or error).split())
         raise StorageError(f"cannot open storage {mask_url(url)}: {_mask_text(reason, url)}") from None
+
+
+def _make_parent_directory(url: str) -> None:
+    """``sqlite:///runs/a.db`` should work in a fresh checkout, as the path suggests."""
+    path = url.split(":///", 1)[-1]
+    if path and path != ":memory:" and "?" not in path:
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StorageError(f"cannot create the directory for {url}: {error.strerror}") from None
 
 
 def _engine_kwargs(scheme: str) -> dict:

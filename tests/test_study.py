@@ -1,0 +1,97 @@
+"""run_study end to end on digits: objectives, stored architectures, resuming, failures."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+import optuna_energy
+from optuna_energy.arch import build_model, profile
+from helpers import tiny_config
+
+ENERGY_ATTRS = ("energy_source", "energy_gross_j", "energy_net_j", "train_energy_j")
+
+
+@pytest.mark.parametrize("objectives", [
+    ("accuracy", "energy"),
+    ("accuracy", "params", "inference_time"),
+    ("accuracy", "inference_time", "params", "energy"),
+])
+def test_run_study_reports_the_configured_objectives(tmp_path, objectives):
+    study = optuna_energy.run_study(tiny_config(tmp_path), objectives=objectives,
+                                    show_progress_bar=False)
+    assert study.metric_names == list(objectives)
+    assert [d.name for d in study.directions] == [
+        "MAXIMIZE" if name == "accuracy" else "MINIMIZE" for name in objectives]
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(trials) == 3
+    for trial in trials:
+        attrs = trial.user_attrs
+        expected = {"accuracy": attrs["accuracy"], "inference_time": attrs["inference_time_s"],
+                    "params": attrs["params"], "energy": attrs["energy_per_inference_j"]}
+        assert trial.values == pytest.approx([expected[name] for name in objectives])
+        assert 0.0 <= attrs["accuracy"] <= 1.0
+        assert attrs["energy_source"] == "estimate"
+        assert all(key in attrs for key in ENERGY_ATTRS)
+        assert attrs["inference_time_s"] > 0 and attrs["energy_net_j"] > 0
+
+
+def test_stored_architecture_rebuilds_the_same_model(tmp_path):
+    config = tiny_config(tmp_path)
+    optuna_energy.run_study(config, show_progress_bar=False)
+    # Read back through a fresh storage handle: the database alone must be enough.
+    study = optuna.load_study(study_name="tiny", storage=config["study"]["storage"])
+    for trial in study.trials:
+        spec = trial.user_attrs["architecture"]
+        model = build_model(spec, (1, 8, 8), 10)
+        assert sum(p.numel() for p in model.parameters()) == trial.user_attrs["params"]
+        assert profile(spec, (1, 8, 8), 10).macs == trial.user_attrs["macs"]
+
+
+def test_resuming_runs_only_the_missing_trials(tmp_path):
+    config = tiny_config(tmp_path)
+    optuna_energy.run_study(config, n_trials=2, show_progress_bar=False)
+    study = optuna_energy.run_study(config, n_trials=4, show_progress_bar=False)
+    assert [t.number for t in study.trials] == [0, 1, 2, 3]
+    again = optuna_energy.run_study(config, n_trials=4, show_progress_bar=False)
+    assert len(again.trials) == 4
+
+
+def test_resuming_with_other_objectives_is_refused(tmp_path):
+    config = tiny_config(tmp_path)
+    optuna_energy.run_study(config, n_trials=1, show_progress_bar=False)
+    with pytest.raises(optuna_energy.ConfigError, match="already exists with objectives"):
+        optuna_energy.run_study(config, objectives=["accuracy", "params"], show_progress_bar=False)
+
+
+def test_diverging_training_fails_the_trial_and_the_study_goes_on(tmp_path):
+    config = tiny_config(tmp_path)
+    config["training"].update(learning_rate=[1e8, 1e9], optimizers=["sgd"])
+    study = optuna_energy.run_study(config, n_trials=2, show_progress_bar=False)
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
+    for trial in study.trials:
+        assert "non-finite training loss" in trial.user_attrs["failure_reason"]
+        assert "architecture" in trial.user_attrs  # what failed is still known
+
+
+def test_constraints_are_set_and_mirrored(tmp_path):
+    config = tiny_config(tmp_path)
+    config["constraints"] = {"max_params": 5000}
+    study = optuna_energy.run_study(config, show_progress_bar=False)
+    for trial in study.trials:
+        violation = trial.user_attrs["params"] - 5000
+        assert trial.constraints == {"params": violation}
+        assert trial.user_attrs["constraints"] == {"params": violation}
+        assert trial.user_attrs["feasible"] is (violation <= 0)
+
+
+def test_seeded_runs_repeat(tmp_path):
+    first = optuna_energy.run_study(tiny_config(tmp_path / "a"), show_progress_bar=False)
+    second = optuna_energy.run_study(tiny_config(tmp_path / "b"), show_progress_bar=False)
+    assert [t.params for t in first.trials] == [t.params for t in second.trials]
+    accuracies = [[t.user_attrs["accuracy"] for t in s.trials] for s in (first, second)]
+    assert accuracies[0] == accuracies[1]
+    assert not any(math.isnan(a) for a in accuracies[0])
