@@ -92,6 +92,8 @@ class MeasureSection:
     min_window_seconds: float = 1.0
     idle_seconds: float = 2.0
     energy: str = "net"
+    power_interval_s: float = 0.1
+    """Seconds between power samples where the GPU has no energy counter (``nvml-power``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -303,6 +305,7 @@ def _validate_space(section: SpaceSection, name: str) -> None:
 def _validate_measure(section: MeasureSection, name: str) -> None:
     _positive(section.batch_size, f"[{name}] batch_size")
     _positive(section.min_window_seconds, f"[{name}] min_window_seconds")
+    _positive(section.power_interval_s, f"[{name}] power_interval_s")
     if section.warmup_batches < 0 or section.idle_seconds < 0:
         raise ConfigError(f"[{name}] warmup_batches and idle_seconds must be >= 0")
     _choice(section.energy, ENERGY_KINDS, f"[{name}] energy")

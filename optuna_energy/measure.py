@@ -5,6 +5,9 @@ included. Energy counters update only every ~100 ms (and NVML's plain power read
 one-second average), so one pass is too short to meter: after warm-up batches, passes are
 repeated inside one window until it lasts at least ``min_window_seconds``, with the device
 synchronised at both edges, and the energy is divided by the images actually inferred.
+
+This is also where torch meets the meters: :func:`open_meter` tells NVML which GPU a torch
+device is, by UUID and PCI bus id, so ``optuna_energy.energy`` stays free of torch.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import torch
 from torch import nn
 
 from optuna_energy.data import DeviceData
-from optuna_energy.energy import EnergyMeter
+from optuna_energy.energy import EnergyMeter, GpuId, select_meter
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,13 +29,32 @@ class InferenceMeasurement:
     passes: int
     images: int
     window_seconds: float
+    """The energy window, edge to edge: at least the minimum, and whole counter steps."""
     window_joules: float | None
     """Energy the meter counted in the window, or ``None`` without a hardware meter."""
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait until the device has finished its queued work, so a window edge is where it says."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def gpu_id(device: torch.device) -> GpuId:
+    """The UUID and PCI bus id of a CUDA device: how NVML finds it under ``CUDA_VISIBLE_DEVICES``."""
+    properties = torch.cuda.get_device_properties(device)
+    uuid = getattr(properties, "uuid", None)
+    bus = getattr(properties, "pci_bus_id", None)
+    pci_bus_id = None
+    if bus is not None:
+        pci_bus_id = f"{properties.pci_domain_id:04x}:{bus:02x}:{properties.pci_device_id:02x}.0"
+    return GpuId(uuid=str(uuid) if uuid is not None else None, pci_bus_id=pci_bus_id)
+
+
+def open_meter(device: torch.device, *, power_interval_s: float = 0.1) -> EnergyMeter | None:
+    """The best working energy meter for ``device``, or ``None`` (with a warning) for the estimate."""
+    gpu = gpu_id(device) if device.type == "cuda" else None
+    return select_meter(str(device), gpu=gpu, power_interval_s=power_interval_s)
 
 
 @torch.inference_mode()
@@ -49,7 +71,7 @@ def measure_inference(model: nn.Module, data: DeviceData, *, batch_size: int, wa
 
     for index in range(warmup_batches):
         one_batch((index * batch_size) % len(host))
-    _synchronize(device)
+    synchronize(device)
     if meter is not None:
         meter.begin_window("inference")
     start = time.perf_counter()
@@ -57,20 +79,27 @@ def measure_inference(model: nn.Module, data: DeviceData, *, batch_size: int, wa
     while True:
         for offset in range(0, len(host), batch_size):
             one_batch(offset)
-        _synchronize(device)
+        synchronize(device)
         passes += 1
         elapsed = time.perf_counter() - start
         if elapsed >= min_window_seconds:
             break
-    window = meter.end_window("inference") if meter is not None else None
+    if meter is None:
+        window_seconds, window_joules = elapsed, None
+    else:
+        window = meter.end_window("inference")
+        window_seconds, window_joules = window.seconds, window.joules
     return InferenceMeasurement(
         seconds_per_pass=elapsed / passes, passes=passes, images=passes * len(host),
-        window_seconds=elapsed, window_joules=window.joules if window else None,
+        window_seconds=window_seconds, window_joules=window_joules,
     )
 
 
 def measure_idle_watts(meter: EnergyMeter, seconds: float) -> float:
-    """Average power while nothing runs: subtracted from inference windows for net energy."""
+    """Average power while nothing runs: subtracted from inference windows for net energy.
+
+    Measured once per worker, before its first trial, with the same meter as the trials.
+    """
     if seconds <= 0:
         return 0.0
     meter.begin_window("idle")

@@ -17,7 +17,7 @@ from optuna_energy.arch import build_model, profile, summarize
 from optuna_energy.config import StudyConfig
 from optuna_energy.data import DeviceData
 from optuna_energy.energy import EnergyMeter, estimate
-from optuna_energy.measure import measure_inference
+from optuna_energy.measure import measure_inference, synchronize
 from optuna_energy.space import sample_architecture, sample_training
 from optuna_energy.train import TrialFailure, evaluate, train, trial_failures
 
@@ -65,9 +65,11 @@ class Objective:
         torch.manual_seed(seed)
         with trial_failures():
             model = build_model(sampled.spec, data.input_shape, data.n_classes).to(data.device)
+        synchronize(data.device)
         if self.meter is not None:
             self.meter.begin_window("training")
         result = train(model, data, training, epochs=config.training.epochs, seed=seed)
+        synchronize(data.device)
         if self.meter is not None:
             train_joules = self.meter.end_window("training").joules
         else:
