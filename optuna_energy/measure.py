@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 from torch import nn
 
 from optuna_energy.data import DeviceData
-from optuna_energy.energy import EnergyMeter, GpuId, select_meter
+from optuna_energy.energy import EnergyMeter, EnergyWindow, GpuId, select_meter
+
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +61,26 @@ def open_meter(device: torch.device, *, power_interval_s: float = 0.1) -> Energy
     return select_meter(str(device), gpu=gpu, power_interval_s=power_interval_s)
 
 
+def metered(meter: EnergyMeter | None, name: str, device: torch.device,
+            work: Callable[[], T]) -> tuple[T, EnergyWindow | None]:
+    """Run ``work`` inside the energy window ``name``, the device synchronised at both edges.
+
+    Returns ``work``'s result and the window, or ``None`` for the window without a meter. If
+    ``work`` raises, the window is cancelled, so the next trial can open it again.
+    """
+    synchronize(device)
+    if meter is not None:
+        meter.begin_window(name)
+    try:
+        result = work()
+        synchronize(device)
+    except BaseException:
+        if meter is not None:
+            meter.cancel_window(name)
+        raise
+    return result, meter.end_window(name) if meter is not None else None
+
+
 @torch.inference_mode()
 def measure_inference(model: nn.Module, data: DeviceData, *, batch_size: int, warmup_batches: int,
                       min_window_seconds: float, meter: EnergyMeter | None) -> InferenceMeasurement:
@@ -69,29 +93,25 @@ def measure_inference(model: nn.Module, data: DeviceData, *, batch_size: int, wa
         images = host[start:start + batch_size].to(device, non_blocking=True)
         model(data.normalize(images)).argmax(dim=1)
 
+    def passes_for_the_minimum_window() -> tuple[int, float]:
+        start = time.perf_counter()
+        passes = 0
+        while True:
+            for offset in range(0, len(host), batch_size):
+                one_batch(offset)
+            synchronize(device)
+            passes += 1
+            elapsed = time.perf_counter() - start
+            if elapsed >= min_window_seconds:
+                return passes, elapsed
+
     for index in range(warmup_batches):
         one_batch((index * batch_size) % len(host))
-    synchronize(device)
-    if meter is not None:
-        meter.begin_window("inference")
-    start = time.perf_counter()
-    passes = 0
-    while True:
-        for offset in range(0, len(host), batch_size):
-            one_batch(offset)
-        synchronize(device)
-        passes += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_window_seconds:
-            break
-    if meter is None:
-        window_seconds, window_joules = elapsed, None
-    else:
-        window = meter.end_window("inference")
-        window_seconds, window_joules = window.seconds, window.joules
+    (passes, elapsed), window = metered(meter, "inference", device, passes_for_the_minimum_window)
     return InferenceMeasurement(
         seconds_per_pass=elapsed / passes, passes=passes, images=passes * len(host),
-        window_seconds=window_seconds, window_joules=window_joules,
+        window_seconds=window.seconds if window else elapsed,
+        window_joules=window.joules if window else None,
     )
 
 

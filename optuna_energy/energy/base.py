@@ -43,6 +43,10 @@ class EnergyMeter(abc.ABC):
     source: str
     """Recorded on every trial as ``energy_source``."""
 
+    step_timeout_s: float | None = None
+    """For counters that move in steps: how long a window edge waits for the next step."""
+    step_poll_s: float = 0.001
+
     def __init__(self) -> None:
         self._open: dict[str, tuple[float, float]] = {}
 
@@ -57,13 +61,25 @@ class EnergyMeter(abc.ABC):
     def close(self) -> None:
         """Release the hardware handle or background thread."""
 
+    def _await_step(self, since: float) -> tuple[float, float]:
+        """The time and reading when the counter first differs from ``since``, or at the timeout."""
+        deadline = time.perf_counter() + (self.step_timeout_s or 0.0)
+        while True:
+            joules = self.total_joules()
+            now = time.perf_counter()
+            if joules != since or now >= deadline:
+                return now, joules
+            time.sleep(self.step_poll_s)
+
     def _edge(self) -> tuple[float, float]:
         """Time and energy at a window's edge.
 
-        Meters whose counter moves in coarse steps override this to wait for the next step, so
-        that a window spans whole steps instead of losing up to one step at each edge.
+        A counter that moves in steps is read at the moment it steps, so that a window spans
+        whole steps instead of losing up to one step at each edge.
         """
-        return time.perf_counter(), self.total_joules()
+        if self.step_timeout_s is None:
+            return time.perf_counter(), self.total_joules()
+        return self._await_step(self.total_joules())
 
     def begin_window(self, name: str) -> None:
         if name in self._open:
@@ -89,6 +105,10 @@ class EnergyMeter(abc.ABC):
                 f"{name!r}: its counter is not advancing, so its readings cannot be trusted"
             )
         return window
+
+    def cancel_window(self, name: str) -> None:
+        """Forget the open window ``name`` (its work failed), so that the name can be used again."""
+        self._open.pop(name, None)
 
     def __enter__(self) -> EnergyMeter:
         return self

@@ -28,7 +28,6 @@ from optuna_energy.energy.base import EnergyMeter, EnergyMeterError
 COUNTER_SOURCE = "nvml-counter"
 POWER_SOURCE = "nvml-power"
 
-_STEP_POLL_S = 0.002
 _VALUE_MEMBERS = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
 """``nvmlValueType_t`` -> the member of the ``c_nvmlValue_t`` union that holds the value."""
 
@@ -128,13 +127,14 @@ class NvmlCounterMeter(EnergyMeter):
     """
 
     source = COUNTER_SOURCE
+    step_poll_s = 0.002  # one read takes about as long
 
     def __init__(self, gpu: GpuId, *, step_timeout_s: float = 1.0) -> None:
         super().__init__()
         self._session = _Session(gpu)
-        self._step_timeout_s = step_timeout_s
+        self.step_timeout_s = step_timeout_s
         try:
-            start = self._millijoules()
+            start = self.total_joules()
             if self._await_step(start)[1] == start:
                 raise EnergyMeterError(
                     f"the energy counter of {self._session.query('nvmlDeviceGetName')} did not "
@@ -152,20 +152,6 @@ class NvmlCounterMeter(EnergyMeter):
                 f"nvmlDeviceGetTotalEnergyConsumption failed: {error} (the counter needs a Volta "
                 "or newer GPU)"
             ) from None
-
-    def _await_step(self, since: int) -> tuple[float, int]:
-        """The time and reading when the counter first differs from ``since``, or at the timeout."""
-        deadline = time.perf_counter() + self._step_timeout_s
-        while True:
-            value = self._millijoules()
-            now = time.perf_counter()
-            if value != since or now >= deadline:
-                return now, value
-            time.sleep(_STEP_POLL_S)
-
-    def _edge(self) -> tuple[float, float]:
-        now, millijoules = self._await_step(self._millijoules())
-        return now, millijoules / 1000
 
     def total_joules(self) -> float:
         return self._millijoules() / 1000
@@ -238,12 +224,12 @@ class NvmlPowerMeter(EnergyMeter):
     def _run(self) -> None:
         while not self._stop.wait(self._interval_s):
             try:
-                self.total_joules()
+                self._sample()
             except EnergyMeterError:
                 return  # kept in self._failure: the next window edge raises it
 
-    def total_joules(self) -> float:
-        """Energy integrated up to a sample taken now."""
+    def _sample(self) -> tuple[float, float]:
+        """Take one sample now; return its time and the energy integrated up to it."""
         with self._lock:
             if self._failure is not None:
                 raise self._failure
@@ -256,7 +242,14 @@ class NvmlPowerMeter(EnergyMeter):
             last_time, last_watts = self._last
             self._joules += (now - last_time) * (last_watts + watts) / 2
             self._last = (now, watts)
-            return self._joules
+            return now, self._joules
+
+    def _edge(self) -> tuple[float, float]:
+        return self._sample()
+
+    def total_joules(self) -> float:
+        """Energy integrated up to a sample taken now."""
+        return self._sample()[1]
 
     def info(self) -> dict[str, Any]:
         return {**self._session.info(), "power_reading": self._reading,

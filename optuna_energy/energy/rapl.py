@@ -6,7 +6,8 @@ socket's package (``name`` = ``package-N``) or one of its subzones (``core``, ``
 sockets and adds ``dram`` where present. ``core`` and ``uncore`` are parts of their package
 and ``psys`` contains the packages, so counting them would count energy twice.
 
-``energy_uj`` wraps to zero after ``max_energy_range_uj``. A window sees at most one wrap only
+Window edges are read the moment a counter steps (about every millisecond), so a window
+holds whole steps. ``energy_uj`` wraps to zero after ``max_energy_range_uj``. A window sees at most one wrap only
 if the counter is read at least once per wrap, so a background thread reads it often enough
 for any plausible power.
 """
@@ -107,6 +108,8 @@ class RaplMeter(EnergyMeter):
     """
 
     source = SOURCE
+    step_timeout_s = 0.05  # the counters step about every millisecond
+    step_poll_s = 0.0005
 
     def __init__(self, root: str | Path | None = None) -> None:
         super().__init__()
