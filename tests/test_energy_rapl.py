@@ -116,6 +116,12 @@ def test_info_names_the_domains_and_the_package_power_limits(tree: PowercapTree)
     assert info["powercap_root"] == str(tree.root)
 
 
+def test_zones_are_found_nested_as_under_sys_devices(tmp_path: Path) -> None:
+    nested = {"intel-rapl:0": ("package-0", 1.0, 10**9), "intel-rapl:0/intel-rapl:0:0": ("dram", 1.0, 10**9)}
+    with RaplMeter(PowercapTree(tmp_path / "intel-rapl", nested).root) as meter:
+        assert meter.info()["domains"] == ["package-0", "dram"]
+
+
 def test_selection_on_cpu_reads_the_root_from_the_environment(
         tree: PowercapTree, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(POWERCAP_ROOT_ENV, str(tree.root))

@@ -1,15 +1,15 @@
 """CPU energy from RAPL counters in the Linux powercap tree (Intel, and AMD Zen since Linux 5.8).
 
-Every ``intel-rapl:*`` zone is one flat directory under the powercap root, whether it is a
-socket's package (``name`` = ``package-N``) or one of its subzones (``core``, ``uncore``,
-``dram``); a laptop may add ``psys``, the whole platform. The meter sums the packages over all
-sockets and adds ``dram`` where present. ``core`` and ``uncore`` are parts of their package
-and ``psys`` contains the packages, so counting them would count energy twice.
+Every ``intel-rapl:*`` zone is a directory under the powercap root, whether it is a socket's
+package (``name`` = ``package-N``) or one of its subzones (``core``, ``uncore``, ``dram``); a
+laptop may add ``psys``, the whole platform. The meter sums the packages over all sockets and
+adds ``dram`` where present. ``core`` and ``uncore`` are parts of their package and ``psys``
+contains the packages, so counting them would count energy twice.
 
-Window edges are read the moment a counter steps (about every millisecond), so a window
-holds whole steps. ``energy_uj`` wraps to zero after ``max_energy_range_uj``. A window sees at most one wrap only
-if the counter is read at least once per wrap, so a background thread reads it often enough
-for any plausible power.
+Window edges are read the moment a counter steps (about every millisecond), so a window holds
+whole steps. ``energy_uj`` wraps to zero after ``max_energy_range_uj``; a window sees at most
+one wrap only if the counter is read at least once per wrap, so a background thread reads it
+often enough for any plausible power.
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ def _counted(name: str) -> bool:
 def _open_zones(root: Path) -> list[_Zone]:
     if not root.is_dir():
         raise EnergyMeterError(f"no powercap tree at {root} (set {POWERCAP_ROOT_ENV} to another root)")
-    directories = sorted(root.glob("intel-rapl:*"))
+    # Flat symlinks under /sys/class/powercap; nested directories under /sys/devices/virtual/powercap.
+    directories = sorted(root.rglob("intel-rapl:*"))
     names = {directory: _zone_name(directory) for directory in directories}
     zones = []
     for directory, name in names.items():
