@@ -55,10 +55,11 @@ def gpu_id(device: torch.device) -> GpuId:
     return GpuId(uuid=str(uuid) if uuid is not None else None, pci_bus_id=pci_bus_id)
 
 
-def open_meter(device: torch.device, *, power_interval_s: float = 0.1) -> EnergyMeter | None:
-    """The best working energy meter for ``device``, or ``None`` (with a warning) for the estimate."""
+def open_meter(device: torch.device, *, power_interval_s: float = 0.1,
+               meter: str = "auto") -> EnergyMeter | None:
+    """The energy meter for ``device`` (see ``select_meter``), or ``None`` for the estimate."""
     gpu = gpu_id(device) if device.type == "cuda" else None
-    return select_meter(str(device), gpu=gpu, power_interval_s=power_interval_s)
+    return select_meter(str(device), gpu=gpu, power_interval_s=power_interval_s, meter=meter)
 
 
 def metered(meter: EnergyMeter | None, name: str, device: torch.device,

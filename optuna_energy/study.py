@@ -121,7 +121,8 @@ def run_study(config: str | Path | StudyConfig | dict[str, Any] | None = None, *
         return study
     torch_device = resolve_device(config.study.device)
     data = DeviceData(load_dataset(config.dataset, seed=config.study.seed or 0), torch_device)
-    meter = open_meter(torch_device, power_interval_s=config.measure.power_interval_s)
+    meter = open_meter(torch_device, power_interval_s=config.measure.power_interval_s,
+                       meter=config.measure.meter)
     try:
         idle = measure_idle_watts(meter, config.measure.idle_seconds) if meter else 0.0
         objective = Objective(config, data, meter=meter, idle_watts=idle)

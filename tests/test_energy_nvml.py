@@ -261,7 +261,7 @@ def test_selection_falls_back_to_power_sampling_without_the_counter(nvml: FakeNv
         assert meter.info()["sample_interval_s"] == 0.05
     assert [str(warning.message) for warning in caught] == [
         "nvml-counter: nvmlDeviceGetTotalEnergyConsumption failed: Not Supported (the counter "
-        "needs a Volta or newer GPU); measuring with nvml-power (power sampled every 0.05 s) instead"
+        "needs a Volta or newer GPU); measuring with nvml-power instead"
     ]
 
 
@@ -283,8 +283,7 @@ def test_selection_falls_back_to_the_estimate_when_nvml_cannot_start(nvml: FakeN
     with pytest.warns(EnergyMeterWarning) as caught:
         assert select_meter("cuda", gpu=SECOND_GPU) is None
     assert [str(warning.message) for warning in caught] == [
-        "nvml-counter: NVML cannot start: Driver Not Loaded; measuring with nvml-power (power "
-        "sampled every 0.1 s) instead",
+        "nvml-counter: NVML cannot start: Driver Not Loaded; measuring with nvml-power instead",
         "no hardware energy meter works for device 'cuda' (nvml-power: NVML cannot start: Driver "
         "Not Loaded); energy per inference is the analytical estimate (energy_source='estimate')",
     ]
@@ -298,9 +297,25 @@ def test_selection_falls_back_to_the_estimate_without_nvidia_ml_py(monkeypatch: 
         caught[-1].message)
 
 
-def test_a_cuda_device_needs_its_gpu_id() -> None:
-    with pytest.raises(ValueError, match="device 'cuda:0' needs its GpuId"):
-        select_meter("cuda:0")
+def test_a_named_meter_is_used_even_where_a_better_one_works(nvml: FakeNvml) -> None:
+    with _no_warnings():
+        meter = select_meter("cuda:0", gpu=SECOND_GPU, meter="nvml-power")
+    with meter:
+        assert meter.source == "nvml-power"
+    with _no_warnings():
+        assert select_meter("cuda:0", gpu=SECOND_GPU, meter="estimate") is None
+
+
+def test_a_named_meter_that_cannot_open_is_an_error_not_a_fallback(nvml: FakeNvml) -> None:
+    nvml.counter_error = NOT_SUPPORTED
+    with pytest.raises(EnergyMeterError, match="^nvmlDeviceGetTotalEnergyConsumption failed: Not "
+                                               "Supported"):
+        select_meter("cuda:0", gpu=SECOND_GPU, meter="nvml-counter")
+    with pytest.raises(EnergyMeterError, match="^NVML meters need a CUDA device and its GpuId$"):
+        select_meter("cpu", meter="nvml-power")
+    with pytest.raises(ValueError, match="unknown energy meter 'nvml'; allowed: auto, nvml-counter, "
+                                         "nvml-power, rapl, estimate"):
+        select_meter("cuda:0", gpu=SECOND_GPU, meter="nvml")
 
 
 def test_gpu_id_from_torch_device_properties(nvml: FakeNvml, monkeypatch: pytest.MonkeyPatch) -> None:

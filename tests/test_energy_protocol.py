@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,9 @@ from test_energy_rapl import PowercapTree
 from torch import nn
 
 from optuna_energy import run_study
-from optuna_energy.config import DatasetSection
+from optuna_energy.config import ConfigError, DatasetSection, load_config
 from optuna_energy.data import DeviceData, load_dataset
-from optuna_energy.energy import EnergyEstimateWarning, RaplMeter
+from optuna_energy.energy import EnergyMeterWarning, RaplMeter
 from optuna_energy.energy.rapl import POWERCAP_ROOT_ENV
 from optuna_energy.measure import measure_idle_watts, measure_inference, metered
 from optuna_energy.train import TrialFailure
@@ -103,16 +104,24 @@ def test_every_trial_records_rapl_energy_and_the_chosen_objective(
         assert trial.values[energy_index] == attrs["energy_gross_j"]
 
 
-def test_without_a_meter_every_trial_says_its_energy_is_the_estimate(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(POWERCAP_ROOT_ENV, str(tmp_path / "no-powercap"))
-    with pytest.warns(EnergyEstimateWarning, match="energy_source='estimate'"):
-        study = run_study(_study_config(tmp_path), show_progress_bar=False)
+def test_with_the_estimate_every_trial_says_so(
+        tree: PowercapTree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Named in the config, the estimate is used although RAPL could be read, without a warning."""
+    monkeypatch.setenv(POWERCAP_ROOT_ENV, str(tree.root))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EnergyMeterWarning)
+        study = run_study(_study_config(tmp_path, meter="estimate"), n_trials=1, show_progress_bar=False)
     energy_index = study.metric_names.index("energy")
-    for trial in study.get_trials(states=[TrialState.COMPLETE]):
-        attrs = trial.user_attrs
-        assert set(ENERGY_ATTRS) <= set(attrs)
-        assert attrs["energy_source"] == "estimate"
-        assert attrs["energy_gross_j"] == attrs["energy_net_j"] == trial.values[energy_index] > 0
-        assert attrs["train_energy_j"] > 0
-        assert "meter" not in attrs
+    (trial,) = study.get_trials(states=[TrialState.COMPLETE])
+    attrs = trial.user_attrs
+    assert set(ENERGY_ATTRS) <= set(attrs)
+    assert attrs["energy_source"] == "estimate"
+    assert attrs["energy_gross_j"] == attrs["energy_net_j"] == trial.values[energy_index] > 0
+    assert attrs["train_energy_j"] > 0
+    assert "meter" not in attrs
+
+
+def test_an_unknown_meter_in_the_config_is_a_one_line_error() -> None:
+    with pytest.raises(ConfigError, match=r"^\[measure\] meter is 'nvml'; allowed: auto, nvml-counter, "
+                                          "nvml-power, rapl, estimate$"):
+        load_config({"measure": {"meter": "nvml"}})
