@@ -12,11 +12,12 @@ import optuna
 from optuna_energy.analysis import format_table, pareto_trials
 from optuna_energy.config import OBJECTIVES, SAMPLERS, ConfigError
 from optuna_energy.data import DatasetError
+from optuna_energy.energy import EnergyMeterError
 from optuna_energy.storage import StorageError, mask_url
 from optuna_energy.study import run_study
 
 PROG = "optuna-energy"
-_USER_ERRORS = (ConfigError, DatasetError, StorageError)
+_USER_ERRORS = (ConfigError, DatasetError, StorageError, EnergyMeterError)
 
 
 def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
