@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import socket
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -31,6 +33,8 @@ from optuna_energy.storage import StorageError, database_errors, mask_url
 
 OVER_BUDGET = "over_budget"
 """User attribute of a trial that was created after the budget was used and never ran."""
+WORKER = "worker"
+"""User attribute naming the process that ran a trial, ``host:pid``."""
 
 _logger = logging.getLogger(__name__)
 
@@ -89,6 +93,7 @@ class _WithinBudget:
         if earlier >= self.n_trials:
             trial.set_user_attr(OVER_BUDGET, True)
             raise optuna.TrialPruned(f"the study's budget of {self.n_trials} trials is used")
+        trial.set_user_attr(WORKER, f"{socket.gethostname()}:{os.getpid()}")
         return self.objective(trial)
 
 
@@ -123,6 +128,9 @@ def optimize_within_budget(study: optuna.Study, objective: Callable[[optuna.Tria
         except KeyboardInterrupt:
             _requeue_interrupted(study, guarded.trial_id)
             raise
+        except ValueError:  # "Cannot tell a FAIL trial": was this one declared dead meanwhile?
+            if not _failed_elsewhere(study, guarded.trial_id):
+                raise
         except database_errors() as error:
             abandoned = guarded.trial_id if abandoned is None else abandoned
             guarded.trial_id = None
@@ -156,6 +164,19 @@ def _requeue_interrupted(study: optuna.Study, trial_id: int | None) -> None:
     trial = study._storage.get_trial(trial_id)
     if trial.state == TrialState.FAIL and not counts(trial) and OVER_BUDGET not in trial.user_attrs:
         RetryHeartbeatStaleTrialCallback()(study, trial)
+
+
+def _failed_elsewhere(study: optuna.Study, trial_id: int | None) -> bool:
+    """Whether another worker's heartbeat check failed this process's (live) trial."""
+    if trial_id is None:
+        return False
+    trial = study._storage.get_trial(trial_id)
+    if trial.state != TrialState.FAIL or counts(trial):
+        return False
+    _logger.warning("trial %d was failed by another worker (no heartbeat for grace_period "
+                    "seconds; is this machine overloaded?); its result is dropped and its retry "
+                    "will run", trial.number)
+    return True
 
 
 def _fail_abandoned(study: optuna.Study, trial_id: int) -> None:

@@ -15,7 +15,9 @@ Supported URLs:
 from __future__ import annotations
 
 import logging
+import random
 import re
+import time
 import warnings
 
 import optuna
@@ -26,6 +28,7 @@ SCHEMES = ("sqlite", "postgresql", "mysql", "journal")
 _DEFAULT_DRIVERS = {"postgresql": "postgresql+psycopg", "mysql": "mysql+pymysql"}
 _DRIVER_PACKAGES = {"psycopg": "psycopg[binary]", "pymysql": "optuna-energy[mysql]"}
 
+_CREATE_ATTEMPTS = 5
 _logger = logging.getLogger(__name__)
 
 
@@ -84,16 +87,33 @@ def open_storage(url: str, settings: StorageSection | None = None) -> optuna.sto
     if scheme == "journal":
         return _open_journal(url)
     try:
-        with warnings.catch_warnings():  # the heartbeat is experimental in Optuna, and chosen
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return _ResilientRDBStorage(_with_driver(url), engine_kwargs=_engine_kwargs(scheme),
-                                        **_heartbeat_kwargs(settings))
-    except ModuleNotFoundError as error:
-        package = _DRIVER_PACKAGES.get(error.name or "", error.name)
-        raise StorageError(f"cannot open storage {mask_url(url)}: the database driver "
-                           f"{error.name!r} is not installed (pip install '{package}')") from None
-    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as error:
+        return _create_tables_once(url, settings)
+    except ImportError as error:
+        missing = error if isinstance(error, ModuleNotFoundError) else error.__cause__
+        name = getattr(missing, "name", None) or "unknown"
+        raise StorageError(f"cannot open storage {mask_url(url)}: the database driver {name!r} "
+                           f"is not installed (pip install '{_DRIVER_PACKAGES.get(name, name)}')") from None
+    except (sqlalchemy.exc.SQLAlchemyError, ValueError) as error:
         raise StorageError(f"cannot open storage {mask_url(url)}: {describe_error(error, url)}") from None
+
+
+def _create_tables_once(url: str, settings: StorageSection | None) -> optuna.storages.RDBStorage:
+    """Open an RDB storage; workers starting together on an empty database may race to create
+    its tables, and the losers (a duplicate key or table) simply try again."""
+    import sqlalchemy.exc
+
+    attempt = 1
+    while True:
+        try:
+            with warnings.catch_warnings():  # the heartbeat is experimental in Optuna, and chosen
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return _ResilientRDBStorage(_with_driver(url), engine_kwargs=_engine_kwargs(scheme_of(url)),
+                                            **_heartbeat_kwargs(settings))
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == _CREATE_ATTEMPTS:
+                raise
+            attempt += 1
+            time.sleep(random.uniform(0.2, 1.0))
 
 
 def describe_error(error: BaseException, url: str) -> str:
