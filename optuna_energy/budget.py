@@ -16,6 +16,7 @@ trials' worker dies, its re-queued copy must still be run by someone.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 import os
 import socket
@@ -131,12 +132,29 @@ def optimize_within_budget(study: optuna.Study, objective: Callable[[optuna.Tria
         except ValueError:  # "Cannot tell a FAIL trial": was this one declared dead meanwhile?
             if not _failed_elsewhere(study, guarded.trial_id):
                 raise
-        except database_errors() as error:
+        except Exception as error:
+            lost = _lost_database(error)
+            if lost is None:
+                raise
             abandoned = guarded.trial_id if abandoned is None else abandoned
             guarded.trial_id = None
-            outage.wait(error)
+            outage.wait(lost)
         else:
             outage.reset()
+
+
+def _lost_database(error: BaseException) -> BaseException | None:
+    """The database error behind ``error``, if any.
+
+    Optuna sometimes raises a different error while handling a lost connection (an unbound
+    local in its trial clean-up), so the whole chain of causes is searched.
+    """
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, database_errors()):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _needs_trial(study: optuna.Study, n_trials: int) -> bool:
@@ -153,8 +171,37 @@ def _needs_trial(study: optuna.Study, n_trials: int) -> bool:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             fail_stale_trials(study)
+        _fail_orphans(study)
         if tally(study) == counted:
             time.sleep(study._storage.get_heartbeat_interval())
+
+
+def _fail_orphans(study: optuna.Study) -> None:
+    """Fail and retry running trials that never reached their objective.
+
+    A connection lost between creating a trial and its first heartbeat leaves a RUNNING trial
+    that Optuna's heartbeat check skips (it has no heartbeat at all). Such a trial also lacks
+    the ``worker`` attribute every started trial gets at once; after the grace period (by the
+    creating machine's clock) it is treated like a trial whose worker died.
+    """
+    storage = study._storage
+    backend = getattr(storage, "_backend", storage)
+    grace = getattr(backend, "grace_period", None) or 2 * storage.get_heartbeat_interval()
+    retry = storage.get_heartbeat_stale_trial_callback()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        started = trial.datetime_start
+        if WORKER in trial.user_attrs or started is None:
+            continue
+        if (datetime.datetime.now(started.tzinfo) - started).total_seconds() < grace:
+            continue
+        try:
+            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker got there first
+        _logger.warning("trial %d never started its objective (connection lost?); failed it",
+                        trial.number)
+        if retry is not None:
+            retry(study, storage.get_trial(trial._trial_id))
 
 
 def _requeue_interrupted(study: optuna.Study, trial_id: int | None) -> None:
@@ -163,7 +210,9 @@ def _requeue_interrupted(study: optuna.Study, trial_id: int | None) -> None:
         return
     trial = study._storage.get_trial(trial_id)
     if trial.state == TrialState.FAIL and not counts(trial) and OVER_BUDGET not in trial.user_attrs:
-        RetryHeartbeatStaleTrialCallback()(study, trial)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            RetryHeartbeatStaleTrialCallback()(study, trial)
 
 
 def _failed_elsewhere(study: optuna.Study, trial_id: int | None) -> bool:

@@ -73,6 +73,20 @@ def load(url: str) -> optuna.Study:
     return optuna.load_study(study_name=STUDY, storage=open_storage(url))
 
 
+class Watch:
+    """Polls a study that workers may not have created yet, over one connection pool."""
+
+    def __init__(self, url: str) -> None:
+        self.storage = open_storage(url)
+
+    def trials(self, *states: TrialState) -> list[optuna.trial.FrozenTrial]:
+        try:
+            study = optuna.load_study(study_name=STUDY, storage=self.storage)
+        except KeyError:
+            return []
+        return study.get_trials(deepcopy=False, states=states or None)
+
+
 def wait_for(condition, what: str, timeout: float = 90.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -104,8 +118,10 @@ def test_killed_worker_trial_is_failed_by_heartbeat_and_retried(postgres_url: st
     workers = {process.pid: process for process in
                (start("worker", config, postgres_url) for _ in range(2))}
 
+    watch = Watch(postgres_url)
+
     def measuring_trial():  # sampled and trained, now in its 2 s measurement window
-        running = load(postgres_url).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        running = watch.trials(TrialState.RUNNING)
         return next((trial for trial in running if "architecture" in trial.user_attrs), None)
 
     victim = wait_for(measuring_trial, "a trial in its measurement window")
@@ -127,8 +143,8 @@ def test_workers_survive_a_database_restart(postgres: PostgresServer, postgres_u
                                             tmp_path: Path) -> None:
     config = tiny_config(tmp_path, n_trials=8, min_window_seconds=0.5)
     workers = [start("worker", config, postgres_url) for _ in range(2)]
-    wait_for(lambda: len(load(postgres_url).get_trials(states=(TrialState.COMPLETE,))) >= 2,
-             "two complete trials")
+    watch = Watch(postgres_url)
+    wait_for(lambda: len(watch.trials(TrialState.COMPLETE)) >= 2, "two complete trials")
     postgres.restart()
     outputs = finish(workers)
 
@@ -143,8 +159,10 @@ def test_launch_stops_workers_on_sigterm_and_requeues_their_trials(postgres_url:
     config = tiny_config(tmp_path, n_trials=20, min_window_seconds=3.0)
     launcher = start("launch", config, postgres_url, "--workers", "2")
 
+    watch = Watch(postgres_url)
+
     def two_measuring():
-        running = load(postgres_url).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        running = watch.trials(TrialState.RUNNING)
         return len([trial for trial in running if "architecture" in trial.user_attrs]) == 2
 
     wait_for(two_measuring, "both workers in a trial")
