@@ -37,6 +37,8 @@ OVER_BUDGET = "over_budget"
 WORKER = "worker"
 """User attribute naming the process that ran a trial, ``host:pid``."""
 
+_POLL_SECONDS = 5.0
+"""Longest pause between looks at trials running elsewhere, while waiting for them to end."""
 _logger = logging.getLogger(__name__)
 
 Callback = Callable[[optuna.Study, FrozenTrial], None]
@@ -122,7 +124,7 @@ def optimize_within_budget(study: optuna.Study, objective: Callable[[optuna.Tria
             if abandoned is not None:
                 _fail_abandoned(study, abandoned)
                 abandoned = None
-            if not _needs_trial(study, n_trials):
+            if not _needs_trial(study, n_trials, deadline):
                 return
             guarded.trial_id = None
             study.optimize(guarded, n_trials=1, callbacks=list(callbacks), catch=catch)
@@ -157,10 +159,10 @@ def _lost_database(error: BaseException) -> BaseException | None:
     return None
 
 
-def _needs_trial(study: optuna.Study, n_trials: int) -> bool:
+def _needs_trial(study: optuna.Study, n_trials: int, deadline: float | None) -> bool:
     """Whether to start a trial now; waits while only trials running elsewhere fill the budget."""
     heartbeat = is_heartbeat_enabled(study._storage)
-    while True:
+    while deadline is None or time.monotonic() < deadline:
         counted = tally(study)
         if counted.finished >= n_trials:
             return False
@@ -173,7 +175,8 @@ def _needs_trial(study: optuna.Study, n_trials: int) -> bool:
             fail_stale_trials(study)
         _fail_orphans(study)
         if tally(study) == counted:
-            time.sleep(study._storage.get_heartbeat_interval())
+            time.sleep(min(study._storage.get_heartbeat_interval(), _POLL_SECONDS))
+    return False
 
 
 def _fail_orphans(study: optuna.Study) -> None:
