@@ -23,8 +23,9 @@ from typing import IO
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from optuna_energy.budget import tally
+from optuna_energy.budget import OVER_BUDGET, tally
 from optuna_energy.config import StudyConfig
+from optuna_energy.objective import FAILURE_REASON
 from optuna_energy.storage import mask_text
 from optuna_energy.study import create_or_load_study, create_sampler, optimize_study
 
@@ -73,7 +74,8 @@ class _TrialLog:
                                for name, value in zip(study.metric_names or [], trial.values))
             outcome = f"complete in {seconds:.1f} s: {values}"
         else:
-            reason = trial.user_attrs.get("failure_reason") or trial.user_attrs.get("over_budget")
+            reason = ("the study's budget was already used" if OVER_BUDGET in trial.user_attrs
+                      else trial.user_attrs.get(FAILURE_REASON))
             outcome = f"{trial.state.name.lower()} after {seconds:.1f} s" + (f" ({reason})" if reason else "")
         retried = trial.system_attrs.get("failed_trial")
         again = f" (retry of trial {retried})" if retried is not None else ""

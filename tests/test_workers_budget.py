@@ -67,6 +67,7 @@ def test_without_heartbeat_a_worker_leaves_when_running_trials_fill_the_budget(t
     assert tally(study).running == 1
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 def test_a_trial_of_a_dead_worker_is_failed_and_rerun_with_its_parameters(tmp_path: Path) -> None:
     study = make_study(tmp_path, heartbeat_interval=1, grace_period=2)
     dead = study.ask()
@@ -82,6 +83,7 @@ def test_a_trial_of_a_dead_worker_is_failed_and_rerun_with_its_parameters(tmp_pa
     assert study.trials[1].system_attrs["failed_trial"] == 0
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 def test_a_trial_that_never_reached_its_objective_is_failed_and_rerun(tmp_path: Path) -> None:
     study = make_study(tmp_path, heartbeat_interval=1, grace_period=2)
     study.ask()  # created, then the connection was lost before its first heartbeat
