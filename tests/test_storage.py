@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from pathlib import Path
 
@@ -48,7 +49,9 @@ def test_journal_url_opens_a_file_relative_or_absolute(tmp_path: Path,
     ("mysql://u:pw-XYZ@127.0.0.1/db", "pip install 'optuna-energy[mysql]'"),
     ("postgresql+psycopg2://u:pw-XYZ@127.0.0.1/db", "'psycopg2' is not installed"),
 ])
-def test_bad_urls_give_one_line_without_password(url: str, message: str) -> None:
+def test_bad_urls_give_one_line_without_password(url: str, message: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pymysql", None)  # the mysql extra not installed
     with pytest.raises(StorageError) as raised:
         open_storage(url)
     assert message in str(raised.value)
