@@ -9,6 +9,7 @@ synchronised at both edges, and the energy is divided by the images actually inf
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 
@@ -37,15 +38,21 @@ def _synchronize(device: torch.device) -> None:
 
 @torch.inference_mode()
 def measure_inference(model: nn.Module, data: DeviceData, *, batch_size: int, warmup_batches: int,
-                      min_window_seconds: float, meter: EnergyMeter | None) -> InferenceMeasurement:
-    """Time (and meter) repeated passes over the evaluation set, each batch copied from the host."""
+                      min_window_seconds: float, meter: EnergyMeter | None,
+                      autocast: contextlib.AbstractContextManager | None = None) -> InferenceMeasurement:
+    """Time (and meter) repeated passes over the evaluation set, each batch copied from the host.
+
+    ``autocast`` (e.g. ``train.precision_context``) wraps each forward pass, so a model trained
+    in bf16 is measured in bf16.
+    """
     model.eval()
     host = data.eval_x_host
     device = data.device
 
     def one_batch(start: int) -> None:
         images = host[start:start + batch_size].to(device, non_blocking=True)
-        model(data.normalize(images)).argmax(dim=1)
+        with autocast or contextlib.nullcontext():
+            model(data.normalize(images)).argmax(dim=1)
 
     for index in range(warmup_batches):
         one_batch((index * batch_size) % len(host))

@@ -19,7 +19,7 @@ from optuna_energy.data import DeviceData
 from optuna_energy.energy import EnergyMeter, estimate
 from optuna_energy.measure import measure_inference
 from optuna_energy.space import sample_architecture, sample_training
-from optuna_energy.train import TrialFailure, evaluate, train, trial_failures
+from optuna_energy.train import TrialFailure, evaluate, precision_context, train, trial_failures
 
 FAILURE_REASON = "failure_reason"
 
@@ -60,26 +60,31 @@ class Objective:
         trial.set_user_attr("training", dataclasses.asdict(training))
         trial.set_user_attr("device", str(data.device))
         trial.set_user_attr("eval_split", data.eval_split)
+        trial.set_user_attr("precision", config.training.precision)
 
         seed = trial.number if config.study.seed is None else config.study.seed + trial.number
         torch.manual_seed(seed)
         with trial_failures():
-            model = build_model(sampled.spec, data.input_shape, data.n_classes).to(data.device)
+            model = build_model(sampled.spec, data.input_shape, data.n_classes).to(
+                data.device, memory_format=data.memory_format)
         if self.meter is not None:
             self.meter.begin_window("training")
-        result = train(model, data, training, epochs=config.training.epochs, seed=seed)
+        precision = config.training.precision
+        result = train(model, data, training, epochs=config.training.epochs, seed=seed,
+                       precision=precision)
         if self.meter is not None:
             train_joules = self.meter.end_window("training").joules
         else:
             train_joules = estimate.training_joules(
                 macs=costs.macs, params=costs.params, activations=costs.activations,
                 batch_size=training.batch_size, images=result.images)
-        accuracy = evaluate(model, data)
+        accuracy = evaluate(model, data, precision=precision)
         with trial_failures():
             inference = measure_inference(
                 model, data, batch_size=config.measure.batch_size,
                 warmup_batches=config.measure.warmup_batches,
-                min_window_seconds=config.measure.min_window_seconds, meter=self.meter)
+                min_window_seconds=config.measure.min_window_seconds, meter=self.meter,
+                autocast=precision_context(data.device, precision))
 
         if inference.window_joules is None:
             source = estimate.SOURCE

@@ -11,7 +11,7 @@ import torch
 from optuna.trial import TrialState
 
 from optuna_energy.config import ConfigError, StudyConfig, load_config
-from optuna_energy.data import DeviceData, load_dataset
+from optuna_energy.data import ArraySplits, DeviceData, load_dataset
 from optuna_energy.energy import select_meter
 from optuna_energy.measure import measure_idle_watts
 from optuna_energy.objective import FAILURE_REASON, Objective
@@ -84,12 +84,21 @@ def create_or_load_study(config: StudyConfig, *, sampler: optuna.samplers.BaseSa
     return study
 
 
+def load_device_data(config: StudyConfig, device: torch.device,
+                     dataset: ArraySplits | None = None) -> DeviceData:
+    """The configured dataset (or ``dataset``, when given) on ``device``, with the training switches."""
+    splits = dataset if dataset is not None else load_dataset(config.dataset, seed=config.study.seed or 0)
+    training = config.training
+    return DeviceData(splits, device, channels_last=training.channels_last, augment=training.augment,
+                      crop_padding=training.crop_padding)
+
+
 def run_study(config: str | Path | StudyConfig | dict[str, Any] | None = None, *,
               storage: str | None = None, study_name: str | None = None,
               n_trials: int | None = None, timeout: float | None = None,
               device: str | None = None, seed: int | None = None, sampler: str | None = None,
               objectives: list[str] | tuple[str, ...] | None = None,
-              show_progress_bar: bool = True) -> optuna.Study:
+              dataset: ArraySplits | None = None, show_progress_bar: bool = True) -> optuna.Study:
     """Run (or resume) an energy-aware architecture search and return the Optuna study.
 
     ``n_trials`` is the study's total budget: a resumed or shared study runs only the trials it
@@ -106,6 +115,8 @@ def run_study(config: str | Path | StudyConfig | dict[str, Any] | None = None, *
         seed: Seeds the sampler and each trial's weights and batches.
         sampler: ``tpe``, ``nsga2`` or ``random``.
         objectives: At least two of ``accuracy``, ``inference_time``, ``params``, ``energy``.
+        dataset: Your own data in place of the config's ``[dataset]``, from
+            ``optuna_energy.data.from_tensors`` or ``from_datasets``.
         show_progress_bar: Show a progress bar over the budget.
 
     Example:
@@ -121,7 +132,7 @@ def run_study(config: str | Path | StudyConfig | dict[str, Any] | None = None, *
     if remaining <= 0:
         return study
     torch_device = resolve_device(config.study.device)
-    data = DeviceData(load_dataset(config.dataset, seed=config.study.seed or 0), torch_device)
+    data = load_device_data(config, torch_device, dataset)
     meter = select_meter(str(torch_device))
     try:
         idle = measure_idle_watts(meter, config.measure.idle_seconds) if meter else 0.0
