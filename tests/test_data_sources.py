@@ -9,9 +9,13 @@ those expected checksums with the ones of the files they wrote, and nothing else
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import http.server
 import multiprocessing
 import pickle
+import tarfile
+import threading
 import time
 from pathlib import Path
 
@@ -137,6 +141,43 @@ def test_missing_cifar_says_where_it_is_expected_and_how_to_get_it(tmp_path, nam
     assert "download = true" in message and "https://www.cs.toronto.edu/~kriz/cifar.html" in message
 
 
+@pytest.fixture
+def web_folder(tmp_path):
+    """A folder served over HTTP on localhost, standing in for the CIFAR web site."""
+    folder = tmp_path / "web"
+    folder.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_download_fetches_and_extracts_through_torchvision(tmp_path, monkeypatch, web_folder):
+    folder, address = web_folder
+    published = tmp_path / "published"
+    written = write_cifar10(published)
+    accept_written_files(monkeypatch, torchvision.datasets.CIFAR10, published)
+    archive = folder / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(published / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "url", f"{address}/{archive.name}")
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "tgz_md5", hashlib.md5(archive.read_bytes()).hexdigest())
+    splits = load_dataset(section("cifar10", tmp_path / "data", tmp_path / "cache", download=True))
+    assert (tmp_path / "data" / "cifar-10-batches-py" / "data_batch_5").is_file()
+    np.testing.assert_array_equal(splits.eval_x, written["test_batch"].reshape(-1, 3, 32, 32))
+
+
+def test_failed_download_says_where_to_get_the_archive(tmp_path, monkeypatch, web_folder):
+    _, address = web_folder
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "url", f"{address}/cifar-10-python.tar.gz")
+    with pytest.raises(DatasetError, match=r"downloading CIFAR-10 into .* failed .*; fetch "
+                                           r"cifar-10-python.tar.gz from https://www.cs.toronto.edu"):
+        load_dataset(section("cifar10", tmp_path / "data", tmp_path / "cache", download=True))
+
+
 def test_corrupted_cifar_file_is_named(cifar10, tmp_path):
     root, _ = cifar10
     batch = root / "cifar-10-batches-py" / "data_batch_3"
@@ -219,6 +260,16 @@ def test_corrupted_image_is_named(tmp_path):
     broken.write_bytes(broken.read_bytes()[:40])
     with pytest.raises(DatasetError, match=f"cannot decode image {broken}"):
         load_dataset(section("cinic10", root, tmp_path / "cache"))
+
+
+def test_unwritable_cache_folder_is_a_clear_error(tmp_path):
+    root = tmp_path / "cinic"
+    write_cinic10(root, per_class=1)
+    occupied = tmp_path / "a-file"
+    occupied.write_text("")
+    with pytest.raises(DatasetError, match=f"cannot write the dataset cache in {occupied}.*set "
+                                           r"\[dataset\] cache_dir to a writable folder"):
+        load_dataset(section("cinic10", root, occupied))
 
 
 def test_imagefolder_resizes_and_holds_out_a_validation_split(tmp_path):

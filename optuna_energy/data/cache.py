@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from optuna_energy.data.splits import DatasetError
+
 try:
     import fcntl
 except ImportError:  # Windows: the atomic rename alone keeps readers safe
@@ -81,19 +83,35 @@ def cached_split(folder: Path, *, dataset: str, split: str, key: str,
         key: The ``source_hash`` of what ``decode`` reads.
         decode: Reads the source; called at most once per key across concurrent workers
             (where file locks work).
+
+    Raises:
+        DatasetError: The cache folder cannot be written.
     """
     path = folder / f"{dataset}-{split}-{key[:16]}.pt"
     cached = _read(path)
     if cached is not None:
         return cached
-    folder.mkdir(parents=True, exist_ok=True)
-    with exclusive(path.with_suffix(".lock")):
+    lock = path.with_suffix(".lock")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock.touch()
+    except OSError as error:
+        raise _unwritable(folder, error) from None
+    with exclusive(lock):
         cached = _read(path)  # another worker may have written it while this one waited
         if cached is not None:
             return cached
         images, labels = decode()
-        _write_atomically(path, images, labels)
+        try:
+            _write_atomically(path, images, labels)
+        except OSError as error:
+            raise _unwritable(folder, error) from None
     return images, labels
+
+
+def _unwritable(folder: Path, error: OSError) -> DatasetError:
+    return DatasetError(f"cannot write the dataset cache in {folder} ({error}); set "
+                        f"[dataset] cache_dir to a writable folder")
 
 
 def _read(path: Path) -> Decoded | None:
