@@ -53,23 +53,28 @@ def source_hash(root: Path, paths: Iterable[Path], settings: Mapping[str, Any]) 
     stays fast (one ``stat`` per file) even for CINIC-10's 180,000 images.
     """
     digest = hashlib.sha256()
-    meta = {"format": FORMAT_VERSION, "root": str(root.resolve()), **settings}
+    top = os.path.abspath(root)
+    meta = {"format": FORMAT_VERSION, "root": top, **settings}
     digest.update(json.dumps(meta, sort_keys=True).encode())
+    prefix = len(top) + 1
     for path in paths:
-        for file in _files(path):
-            stat = file.stat()
-            digest.update(f"{file.relative_to(root)}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+        for name, stat in _stats(os.path.abspath(path)):
+            digest.update(f"{name[prefix:]}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
 
 
-def _files(path: Path) -> Iterator[Path]:
-    if not path.is_dir():
-        yield path
+def _stats(path: str) -> Iterator[tuple[str, os.stat_result]]:
+    """``(path, stat)`` of every file under ``path`` in sorted order; plain strings for speed."""
+    if not os.path.isdir(path):
+        yield path, os.stat(path)
         return
     with os.scandir(path) as entries:
         children = sorted(entries, key=lambda entry: entry.name)
     for entry in children:
-        yield from _files(Path(entry.path))
+        if entry.is_dir():
+            yield from _stats(entry.path)
+        else:
+            yield entry.path, entry.stat()
 
 
 def cached_split(folder: Path, *, dataset: str, split: str, key: str,
