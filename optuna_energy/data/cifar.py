@@ -34,8 +34,8 @@ class _Cifar:
         return datasets.CIFAR10 if self.name == "cifar10" else datasets.CIFAR100
 
 
-_CIFAR10 = _Cifar("cifar10", "CIFAR-10", 10, "163 MB")
-_CIFAR100 = _Cifar("cifar100", "CIFAR-100", 100, "161 MB")
+_CIFAR10 = _Cifar("cifar10", "CIFAR-10", 10, "170 MB")
+_CIFAR100 = _Cifar("cifar100", "CIFAR-100", 100, "169 MB")
 
 
 def load_cifar10(section: DatasetSection, seed: int) -> ArraySplits:
@@ -47,7 +47,7 @@ def load_cifar100(section: DatasetSection, seed: int) -> ArraySplits:
 
 
 def _load(cifar: _Cifar, section: DatasetSection, seed: int) -> ArraySplits:
-    root = Path(section.root).expanduser()
+    root = Path(section.root).expanduser().absolute()
     cls = cifar.dataset_class
     folder = root / cls.base_folder
     names = [name for name, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]

@@ -27,12 +27,12 @@ _CINIC_CLASSES = 10
 
 
 def load_cinic10(section: DatasetSection, seed: int) -> ArraySplits:
-    root = Path(section.root).expanduser()
+    root = Path(section.root).expanduser().absolute()
     absent = [name for name in ("train", "valid") if not (root / name).is_dir()]
     if absent:
         raise DatasetError(
-            f"CINIC-10 not found: expected {root / absent[0]}/ (and train/, valid/ next to it, "
-            f"each with one folder per class); download CINIC-10.tar.gz from {CINIC_SOURCE} "
+            f"CINIC-10 not found: expected {root}/train/ and {root}/valid/, each with one folder "
+            f"per class (missing {absent[0]}/); download CINIC-10.tar.gz from {CINIC_SOURCE} "
             f"(see github.com/BayesWatch/cinic-10) and extract it into {root}"
         )
     classes = _matching_classes(root / "train", root / "valid")
@@ -48,7 +48,7 @@ def load_cinic10(section: DatasetSection, seed: int) -> ArraySplits:
 
 
 def load_imagefolder(section: DatasetSection, seed: int) -> ArraySplits:
-    root = Path(section.root).expanduser()
+    root = Path(section.root).expanduser().absolute()
     if not root.is_dir():
         raise DatasetError(f"image folder not found: {root}; set [dataset] root to a folder "
                            f"with one sub-folder of images per class")
