@@ -149,6 +149,14 @@ def time_loads(workdir: Path) -> tuple[float, float]:
         return first, time.perf_counter() - start
 
 
+def _first(batches: Iterable, count: int) -> Iterator:
+    """The first ``count`` batches, for warm-up."""
+    for index, batch in enumerate(batches):
+        if index == count:
+            return
+        yield batch
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -188,13 +196,6 @@ def main() -> None:
     for key, measured in rates.items():
         data, trained = statistics.median(measured["data"]), statistics.median(measured["train"])
         print(f"| {key} | {data:,.0f} | {trained:,.0f} | {trained / baseline:.2f}x |")
-
-
-def _first(batches: Iterable, count: int) -> Iterator:
-    for index, batch in enumerate(batches):
-        if index == count:
-            return
-        yield batch
 
 
 if __name__ == "__main__":
