@@ -9,7 +9,7 @@ Example:
 from optuna_energy.analysis import format_table, pareto_trials
 from optuna_energy.arch import build_model, profile, summarize
 from optuna_energy.config import ConfigError, StudyConfig, load_config
-from optuna_energy.data import DatasetError
+from optuna_energy.data import DatasetError, from_datasets, from_tensors
 from optuna_energy.storage import StorageError, mask_url
 from optuna_energy.study import create_or_load_study, create_sampler, run_study
 
@@ -22,6 +22,8 @@ __all__ = [
     "create_or_load_study",
     "create_sampler",
     "format_table",
+    "from_datasets",
+    "from_tensors",
     "load_config",
     "mask_url",
     "pareto_trials",

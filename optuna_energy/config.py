@@ -30,6 +30,9 @@ ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoid")
 FEATURE_TYPES = ("conv", "inception", "pool", "activation", "dropout")
 CLASSIFIER_TYPES = ("linear", "activation", "dropout")
 ENERGY_KINDS = ("net", "gross")
+PRECISIONS = ("fp32", "bf16")
+AUGMENTATIONS = ("crop", "flip")
+"""``crop``: random crop of the zero-padded image; ``flip``: random horizontal flip."""
 
 
 class ConfigError(ValueError):
@@ -54,6 +57,11 @@ class DatasetSection:
     root: str | None = None
     download: bool = False
     validation_fraction: float = 0.2
+    eval_split: str | None = None
+    """The split accuracy, inference time and energy are measured on; ``None``: the paper's."""
+    cache_dir: str | None = None
+    image_size: int | None = None
+    channels: int = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +71,10 @@ class TrainingSection:
     weight_decay: tuple[float, float] = (1e-6, 1e-2)
     optimizers: tuple[str, ...] = ("adam", "adamw", "sgd")
     batch_sizes: tuple[int, ...] = (32, 64, 128)
+    precision: str = "fp32"
+    channels_last: bool = False
+    augment: tuple[str, ...] = ()
+    crop_padding: int = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,7 +234,8 @@ def _coerce(value: Any, field: dataclasses.Field, section: str) -> Any:
         if value is None:
             return None
         element = {"timeout": float, "seed": int, "root": str, "max_params": int,
-                   "grace_period": int, "max_retry": int}.get(
+                   "grace_period": int, "max_retry": int, "eval_split": str, "cache_dir": str,
+                   "image_size": int}.get(
             field.name, float
         )
         return _scalar(value, element, where)
@@ -288,6 +301,12 @@ def _validate_dataset(section: DatasetSection, name: str) -> None:
     from optuna_energy.data import DATASETS  # the registry owns the list of names
 
     _choice(section.name, tuple(DATASETS), f"[{name}] name")
+    problem = DATASETS[section.name].problem(section)
+    if problem:
+        raise ConfigError(f"[{name}] {problem}")
+    _positive(section.image_size, f"[{name}] image_size")
+    if section.channels not in (1, 3):
+        raise ConfigError(f"[{name}] channels is {section.channels}; allowed: 1 (grey), 3 (RGB)")
     if not 0.0 < section.validation_fraction < 1.0:
         raise ConfigError(
             f"[{name}] validation_fraction must be between 0 and 1, got {section.validation_fraction}"
@@ -301,6 +320,11 @@ def _validate_training(section: TrainingSection, name: str) -> None:
     _choices(section.optimizers, OPTIMIZERS, f"[{name}] optimizers")
     if not section.batch_sizes or min(section.batch_sizes) < 1:
         raise ConfigError(f"[{name}] batch_sizes must be positive integers, got {list(section.batch_sizes)}")
+    _choice(section.precision, PRECISIONS, f"[{name}] precision")
+    for augmentation in section.augment:
+        _choice(augmentation, AUGMENTATIONS, f"[{name}] augment entry")
+    if section.crop_padding < 0:
+        raise ConfigError(f"[{name}] crop_padding must be >= 0, got {section.crop_padding}")
 
 
 def _validate_space(section: SpaceSection, name: str) -> None:

@@ -12,6 +12,7 @@ device is, by UUID and PCI bus id, so ``optuna_energy.energy`` stays free of tor
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable
@@ -84,15 +85,21 @@ def metered(meter: EnergyMeter | None, name: str, device: torch.device,
 
 @torch.inference_mode()
 def measure_inference(model: nn.Module, data: DeviceData, *, batch_size: int, warmup_batches: int,
-                      min_window_seconds: float, meter: EnergyMeter | None) -> InferenceMeasurement:
-    """Time (and meter) repeated passes over the evaluation set, each batch copied from the host."""
+                      min_window_seconds: float, meter: EnergyMeter | None,
+                      autocast: contextlib.AbstractContextManager | None = None) -> InferenceMeasurement:
+    """Time (and meter) repeated passes over the evaluation set, each batch copied from the host.
+
+    ``autocast`` (e.g. ``train.precision_context``) wraps each forward pass, so a model trained
+    in bf16 is measured in bf16.
+    """
     model.eval()
     host = data.eval_x_host
     device = data.device
 
     def one_batch(start: int) -> None:
         images = host[start:start + batch_size].to(device, non_blocking=True)
-        model(data.normalize(images)).argmax(dim=1)
+        with autocast or contextlib.nullcontext():
+            model(data.normalize(images)).argmax(dim=1)
 
     def passes_for_the_minimum_window() -> tuple[int, float]:
         start = time.perf_counter()

@@ -20,7 +20,7 @@ from optuna_energy.data import DeviceData
 from optuna_energy.energy import EnergyMeter, estimate
 from optuna_energy.measure import measure_inference, metered
 from optuna_energy.space import sample_architecture, sample_training
-from optuna_energy.train import TrialFailure, evaluate, train, trial_failures
+from optuna_energy.train import TrialFailure, evaluate, precision_context, train, trial_failures
 
 FAILURE_REASON = "failure_reason"
 
@@ -61,14 +61,18 @@ class Objective:
         trial.set_user_attr("training", dataclasses.asdict(training))
         trial.set_user_attr("device", str(data.device))
         trial.set_user_attr("eval_split", data.eval_split)
+        trial.set_user_attr("precision", config.training.precision)
 
         seed = trial.number if config.study.seed is None else config.study.seed + trial.number
         torch.manual_seed(seed)
         with trial_failures():
-            model = build_model(sampled.spec, data.input_shape, data.n_classes).to(data.device)
+            model = build_model(sampled.spec, data.input_shape, data.n_classes).to(
+                data.device, memory_format=data.memory_format)
+        precision = config.training.precision
         result, train_window = metered(
             self.meter, "training", data.device,
-            lambda: train(model, data, training, epochs=config.training.epochs, seed=seed))
+            lambda: train(model, data, training, epochs=config.training.epochs, seed=seed,
+                          precision=precision))
         if train_window is not None:
             train_joules, train_window_s = train_window.joules, train_window.seconds
         else:
@@ -77,12 +81,13 @@ class Objective:
                 macs=costs.macs, params=costs.params, activations=costs.activations,
                 batch_size=training.batch_size, images=result.images)
         measure_start = time.perf_counter()
-        accuracy = evaluate(model, data)
+        accuracy = evaluate(model, data, precision=precision)
         with trial_failures():
             inference = measure_inference(
                 model, data, batch_size=config.measure.batch_size,
                 warmup_batches=config.measure.warmup_batches,
-                min_window_seconds=config.measure.min_window_seconds, meter=self.meter)
+                min_window_seconds=config.measure.min_window_seconds, meter=self.meter,
+                autocast=precision_context(data.device, precision))
 
         if inference.window_joules is None:
             source = estimate.SOURCE

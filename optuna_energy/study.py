@@ -12,7 +12,7 @@ import torch
 
 from optuna_energy.budget import Callback, optimize_within_budget, tally
 from optuna_energy.config import ConfigError, StudyConfig, load_config
-from optuna_energy.data import DeviceData, load_dataset
+from optuna_energy.data import ArraySplits, DeviceData, load_dataset
 from optuna_energy.measure import measure_idle_watts, open_meter
 from optuna_energy.objective import Objective
 from optuna_energy.progress import TrialProgress
@@ -59,12 +59,21 @@ def create_or_load_study(config: StudyConfig, *, sampler: optuna.samplers.BaseSa
     return study
 
 
+def load_device_data(config: StudyConfig, device: torch.device,
+                     dataset: ArraySplits | None = None) -> DeviceData:
+    """The configured dataset (or ``dataset``, when given) on ``device``, with the training switches."""
+    splits = dataset if dataset is not None else load_dataset(config.dataset, seed=config.study.seed or 0)
+    training = config.training
+    return DeviceData(splits, device, channels_last=training.channels_last, augment=training.augment,
+                      crop_padding=training.crop_padding)
+
+
 def run_study(config: str | Path | StudyConfig | dict[str, Any] | None = None, *,
               storage: str | None = None, study_name: str | None = None,
               n_trials: int | None = None, timeout: float | None = None,
               device: str | None = None, seed: int | None = None, sampler: str | None = None,
               objectives: list[str] | tuple[str, ...] | None = None,
-              show_progress_bar: bool = True) -> optuna.Study:
+              dataset: ArraySplits | None = None, show_progress_bar: bool = True) -> optuna.Study:
     """Run (or resume) an energy-aware architecture search and return the Optuna study.
 
     ``n_trials`` is the study's total budget: a resumed or shared study runs only the trials it
@@ -81,6 +90,8 @@ def run_study(config: str | Path | StudyConfig | dict[str, Any] | None = None, *
         seed: Seeds the sampler and each trial's weights and batches.
         sampler: ``tpe``, ``nsga2`` or ``random``.
         objectives: At least two of ``accuracy``, ``inference_time``, ``params``, ``energy``.
+        dataset: Your own data in place of the config's ``[dataset]``, from
+            ``optuna_energy.data.from_tensors`` or ``from_datasets``.
         show_progress_bar: Show a progress bar over the budget.
 
     Example:
@@ -92,12 +103,12 @@ def run_study(config: str | Path | StudyConfig | dict[str, Any] | None = None, *
         storage=storage, name=study_name, n_trials=n_trials, timeout=timeout, device=device,
         seed=seed, sampler=sampler, objectives=tuple(objectives) if objectives else None)
     study = create_or_load_study(config)
-    optimize_study(study, config, show_progress_bar=show_progress_bar)
+    optimize_study(study, config, dataset=dataset, show_progress_bar=show_progress_bar)
     return study
 
 
-def optimize_study(study: optuna.Study, config: StudyConfig, *, show_progress_bar: bool = False,
-                   callbacks: Sequence[Callback] = ()) -> None:
+def optimize_study(study: optuna.Study, config: StudyConfig, *, dataset: ArraySplits | None = None,
+                   show_progress_bar: bool = False, callbacks: Sequence[Callback] = ()) -> None:
     """Run trials of a created or loaded study until it has ``config.study.n_trials``.
 
     Safe to call from many processes on one study: the budget is the study's, and exact.
@@ -105,7 +116,7 @@ def optimize_study(study: optuna.Study, config: StudyConfig, *, show_progress_ba
     if tally(study).finished >= config.study.n_trials:
         return
     torch_device = resolve_device(config.study.device)
-    data = DeviceData(load_dataset(config.dataset, seed=config.study.seed or 0), torch_device)
+    data = load_device_data(config, torch_device, dataset)
     meter = open_meter(torch_device, power_interval_s=config.measure.power_interval_s,
                        meter=config.measure.meter)
     try:

@@ -42,6 +42,13 @@ def make_optimizer(model: nn.Module, params: TrainingParams) -> torch.optim.Opti
     return optimizer(model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay)
 
 
+def precision_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Autocast to bfloat16 for ``precision = "bf16"`` (CUDA tensor cores; CPU supports it too)."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 @contextlib.contextmanager
 def trial_failures() -> Iterator[None]:
     """Turn out-of-memory errors into ``TrialFailure`` so that one trial, not the study, ends."""
@@ -57,13 +64,16 @@ def trial_failures() -> Iterator[None]:
 
 
 def train(model: nn.Module, data: DeviceData, params: TrainingParams, *, epochs: int,
-          seed: int) -> TrainResult:
+          seed: int, precision: str = "fp32") -> TrainResult:
     """Train ``model`` in place for a fixed number of epochs, seeded.
+
+    Shuffling and augmentation draw from a generator on the data's device, so no batch order
+    is copied from the host.
 
     Raises:
         TrialFailure: The loss became NaN or infinite, or memory ran out.
     """
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(device=data.device).manual_seed(seed)
     optimizer = make_optimizer(model, params)
     loss_fn = nn.CrossEntropyLoss()
     model.train()
@@ -73,7 +83,8 @@ def train(model: nn.Module, data: DeviceData, params: TrainingParams, *, epochs:
         for epoch in range(epochs):
             for images, labels in data.train_batches(params.batch_size, generator):
                 optimizer.zero_grad(set_to_none=True)
-                loss = loss_fn(model(images), labels)
+                with precision_context(data.device, precision):
+                    loss = loss_fn(model(images), labels)
                 loss.backward()
                 optimizer.step()
             # One host sync per epoch: checking every step would stall the GPU pipeline.
@@ -85,11 +96,12 @@ def train(model: nn.Module, data: DeviceData, params: TrainingParams, *, epochs:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, data: DeviceData, *, batch_size: int = 500) -> float:
+def evaluate(model: nn.Module, data: DeviceData, *, batch_size: int = 500,
+             precision: str = "fp32") -> float:
     """Accuracy (fraction correct) on the evaluation split."""
     model.eval()
     correct = torch.zeros((), dtype=torch.int64, device=data.device)
-    with trial_failures():
+    with trial_failures(), precision_context(data.device, precision):
         for images, labels in data.eval_batches(batch_size):
             correct += (model(images).argmax(dim=1) == labels).sum()
     return correct.item() / len(data.eval_y)

@@ -98,7 +98,9 @@ def test_every_trial_records_rapl_energy_and_the_chosen_objective(
         assert attrs["energy_gross_j"] == pytest.approx(per_image, rel=0.05)
         idle_per_image = attrs["idle_watts"] * attrs["energy_window_s"] / attrs["energy_window_images"]
         assert attrs["energy_net_j"] == pytest.approx(max(attrs["energy_gross_j"] - idle_per_image, 0.0))
-        assert attrs["train_energy_j"] == pytest.approx(WATTS * attrs["train_window_s"], rel=0.05)
+        # The counter-writing thread can lag a window edge by tens of ms on a loaded machine.
+        assert attrs["train_energy_j"] == pytest.approx(WATTS * attrs["train_window_s"], rel=0.05,
+                                                        abs=WATTS * 0.05)
         assert attrs["train_window_s"] >= attrs["train_seconds"]
         assert attrs["meter"]["domains"] == ["package-0"]
         assert trial.values[energy_index] == attrs["energy_gross_j"]

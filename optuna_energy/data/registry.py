@@ -1,0 +1,88 @@
+"""Datasets by config name, and the ``[dataset]`` keys each of them accepts."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable
+
+from optuna_energy.config import DatasetSection
+from optuna_energy.data.cifar import load_cifar10, load_cifar100
+from optuna_energy.data.digits import load_digits
+from optuna_energy.data.folders import load_cinic10, load_imagefolder
+from optuna_energy.data.splits import ArraySplits, DatasetError
+
+_FOLDER_NAME = re.compile(r"[\w.-]+")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSource:
+    """How one dataset is loaded, and which ``[dataset]`` keys make sense for it."""
+
+    load: Callable[[DatasetSection, int], ArraySplits]
+    eval_splits: tuple[str, ...]
+    """Splits the objectives can be measured on; the first is the paper's and the default."""
+    root_hint: str = ""
+    """What ``root`` must hold; empty when the dataset needs no root."""
+    downloadable: bool = False
+    folder_splits: bool = False
+    """Any sub-folder of ``root`` may be named as the evaluation split (``root/train`` trains)."""
+    resizes: bool = False
+    """Takes ``image_size`` and ``channels`` and converts every image to them."""
+
+    def problem(self, section: DatasetSection) -> str | None:
+        """What is wrong with ``section`` for this dataset, as ``"key ..."``; ``None`` if nothing."""
+        name, split = section.name, section.eval_split
+        if split is not None and split not in self.eval_splits:
+            folder = self.folder_splits and _FOLDER_NAME.fullmatch(split) and split not in (".", "..")
+            if not folder:
+                allowed = ", ".join(self.eval_splits)
+                if self.folder_splits:
+                    allowed += ", or the name of a sub-folder of root next to train/"
+                return f"eval_split is {split!r} for {name}; allowed: {allowed}"
+        if self.root_hint and section.root is None:
+            return f"root is required for {name}: the folder that holds {self.root_hint}"
+        if section.download and not self.downloadable:
+            downloadable = ", ".join(key for key, source in DATASETS.items() if source.downloadable)
+            return (f"download = true works only for {downloadable}; {name} must already be on "
+                    f"disk under root")
+        if self.resizes and section.image_size is None:
+            return f"image_size is required for {name}: the square side in pixels, e.g. 32"
+        if not self.resizes and (section.image_size is not None or section.channels != 3):
+            return f"image_size and channels apply only to imagefolder, not {name}"
+        return None
+
+
+DATASETS: dict[str, DatasetSource] = {
+    "digits": DatasetSource(load_digits, ("validation",)),
+    "cifar10": DatasetSource(load_cifar10, ("test", "validation"),
+                             root_hint="(or will hold, with download = true) cifar-10-batches-py/",
+                             downloadable=True),
+    "cifar100": DatasetSource(load_cifar100, ("test", "validation"),
+                              root_hint="(or will hold, with download = true) cifar-100-python/",
+                              downloadable=True),
+    "cinic10": DatasetSource(load_cinic10, ("valid",),
+                             root_hint="CINIC-10's train/ and valid/ folders"),
+    "imagefolder": DatasetSource(load_imagefolder, ("validation",),
+                                 root_hint="one sub-folder of images per class (or train/ and an "
+                                           "evaluation folder, each with those)",
+                                 folder_splits=True, resizes=True),
+}
+"""Dataset sources by config name."""
+
+
+def load_dataset(section: DatasetSection, *, seed: int = 0) -> ArraySplits:
+    """Load the named dataset's training and evaluation splits as uint8 arrays.
+
+    Decoded images are cached (see ``optuna_energy.data.cache``), so only the first call per
+    source decodes; later calls, from any worker, read one file.
+
+    Raises:
+        DatasetError: The data is missing or corrupted; the message says where it is expected
+            and how to get it.
+    """
+    try:
+        source = DATASETS[section.name]
+    except KeyError:
+        raise DatasetError(f"unknown dataset {section.name!r}; allowed: {', '.join(DATASETS)}") from None
+    return source.load(section, seed)
