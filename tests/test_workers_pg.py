@@ -146,12 +146,14 @@ def test_workers_survive_a_database_restart(postgres: PostgresServer, postgres_u
     watch = Watch(postgres_url)
     wait_for(lambda: len(watch.trials(TrialState.COMPLETE)) >= 2, "two complete trials")
     postgres.restart()
-    outputs = finish(workers)
+    # Whether a worker notices depends on where it was (a worker mid-training reconnects
+    # silently through pool pre-ping), so only the outcome is asserted, not the log.
+    assert len(watch.trials(TrialState.COMPLETE)) < 8, "the restart came after the work"
+    finish(workers)
 
     study = load(postgres_url)
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 8
     assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
-    assert any("database unavailable" in output or "not recorded" in output for output in outputs)
 
 
 def test_launch_stops_workers_on_sigterm_and_requeues_their_trials(postgres_url: str,
