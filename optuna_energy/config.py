@@ -46,6 +46,10 @@ class StudySection:
     seed: int | None = 0
     device: str = "auto"
     objectives: tuple[str, ...] = ("accuracy", "inference_time", "params", "energy")
+    artifact_dir: str | None = None
+    """Folder of Optuna's artifact store: trial drawings for optuna-dashboard, kept weights."""
+    keep_weights: bool = False
+    """Store each trial's trained weights as an artifact, so that export need not retrain."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,7 +204,8 @@ def _coerce(value: Any, field: dataclasses.Field, section: str) -> Any:
     if default is None:
         if value is None:
             return None
-        element = {"timeout": float, "seed": int, "root": str, "max_params": int}.get(
+        element = {"timeout": float, "seed": int, "root": str, "max_params": int,
+                   "artifact_dir": str}.get(
             field.name, float
         )
         return _scalar(value, element, where)
@@ -260,6 +265,8 @@ def _validate_study(section: StudySection, name: str) -> None:
         raise ConfigError(f"[{name}] name must not be empty")
     if not section.storage:
         raise ConfigError(f"[{name}] storage must not be empty; e.g. sqlite:///optuna_energy.db")
+    if section.keep_weights and not section.artifact_dir:
+        raise ConfigError(f"[{name}] keep_weights = true needs artifact_dir, e.g. artifact_dir = \"artifacts\"")
 
 
 def _validate_dataset(section: DatasetSection, name: str) -> None:

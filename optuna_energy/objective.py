@@ -18,6 +18,7 @@ from optuna_energy.arch import build_model, profile, summarize
 from optuna_energy.config import StudyConfig
 from optuna_energy.data import DeviceData
 from optuna_energy.energy import EnergyMeter, estimate
+from optuna_energy.export import save_weights
 from optuna_energy.measure import measure_inference
 from optuna_energy.space import sample_architecture, sample_training
 from optuna_energy.train import TrialFailure, evaluate, train, trial_failures
@@ -77,6 +78,8 @@ class Objective:
                 batch_size=training.batch_size, images=result.images)
         measure_start = time.perf_counter()
         accuracy = evaluate(model, data)
+        if config.study.keep_weights:
+            save_weights(trial, model, config.study.artifact_dir)
         with trial_failures():
             inference = measure_inference(
                 model, data, batch_size=config.measure.batch_size,

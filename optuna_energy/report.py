@@ -28,10 +28,10 @@ from optuna_energy.analysis import (
 TABLE_METRICS = ("inference_time", "params", "energy", "accuracy")
 """Table I's rows in the paper's order; every trial records all four."""
 
-_HEADERS = ["model", "trial", "highlighted as", "inference time (s)", "parameters",
-            "energy per inference (J)", "accuracy (%)"]
-_CSV_HEADERS = ["model", "trial", "highlighted_as", "inference_time_s", "params",
-                "energy_per_inference_j", "accuracy_percent", "architecture"]
+_HEADERS = ["model", "trial", "inference time (s)", "parameters", "energy per inference (J)",
+            "accuracy (%)", "highlighted as"]
+_CSV_HEADERS = ["model", "trial", "inference_time_s", "params", "energy_per_inference_j",
+                "accuracy_percent", "highlighted_as", "architecture"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,9 +82,9 @@ def build_report(study: optuna.Study, *, weights: TradeOffWeights = TradeOffWeig
 
 def _cells(row: ModelRow) -> list[str]:
     m = row.metrics
-    return [row.label, str(row.trial.number), row.roles, _number(m["inference_time"], "{:.4g}"),
+    return [row.label, str(row.trial.number), _number(m["inference_time"], "{:.4g}"),
             _number(m["params"], "{:,.0f}"), _number(m["energy"], "{:.3e}"),
-            _number(100 * m["accuracy"], "{:.2f}")]
+            _number(100 * m["accuracy"], "{:.2f}"), row.roles]
 
 
 def _number(value: float, pattern: str) -> str:
@@ -93,12 +93,12 @@ def _number(value: float, pattern: str) -> str:
 
 def table_text(report: Report) -> str:
     """Table I as aligned plain text, for the terminal."""
-    return render_text(_HEADERS, [_cells(row) for row in report.rows])
+    return render_text(_HEADERS, [_cells(row) for row in report.rows], free_last=True)
 
 
 def table_markdown(report: Report) -> str:
     """Table I as a Markdown table."""
-    lines = ["| " + " | ".join(_HEADERS) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * 4) + "|"]
+    lines = ["| " + " | ".join(_HEADERS) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * 4 + ["---"]) + "|"]
     lines += ["| " + " | ".join(_cells(row)) + " |" for row in report.rows]
     return "\n".join(lines)
 
@@ -110,9 +110,8 @@ def table_csv(report: Report) -> str:
     writer.writerow(_CSV_HEADERS)
     for row in report.rows:
         m = row.metrics
-        writer.writerow([row.label, row.trial.number, row.roles, m["inference_time"],
-                         m["params"], m["energy"], 100 * m["accuracy"],
-                         row.trial.user_attrs.get("architecture_summary", "")])
+        writer.writerow([row.label, row.trial.number, m["inference_time"], m["params"], m["energy"],
+                         100 * m["accuracy"], row.roles, row.trial.user_attrs.get("architecture_summary", "")])
     return buffer.getvalue()
 
 

@@ -12,7 +12,9 @@ from optuna.trial import TrialState
 
 from optuna_energy.config import ConfigError, StudyConfig, load_config
 from optuna_energy.data import DeviceData, load_dataset
+from optuna_energy.dashboard import study_callbacks
 from optuna_energy.energy import select_meter
+from optuna_energy.export import CONFIG_ATTR, stored_config
 from optuna_energy.measure import measure_idle_watts
 from optuna_energy.objective import FAILURE_REASON, Objective
 from optuna_energy.progress import TrialProgress
@@ -81,6 +83,8 @@ def create_or_load_study(config: StudyConfig, *, sampler: optuna.samplers.BaseSa
         with warnings.catch_warnings():  # metric names are what optuna-dashboard shows
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(objectives)
+    if CONFIG_ATTR not in study.user_attrs:  # export retrains on the study's own dataset
+        study.set_user_attr(CONFIG_ATTR, stored_config(config))
     return study
 
 
@@ -128,7 +132,7 @@ def run_study(config: str | Path | StudyConfig | dict[str, Any] | None = None, *
         objective = Objective(config, data, meter=meter, idle_watts=idle)
         with TrialProgress(study, total=config.study.n_trials, enabled=show_progress_bar) as progress:
             study.optimize(objective, n_trials=remaining, timeout=config.study.timeout,
-                           callbacks=[_Budget(config.study.n_trials), progress],
+                           callbacks=[_Budget(config.study.n_trials), progress, *study_callbacks(config)],
                            catch=(TrialFailure,))
     finally:
         if meter is not None:
