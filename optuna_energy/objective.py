@@ -78,8 +78,6 @@ class Objective:
                 batch_size=training.batch_size, images=result.images)
         measure_start = time.perf_counter()
         accuracy = evaluate(model, data)
-        if config.study.keep_weights:
-            save_weights(trial, model, config.study.artifact_dir)
         with trial_failures():
             inference = measure_inference(
                 model, data, batch_size=config.measure.batch_size,
@@ -98,6 +96,8 @@ class Objective:
             net = max(inference.window_joules - idle, 0.0) / inference.images
         energy = net if config.measure.energy == "net" else gross
         measure_seconds = time.perf_counter() - measure_start
+        if config.study.keep_weights:
+            save_weights(trial, model, config.study.artifact_dir)
 
         attrs = {
             "accuracy": accuracy,
