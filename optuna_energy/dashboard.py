@@ -1,9 +1,9 @@
 """optuna-dashboard wiring: per-trial artifacts, the study's report note, and the server.
 
-With ``[study] artifact_dir`` set, every completed trial uploads its topology drawing
-(``topology.png``) and its architecture (``architecture.json``) to an Optuna
-``FileSystemArtifactStore`` in that folder, and the study's note is replaced by the current
-report table. ``serve`` starts optuna-dashboard on the loopback interface with that store, so
+With ``[study] artifact_dir`` set, every trial that completes uploads its topology drawing
+(``topology.png``), its architecture (``architecture.json``) and, with ``keep_weights``, its
+trained weights (``weights.pt``) to an Optuna ``FileSystemArtifactStore`` in that folder, and the
+study's note is replaced by the current report table. ``serve`` starts optuna-dashboard on the loopback interface with that store, so
 the drawings show on each trial's page.
 """
 
@@ -15,8 +15,10 @@ import warnings
 from pathlib import Path
 
 import optuna
+import torch
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.trial import FrozenTrial, TrialState
+from torch import nn
 
 from optuna_energy.analysis import AnalysisError, TradeOffWeights
 from optuna_energy.config import StudyConfig
@@ -25,6 +27,7 @@ from optuna_energy.report import build_report, payback_text, table_markdown
 HOST = "127.0.0.1"
 TOPOLOGY_FILE = "topology.png"
 ARCHITECTURE_FILE = "architecture.json"
+WEIGHTS_FILE = "weights.pt"
 
 
 def artifact_store(directory: str | Path) -> FileSystemArtifactStore:
@@ -42,18 +45,15 @@ def note_markdown(study: optuna.Study, *, weights: TradeOffWeights = TradeOffWei
             f"`optuna-energy report` writes this table with Fig. 1 and Fig. 2.\n")
 
 
-class DashboardArtifacts:
-    """A study callback: uploads each completed trial's drawing and architecture, renews the note."""
+class ReportNote:
+    """A study callback: after each completed trial, the study note shows the current report."""
 
-    def __init__(self, store: FileSystemArtifactStore, *,
-                 weights: TradeOffWeights = TradeOffWeights()) -> None:
-        self.store = store
+    def __init__(self, *, weights: TradeOffWeights = TradeOffWeights()) -> None:
         self.weights = weights
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if trial.state != TrialState.COMPLETE or "architecture" not in trial.user_attrs:
+        if trial.state != TrialState.COMPLETE:
             return
-        upload_trial_artifacts(study, trial, self.store)
         try:
             note = note_markdown(study, weights=self.weights)
         except AnalysisError:  # no feasible trial yet: nothing to tabulate
@@ -63,30 +63,35 @@ class DashboardArtifacts:
         save_note(study, note)
 
 
-def upload_trial_artifacts(study: optuna.Study, trial: FrozenTrial, store: FileSystemArtifactStore) -> None:
-    """Upload ``topology.png`` and ``architecture.json`` for one finished trial."""
+def upload_trial_artifacts(trial: optuna.Trial, model: nn.Module, artifact_dir: str | Path, *,
+                           keep_weights: bool = False) -> None:
+    """Upload a running trial's ``topology.png``, ``architecture.json`` and, if asked, ``weights.pt``.
+
+    Called by the objective before the trial finishes: Optuna attaches artifacts to running
+    trials only.
+    """
     from optuna_energy import plots
 
     spec = trial.user_attrs["architecture"]
     accuracy = trial.user_attrs.get("accuracy")
     title = f"trial {trial.number}" + (f"\n{100 * accuracy:.1f} %" if accuracy is not None else "")
+    store = artifact_store(artifact_dir)
     with tempfile.TemporaryDirectory() as folder:
-        drawing = plots.save(plots.architecture_figure(spec, title), Path(folder) / TOPOLOGY_FILE)
-        architecture = Path(folder) / ARCHITECTURE_FILE
-        architecture.write_text(json.dumps(spec, indent=1))
+        paths = [plots.save(plots.architecture_figure(spec, title), Path(folder) / TOPOLOGY_FILE)]
+        paths.append(Path(folder) / ARCHITECTURE_FILE)
+        paths[-1].write_text(json.dumps(spec, indent=1))
+        if keep_weights:
+            paths.append(Path(folder) / WEIGHTS_FILE)
+            torch.save({key: value.cpu() for key, value in model.state_dict().items()}, paths[-1])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            for path in (drawing, architecture):
-                # A FrozenTrial needs the storage named; Optuna keeps it on the study only.
-                upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial,
-                                storage=study._storage)
+            for path in paths:
+                upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
 
 
-def study_callbacks(config: StudyConfig) -> list[DashboardArtifacts]:
+def study_callbacks(config: StudyConfig) -> list[ReportNote]:
     """The callbacks ``study.optimize`` needs for the dashboard: none without ``artifact_dir``."""
-    if config.study.artifact_dir is None:
-        return []
-    return [DashboardArtifacts(artifact_store(config.study.artifact_dir))]
+    return [ReportNote()] if config.study.artifact_dir is not None else []
 
 
 def serve(storage: str, *, port: int = 8080, artifact_dir: str | Path | None = None) -> None:

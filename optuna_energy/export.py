@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,6 @@ from optuna_energy.space import TrainingParams
 from optuna_energy.train import evaluate, train
 
 FORMATS = ("torchscript", "onnx", "state_dict")
-WEIGHTS_FILE = "weights.pt"
 CONFIG_ATTR = "config"
 """Study user attribute holding the config (storage URL left out) that export retrains with."""
 
@@ -87,21 +85,6 @@ def stored_config(config: StudyConfig) -> dict[str, Any]:
     return data
 
 
-def save_weights(trial: optuna.Trial, model: nn.Module, artifact_dir: str | Path) -> None:
-    """Keep a trained model's weights as the trial's ``weights.pt`` artifact."""
-    from optuna.artifacts import upload_artifact
-
-    from optuna_energy.dashboard import artifact_store
-
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / WEIGHTS_FILE
-        torch.save({key: value.cpu() for key, value in model.state_dict().items()}, path)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            upload_artifact(artifact_store=artifact_store(artifact_dir), file_path=str(path),
-                            study_or_trial=trial)
-
-
 def kept_weights(study: optuna.Study, trial: optuna.trial.FrozenTrial,
                  artifact_dir: str | Path | None) -> dict[str, torch.Tensor] | None:
     """The weights the search kept for ``trial``, or ``None`` when it kept none."""
@@ -109,7 +92,7 @@ def kept_weights(study: optuna.Study, trial: optuna.trial.FrozenTrial,
         return None
     from optuna.artifacts import get_all_artifact_meta
 
-    from optuna_energy.dashboard import artifact_store
+    from optuna_energy.dashboard import WEIGHTS_FILE, artifact_store
 
     metas = [meta for meta in get_all_artifact_meta(trial, storage=study._storage)
              if meta.filename == WEIGHTS_FILE]

@@ -18,7 +18,7 @@ from optuna_energy.arch import build_model, profile, summarize
 from optuna_energy.config import StudyConfig
 from optuna_energy.data import DeviceData
 from optuna_energy.energy import EnergyMeter, estimate
-from optuna_energy.export import save_weights
+from optuna_energy.dashboard import upload_trial_artifacts
 from optuna_energy.measure import measure_inference
 from optuna_energy.space import sample_architecture, sample_training
 from optuna_energy.train import TrialFailure, evaluate, train, trial_failures
@@ -96,8 +96,6 @@ class Objective:
             net = max(inference.window_joules - idle, 0.0) / inference.images
         energy = net if config.measure.energy == "net" else gross
         measure_seconds = time.perf_counter() - measure_start
-        if config.study.keep_weights:
-            save_weights(trial, model, config.study.artifact_dir)
 
         attrs = {
             "accuracy": accuracy,
@@ -118,6 +116,9 @@ class Objective:
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         self._set_constraints(trial, {**attrs, "params": costs.params})
+        if config.study.artifact_dir is not None:
+            upload_trial_artifacts(trial, model, config.study.artifact_dir,
+                                   keep_weights=config.study.keep_weights)
 
         values = {"accuracy": accuracy, "inference_time": inference.seconds_per_pass,
                   "params": float(costs.params), "energy": energy}
