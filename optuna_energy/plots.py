@@ -3,6 +3,7 @@ hypervolume over trials. Matplotlib with the Agg backend: no display is needed."
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -53,13 +54,10 @@ def cost_figure(study: optuna.Study, report: Report) -> Figure:
     infeasible = [trial for trial in completed if not is_feasible(trial)]
     usable = usable_trials(study)
     panels = report.highlights
-    figure, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.4), squeeze=False)
+    figure, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 5.0), squeeze=False)
     for ax, chosen in zip(axes[0], panels):
         cost = chosen.cost
-
-        def points(trials: Sequence[optuna.trial.FrozenTrial]) -> tuple[np.ndarray, np.ndarray]:
-            return 100 * metric_values(trials, ACCURACY, names), metric_values(trials, cost, names)
-
+        points = functools.partial(_accuracy_and_cost, cost=cost, names=names)
         ax.scatter(*points(usable), s=14, color="#7f7f7f", alpha=0.6, label="trial")
         if infeasible:
             ax.scatter(*points(infeasible), s=16, marker="x", color="#bbbbbb", label="infeasible")
@@ -80,10 +78,17 @@ def cost_figure(study: optuna.Study, report: Report) -> Figure:
         ax.set_ylabel(METRIC_LABELS[cost])
         ax.set_title(f"{METRIC_LABELS[cost].split(' (')[0]} vs accuracy")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left")
+        # Under the axes: inside, it would hide trials or the front wherever it went.
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
     figure.suptitle(f"Study {study.study_name}: {len(usable)} completed, feasible trials")
     figure.tight_layout()
     return figure
+
+
+def _accuracy_and_cost(trials: Sequence[optuna.trial.FrozenTrial], *, cost: str,
+                       names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Accuracy in percent (x) and one cost (y) for each trial."""
+    return 100 * metric_values(trials, ACCURACY, names), metric_values(trials, cost, names)
 
 
 def _log_if_wide(ax: Any, values: np.ndarray) -> None:

@@ -122,8 +122,12 @@ def payback_text(report: Report) -> str:
             f"{', '.join(p.energy_sources) or 'none recorded'}). ")
     trade, most = _model_name(report, p.best_trade_off), _model_name(report, p.most_accurate)
     if p.inferences is None:
-        return head + (f"The best energy trade-off, {trade}, saves nothing per inference over the "
-                       f"most accurate, {most}, so the search does not pay for itself in energy.")
+        if p.best_trade_off.number == p.most_accurate.number:
+            which = f"The most accurate model, {most}, is also the best energy trade-off"
+        else:
+            which = (f"The best energy trade-off, {trade}, uses no less energy per inference than "
+                     f"the most accurate, {most}")
+        return f"{head}{which}: nothing is saved per inference, so there is no payback point."
     return head + (f"Deploying the best energy trade-off, {trade}, instead of the most accurate, "
                    f"{most}, saves {p.saved_per_inference_j:.4g} J per inference: the search has "
                    f"paid for itself after {p.inferences:,.0f} inferences.")

@@ -158,3 +158,14 @@ def test_studies_without_names_or_usable_trials_give_one_line_errors():
     plain.set_metric_names(["accuracy", "params"])
     with pytest.raises(AnalysisError, match="no completed, feasible trials"):
         highlights(plain)
+
+
+def test_payback_sentence_names_the_models_and_the_count():
+    from optuna_energy.report import build_report, payback_text
+
+    text = payback_text(build_report(make_study()))
+    # 100 J / (5e-3 - 1.5e-3) J = 28,571 inferences; labels: trade-off A, most accurate B.
+    assert "model A (trial 2)" in text and "model B (trial 1)" in text
+    assert "paid for itself after 28,571 inferences" in text
+    same = build_report(make_study(points=[(0.9, 10, 1e-3, 5.0), (0.5, 20, 2e-3, 5.0)], infeasible=None))
+    assert "no payback point" in payback_text(same)

@@ -64,7 +64,7 @@ def test_write_report_makes_readable_figures(study, tmp_path):
         assert image.format == "PNG" and min(pixels.shape) > 200
         assert pixels.std() > 10  # drawn on, not a blank canvas
     markdown = (tmp_path / "out" / "report.md").read_text()
-    assert "paid for itself" in markdown or "does not pay for itself" in markdown
+    assert "paid for itself" in markdown or "no payback point" in markdown
     assert all(f"![{name}]({name})" in markdown for name in FIGURES)
 
 
