@@ -3,8 +3,8 @@
 With ``[study] artifact_dir`` set, every trial that completes uploads its topology drawing
 (``topology.png``), its architecture (``architecture.json``) and, with ``keep_weights``, its
 trained weights (``weights.pt``) to an Optuna ``FileSystemArtifactStore`` in that folder, and the
-study's note is replaced by the current report table. ``serve`` starts optuna-dashboard on the loopback interface with that store, so
-the drawings show on each trial's page.
+study's note is replaced by the current report table. ``serve`` starts optuna-dashboard on the
+loopback interface with that store, so the drawings show on each trial's page.
 """
 
 from __future__ import annotations

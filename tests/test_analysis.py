@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
@@ -169,3 +170,16 @@ def test_payback_sentence_names_the_models_and_the_count():
     assert "paid for itself after 28,571 inferences" in text
     same = build_report(make_study(points=[(0.9, 10, 1e-3, 5.0), (0.5, 20, 2e-3, 5.0)], infeasible=None))
     assert "no payback point" in payback_text(same)
+
+
+def test_incremental_hypervolume_equals_the_volume_recomputed_from_scratch():
+    from optuna._hypervolume import compute_hypervolume
+
+    rng = np.random.default_rng(0)
+    points = [(float(a), float(p), float(e), 0.0)
+              for a, p, e in zip(rng.uniform(0, 1, 60), rng.lognormal(8, 2, 60), rng.lognormal(-9, 1, 60))]
+    study = make_study(objectives=("accuracy", "params", "energy"), points=points, infeasible=None)
+    losses = np.column_stack([[1 - p[0] for p in points], [p[1] for p in points], [p[2] for p in points]])
+    normal = losses / losses.max(axis=0)
+    for number, volume in hypervolume_history(study)[::7]:
+        assert volume == pytest.approx(compute_hypervolume(normal[: number + 1], np.full(3, 1.1)))
