@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import optuna
@@ -39,9 +40,16 @@ POINTS = [
 INFEASIBLE = (0.99, 1, 1.0e-4, 40.0)  # would dominate everything, but breaks a constraint
 
 
-def make_study(objectives=("accuracy", "params"), points=POINTS, infeasible=INFEASIBLE):
+def named_study(objectives):
     study = optuna.create_study(directions=[DIRECTIONS[name] for name in objectives])
-    study.set_metric_names(list(objectives))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(objectives))
+    return study
+
+
+def make_study(objectives=("accuracy", "params"), points=POINTS, infeasible=INFEASIBLE):
+    study = named_study(objectives)
     rows = [(point, -1.0) for point in points] + ([(infeasible, 5.0)] if infeasible else [])
     for (accuracy, params, energy, train), violation in rows:
         attrs = {"accuracy": accuracy, "params": params, "energy_per_inference_j": energy,
@@ -153,12 +161,10 @@ def test_metric_values_read_objectives_then_attributes():
 
 
 def test_studies_without_names_or_usable_trials_give_one_line_errors():
-    plain = optuna.create_study(directions=["maximize", "minimize"])
     with pytest.raises(AnalysisError, match="no metric names"):
-        highlights(plain)
-    plain.set_metric_names(["accuracy", "params"])
+        highlights(optuna.create_study(directions=["maximize", "minimize"]))
     with pytest.raises(AnalysisError, match="no completed, feasible trials"):
-        highlights(plain)
+        highlights(named_study(["accuracy", "params"]))
 
 
 def test_payback_sentence_names_the_models_and_the_count():
