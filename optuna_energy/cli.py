@@ -12,12 +12,13 @@ import optuna
 from optuna_energy.analysis import AnalysisError, TradeOffWeights, format_table, pareto_trials
 from optuna_energy.config import OBJECTIVES, SAMPLERS, ConfigError, StudyConfig, load_config
 from optuna_energy.data import DatasetError
+from optuna_energy.energy import EnergyMeterError
 from optuna_energy.export import FORMATS, ExportError
 from optuna_energy.storage import StorageError, mask_url, open_storage
 from optuna_energy.study import run_study
 
 PROG = "optuna-energy"
-_USER_ERRORS = (ConfigError, DatasetError, StorageError, AnalysisError, ExportError)
+_USER_ERRORS = (ConfigError, DatasetError, StorageError, EnergyMeterError, AnalysisError, ExportError)
 
 
 def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:

@@ -96,6 +96,10 @@ class MeasureSection:
     min_window_seconds: float = 1.0
     idle_seconds: float = 2.0
     energy: str = "net"
+    power_interval_s: float = 0.1
+    """Seconds between power samples where the GPU has no energy counter (``nvml-power``)."""
+    meter: str = "auto"
+    """``auto`` (the best that works) or one energy source by name."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -308,8 +312,12 @@ def _validate_space(section: SpaceSection, name: str) -> None:
 
 
 def _validate_measure(section: MeasureSection, name: str) -> None:
+    from optuna_energy.energy import METER_CHOICES  # the meters own the list of names
+
     _positive(section.batch_size, f"[{name}] batch_size")
     _positive(section.min_window_seconds, f"[{name}] min_window_seconds")
+    _positive(section.power_interval_s, f"[{name}] power_interval_s")
+    _choice(section.meter, METER_CHOICES, f"[{name}] meter")
     if section.warmup_batches < 0 or section.idle_seconds < 0:
         raise ConfigError(f"[{name}] warmup_batches and idle_seconds must be >= 0")
     _choice(section.energy, ENERGY_KINDS, f"[{name}] energy")

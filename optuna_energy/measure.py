@@ -5,18 +5,25 @@ included. Energy counters update only every ~100 ms (and NVML's plain power read
 one-second average), so one pass is too short to meter: after warm-up batches, passes are
 repeated inside one window until it lasts at least ``min_window_seconds``, with the device
 synchronised at both edges, and the energy is divided by the images actually inferred.
+
+This is also where torch meets the meters: :func:`open_meter` tells NVML which GPU a torch
+device is, by UUID and PCI bus id, so ``optuna_energy.energy`` stays free of torch.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 from torch import nn
 
 from optuna_energy.data import DeviceData
-from optuna_energy.energy import EnergyMeter
+from optuna_energy.energy import EnergyMeter, EnergyWindow, GpuId, select_meter
+
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,13 +33,53 @@ class InferenceMeasurement:
     passes: int
     images: int
     window_seconds: float
+    """The energy window, edge to edge: at least the minimum, and whole counter steps."""
     window_joules: float | None
     """Energy the meter counted in the window, or ``None`` without a hardware meter."""
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait until the device has finished its queued work, so a window edge is where it says."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def gpu_id(device: torch.device) -> GpuId:
+    """The UUID and PCI bus id of a CUDA device: how NVML finds it under ``CUDA_VISIBLE_DEVICES``."""
+    properties = torch.cuda.get_device_properties(device)
+    uuid = getattr(properties, "uuid", None)
+    bus = getattr(properties, "pci_bus_id", None)
+    pci_bus_id = None
+    if bus is not None:
+        pci_bus_id = f"{properties.pci_domain_id:04x}:{bus:02x}:{properties.pci_device_id:02x}.0"
+    return GpuId(uuid=str(uuid) if uuid is not None else None, pci_bus_id=pci_bus_id)
+
+
+def open_meter(device: torch.device, *, power_interval_s: float = 0.1,
+               meter: str = "auto") -> EnergyMeter | None:
+    """The energy meter for ``device`` (see ``select_meter``), or ``None`` for the estimate."""
+    gpu = gpu_id(device) if device.type == "cuda" else None
+    return select_meter(str(device), gpu=gpu, power_interval_s=power_interval_s, meter=meter)
+
+
+def metered(meter: EnergyMeter | None, name: str, device: torch.device,
+            work: Callable[[], T]) -> tuple[T, EnergyWindow | None]:
+    """Run ``work`` inside the energy window ``name``, the device synchronised at both edges.
+
+    Returns ``work``'s result and the window, or ``None`` for the window without a meter. If
+    ``work`` raises, the window is cancelled, so the next trial can open it again.
+    """
+    synchronize(device)
+    if meter is not None:
+        meter.begin_window(name)
+    try:
+        result = work()
+        synchronize(device)
+    except BaseException:
+        if meter is not None:
+            meter.cancel_window(name)
+        raise
+    return result, meter.end_window(name) if meter is not None else None
 
 
 @torch.inference_mode()
@@ -47,30 +94,33 @@ def measure_inference(model: nn.Module, data: DeviceData, *, batch_size: int, wa
         images = host[start:start + batch_size].to(device, non_blocking=True)
         model(data.normalize(images)).argmax(dim=1)
 
+    def passes_for_the_minimum_window() -> tuple[int, float]:
+        start = time.perf_counter()
+        passes = 0
+        while True:
+            for offset in range(0, len(host), batch_size):
+                one_batch(offset)
+            synchronize(device)
+            passes += 1
+            elapsed = time.perf_counter() - start
+            if elapsed >= min_window_seconds:
+                return passes, elapsed
+
     for index in range(warmup_batches):
         one_batch((index * batch_size) % len(host))
-    _synchronize(device)
-    if meter is not None:
-        meter.begin_window("inference")
-    start = time.perf_counter()
-    passes = 0
-    while True:
-        for offset in range(0, len(host), batch_size):
-            one_batch(offset)
-        _synchronize(device)
-        passes += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_window_seconds:
-            break
-    window = meter.end_window("inference") if meter is not None else None
+    (passes, elapsed), window = metered(meter, "inference", device, passes_for_the_minimum_window)
     return InferenceMeasurement(
         seconds_per_pass=elapsed / passes, passes=passes, images=passes * len(host),
-        window_seconds=elapsed, window_joules=window.joules if window else None,
+        window_seconds=window.seconds if window else elapsed,
+        window_joules=window.joules if window else None,
     )
 
 
 def measure_idle_watts(meter: EnergyMeter, seconds: float) -> float:
-    """Average power while nothing runs: subtracted from inference windows for net energy."""
+    """Average power while nothing runs: subtracted from inference windows for net energy.
+
+    Measured once per worker, before its first trial, with the same meter as the trials.
+    """
     if seconds <= 0:
         return 0.0
     meter.begin_window("idle")

@@ -16,10 +16,10 @@ import torch
 
 from optuna_energy.arch import build_model, profile, summarize
 from optuna_energy.config import StudyConfig
+from optuna_energy.dashboard import upload_trial_artifacts
 from optuna_energy.data import DeviceData
 from optuna_energy.energy import EnergyMeter, estimate
-from optuna_energy.dashboard import upload_trial_artifacts
-from optuna_energy.measure import measure_inference
+from optuna_energy.measure import measure_inference, metered
 from optuna_energy.space import sample_architecture, sample_training
 from optuna_energy.train import TrialFailure, evaluate, train, trial_failures
 
@@ -67,12 +67,13 @@ class Objective:
         torch.manual_seed(seed)
         with trial_failures():
             model = build_model(sampled.spec, data.input_shape, data.n_classes).to(data.device)
-        if self.meter is not None:
-            self.meter.begin_window("training")
-        result = train(model, data, training, epochs=config.training.epochs, seed=seed)
-        if self.meter is not None:
-            train_joules = self.meter.end_window("training").joules
+        result, train_window = metered(
+            self.meter, "training", data.device,
+            lambda: train(model, data, training, epochs=config.training.epochs, seed=seed))
+        if train_window is not None:
+            train_joules, train_window_s = train_window.joules, train_window.seconds
         else:
+            train_window_s = result.seconds
             train_joules = estimate.training_joules(
                 macs=costs.macs, params=costs.params, activations=costs.activations,
                 batch_size=training.batch_size, images=result.images)
@@ -107,6 +108,7 @@ class Objective:
             "energy_window_s": inference.window_seconds,
             "energy_window_images": inference.images,
             "train_energy_j": train_joules,
+            "train_window_s": train_window_s,
             "train_seconds": result.seconds,
             "measure_seconds": measure_seconds,
             "idle_watts": self.idle_watts,

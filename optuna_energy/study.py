@@ -11,11 +11,10 @@ import torch
 from optuna.trial import TrialState
 
 from optuna_energy.config import ConfigError, StudyConfig, load_config
-from optuna_energy.data import DeviceData, load_dataset
 from optuna_energy.dashboard import study_callbacks
-from optuna_energy.energy import select_meter
+from optuna_energy.data import DeviceData, load_dataset
 from optuna_energy.export import CONFIG_ATTR, stored_config
-from optuna_energy.measure import measure_idle_watts
+from optuna_energy.measure import measure_idle_watts, open_meter
 from optuna_energy.objective import FAILURE_REASON, Objective
 from optuna_energy.progress import TrialProgress
 from optuna_energy.storage import open_storage
@@ -126,7 +125,8 @@ def run_study(config: str | Path | StudyConfig | dict[str, Any] | None = None, *
         return study
     torch_device = resolve_device(config.study.device)
     data = DeviceData(load_dataset(config.dataset, seed=config.study.seed or 0), torch_device)
-    meter = select_meter(str(torch_device))
+    meter = open_meter(torch_device, power_interval_s=config.measure.power_interval_s,
+                       meter=config.measure.meter)
     try:
         idle = measure_idle_watts(meter, config.measure.idle_seconds) if meter else 0.0
         objective = Objective(config, data, meter=meter, idle_watts=idle)

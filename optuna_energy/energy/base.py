@@ -15,8 +15,14 @@ import time
 from typing import Any
 
 
+class EnergyMeterError(RuntimeError):
+    """A hardware meter cannot be opened, or it gave a reading that cannot be true."""
+
+
 @dataclasses.dataclass(frozen=True)
 class EnergyWindow:
+    """Duration and energy of one closed measurement window."""
+
     seconds: float
     joules: float
 
@@ -26,10 +32,20 @@ class EnergyWindow:
 
 
 class EnergyMeter(abc.ABC):
-    """A hardware energy counter read through named measurement windows."""
+    """A hardware energy counter read through named measurement windows.
+
+    Example:
+        >>> meter.begin_window("inference")
+        >>> run_the_model()
+        >>> meter.end_window("inference").joules
+    """
 
     source: str
     """Recorded on every trial as ``energy_source``."""
+
+    step_timeout_s: float | None = None
+    """For counters that move in steps: how long a window edge waits for the next step."""
+    step_poll_s: float = 0.001
 
     def __init__(self) -> None:
         self._open: dict[str, tuple[float, float]] = {}
@@ -45,18 +61,54 @@ class EnergyMeter(abc.ABC):
     def close(self) -> None:
         """Release the hardware handle or background thread."""
 
+    def _await_step(self, since: float) -> tuple[float, float]:
+        """The time and reading when the counter first differs from ``since``, or at the timeout."""
+        deadline = time.perf_counter() + (self.step_timeout_s or 0.0)
+        while True:
+            joules = self.total_joules()
+            now = time.perf_counter()
+            if joules != since or now >= deadline:
+                return now, joules
+            time.sleep(self.step_poll_s)
+
+    def _edge(self) -> tuple[float, float]:
+        """Time and energy at a window's edge.
+
+        A counter that moves in steps is read at the moment it steps, so that a window spans
+        whole steps instead of losing up to one step at each edge.
+        """
+        if self.step_timeout_s is None:
+            return time.perf_counter(), self.total_joules()
+        return self._await_step(self.total_joules())
+
     def begin_window(self, name: str) -> None:
         if name in self._open:
             raise ValueError(f"energy window {name!r} is already open")
-        self._open[name] = (time.perf_counter(), self.total_joules())
+        self._open[name] = self._edge()
 
     def end_window(self, name: str) -> EnergyWindow:
+        """Close the window ``name`` and return its duration and joules.
+
+        Raises:
+            EnergyMeterError: The meter counted no energy: a powered chip always uses some, so
+                the counter is stuck and no reading of it can be trusted.
+        """
         try:
             start_time, start_joules = self._open.pop(name)
         except KeyError:
             raise ValueError(f"energy window {name!r} was never opened") from None
-        joules = self.total_joules() - start_joules
-        return EnergyWindow(seconds=time.perf_counter() - start_time, joules=joules)
+        end_time, end_joules = self._edge()
+        window = EnergyWindow(seconds=end_time - start_time, joules=end_joules - start_joules)
+        if window.joules <= 0:
+            raise EnergyMeterError(
+                f"{self.source} counted {window.joules:g} J in the {window.seconds:.3f} s window "
+                f"{name!r}: its counter is not advancing, so its readings cannot be trusted"
+            )
+        return window
+
+    def cancel_window(self, name: str) -> None:
+        """Forget the open window ``name`` (its work failed), so that the name can be used again."""
+        self._open.pop(name, None)
 
     def __enter__(self) -> EnergyMeter:
         return self

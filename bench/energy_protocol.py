@@ -1,0 +1,187 @@
+"""How well is energy per inference measured here? One command, on any machine.
+
+    python bench/energy_protocol.py                    # device auto: the GPU if there is one
+    python bench/energy_protocol.py --device cpu --repeats 10 --json energy.json
+
+The workload is a fixed CNN (two convolutions, a pool, two linear layers; built with the
+project's ``build_model``) inferring 10,000 synthetic 3x32x32 images at batch size 100 with the
+project's protocol (``measure_inference``: warm-up, repeated passes until the window lasts at
+least ``--min-window`` seconds, device synchronised at both edges).
+
+It measures, with the meter a study would pick (and says which):
+
+1. idle power, and on a GPU with an energy counter also with 100 ms power sampling;
+2. on a GPU with an energy counter (``nvml-counter``): the counter against 100 ms power
+   sampling (``nvml-power``) over the *same* windows, ``--repeats`` times;
+3. the run-to-run spread of gross and net energy per inference over ``--repeats`` repeats.
+
+On a CPU that is ``rapl`` where the powercap tree is readable, else the ``estimate``. Results go
+to stdout as Markdown tables (and to ``--json``). Needs the package installed
+(``pip install -e .``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from optuna_energy.arch import build_model, profile
+from optuna_energy.data import ArraySplits, DeviceData
+from optuna_energy.energy import EnergyMeter, NvmlCounterMeter, NvmlPowerMeter, estimate
+from optuna_energy.measure import gpu_id, measure_idle_watts, measure_inference, open_meter, synchronize
+
+SPEC = [
+    {"slot": 0, "kind": "conv", "out_channels": 64, "kernel": [3, 3], "stride": 1, "padding": 1},
+    {"slot": 1, "kind": "activation", "fn": "relu"},
+    {"slot": 2, "kind": "pool", "mode": "max", "kernel": 2, "stride": 2},
+    {"slot": 3, "kind": "conv", "out_channels": 128, "kernel": [3, 3], "stride": 2, "padding": 1},
+    {"slot": 4, "kind": "activation", "fn": "relu"},
+    {"slot": 16, "kind": "linear", "out_features": 256},
+    {"slot": 17, "kind": "activation", "fn": "relu"},
+]
+INPUT_SHAPE = (3, 32, 32)
+BATCH_SIZE = 100
+
+
+def synthetic_data(device: torch.device, images: int) -> DeviceData:
+    generator = np.random.default_rng(0)
+    x = generator.integers(0, 256, size=(images, *INPUT_SHAPE), dtype=np.uint8)
+    y = generator.integers(0, 10, size=images).astype(np.int64)
+    splits = ArraySplits(name="synthetic", train_x=x[:1000], train_y=y[:1000], eval_x=x, eval_y=y,
+                         n_classes=10, eval_split="synthetic")
+    return DeviceData(splits, device)
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": mean, "std": std, "cv_percent": 100 * std / mean if mean else float("nan"),
+            "min": min(values), "max": max(values)}
+
+
+def counter_against_power(model: torch.nn.Module, data: DeviceData, *, repeats: int,
+                          min_window: float) -> list[dict[str, float]]:
+    """The same windows metered by the energy counter and by 100 ms power sampling."""
+    gpu = gpu_id(data.device)
+    rows = []
+    with NvmlCounterMeter(gpu) as counter, NvmlPowerMeter(gpu, interval_s=0.1) as power:
+        for _ in range(repeats):
+            synchronize(data.device)
+            counter.begin_window("pair")  # waits for a counter step; power starts right after
+            power.begin_window("pair")
+            result = measure_inference(model, data, batch_size=BATCH_SIZE, warmup_batches=0,
+                                       min_window_seconds=min_window, meter=None)
+            counted = counter.end_window("pair")  # waits for the next step; power ends right after
+            sampled = power.end_window("pair")
+            rows.append({"seconds": counted.seconds, "counter_j": counted.joules,
+                         "power_j": sampled.joules, "power_over_counter": sampled.joules / counted.joules,
+                         "counter_mj_per_image": 1e3 * counted.joules / result.images,
+                         "power_mj_per_image": 1e3 * sampled.joules / result.images})
+    return rows
+
+
+def protocol_spread(model: torch.nn.Module, data: DeviceData, meter: EnergyMeter | None, *,
+                    idle_watts: float, repeats: int, min_window: float) -> list[dict[str, float]]:
+    rows = []
+    for _ in range(repeats):
+        result = measure_inference(model, data, batch_size=BATCH_SIZE, warmup_batches=5,
+                                   min_window_seconds=min_window, meter=meter)
+        if result.window_joules is None:
+            costs = profile(SPEC, INPUT_SHAPE, 10)
+            gross = net = estimate.inference_joules(macs=costs.macs, params=costs.params,
+                                                    activations=costs.activations, batch_size=BATCH_SIZE)
+        else:
+            gross = result.window_joules / result.images
+            net = (result.window_joules - idle_watts * result.window_seconds) / result.images
+        rows.append({"window_s": result.window_seconds, "passes": result.passes,
+                     "gross_mj_per_image": 1e3 * gross, "net_mj_per_image": 1e3 * net,
+                     "ms_per_pass": 1e3 * result.seconds_per_pass})
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for row in rows:
+        cells = (f"{row[key]:.4g}" if isinstance(row[key], float) else str(row[key]) for key in keys)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--min-window", type=float, default=1.0, help="seconds (the study default)")
+    parser.add_argument("--idle-seconds", type=float, default=5.0)
+    parser.add_argument("--images", type=int, default=10_000)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+
+    name = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    torch.manual_seed(0)
+    data = synthetic_data(device, args.images)
+    model = build_model(SPEC, INPUT_SHAPE, 10).to(device)
+    with warnings.catch_warnings(record=True) as fallbacks:
+        warnings.simplefilter("always")
+        meter = open_meter(device)
+    source = meter.source if meter else estimate.SOURCE
+    report: dict[str, Any] = {
+        "device": str(device), "host": platform.node(), "energy_source": source,
+        "meter_info": meter.info() if meter else {}, "fallbacks": [str(w.message) for w in fallbacks],
+        "hardware": ((meter.info().get("device_name") if meter else None)
+                     or (torch.cuda.get_device_name(device) if device.type == "cuda" else None)
+                     or platform.processor() or platform.machine()),
+        "torch": torch.__version__, "min_window_s": args.min_window, "batch_size": BATCH_SIZE,
+        "images": args.images,
+    }
+    print(f"# Energy protocol on {report['hardware']} ({device}): energy_source = {source}")
+    for message in report["fallbacks"]:
+        print(f"> fallback: {message}")
+    print(f"meter: {report['meter_info']}\n")
+    try:
+        idle = measure_idle_watts(meter, args.idle_seconds) if meter else 0.0
+        report["idle_watts"] = {source: idle} if meter else {}
+        if source == "nvml-counter":
+            with NvmlPowerMeter(gpu_id(device)) as power:
+                report["idle_watts"]["nvml-power"] = measure_idle_watts(power, args.idle_seconds)
+            pairs = counter_against_power(model, data, repeats=args.repeats, min_window=args.min_window)
+            report["counter_vs_power"] = {"windows": pairs, "power_over_counter": spread(
+                [row["power_over_counter"] for row in pairs])}
+        runs = protocol_spread(model, data, meter, idle_watts=idle, repeats=args.repeats,
+                               min_window=args.min_window)
+    finally:
+        if meter is not None:
+            meter.close()
+    report["protocol"] = {"runs": runs, **{key: spread([row[key] for row in runs])
+                                           for key in ("gross_mj_per_image", "net_mj_per_image")}}
+
+    if report["idle_watts"]:
+        print("## Idle power (W), measured once per worker\n")
+        print(markdown([report["idle_watts"]]) + "\n")
+    if "counter_vs_power" in report:
+        print("## Same windows: energy counter vs 100 ms power sampling\n")
+        print(markdown(report["counter_vs_power"]["windows"]) + "\n")
+        print(markdown([report["counter_vs_power"]["power_over_counter"]]) + "  (power / counter)\n")
+    print(f"## Run-to-run spread over {args.repeats} repeats ({source})\n")
+    print(markdown(runs) + "\n")
+    print(markdown([{"mJ per image": kind, **report["protocol"][f"{kind}_mj_per_image"]}
+                    for kind in ("gross", "net")]))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, default=str))
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
