@@ -123,7 +123,7 @@ def payback_text(report: Report) -> str:
     trade, most = _model_name(report, p.best_trade_off), _model_name(report, p.most_accurate)
     if p.inferences is None:
         if p.best_trade_off.number == p.most_accurate.number:
-            which = f"The most accurate model, {most}, is also the best energy trade-off"
+            which = f"The best energy trade-off is also the most accurate model, {most}"
         else:
             which = (f"The best energy trade-off, {trade}, uses no less energy per inference than "
                      f"the most accurate, {most}")
