@@ -70,9 +70,9 @@ def naive_hypervolume_history(study: optuna.Study) -> list[float]:
     return volumes
 
 
-def seconds(function) -> tuple[float, object]:
+def seconds(function, *args) -> tuple[float, object]:
     start = time.perf_counter()
-    result = function()
+    result = function(*args)
     return time.perf_counter() - start, result
 
 
@@ -86,13 +86,13 @@ def main() -> None:
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for size in args.sizes:
         study = synthetic_study(size)
-        front_s, front = seconds(lambda: pareto_front(study))
-        report_s, _ = seconds(lambda: build_report(study))
-        note_s, _ = seconds(lambda: note_markdown(study))
-        history_s, history = seconds(lambda: hypervolume_history(study))
+        front_s, front = seconds(pareto_front, study)
+        report_s, _ = seconds(build_report, study)
+        note_s, _ = seconds(note_markdown, study)
+        history_s, history = seconds(hypervolume_history, study)
         naive = "-"
         if size <= args.baseline_max:
-            naive_s, volumes = seconds(lambda: naive_hypervolume_history(study))
+            naive_s, volumes = seconds(naive_hypervolume_history, study)
             assert np.allclose([v for _, v in history], volumes), "the two histories differ"
             naive = f"{naive_s:.3f}"
         print(f"| {size} | {len(front)} | {front_s:.3f} | {report_s:.3f} | {note_s:.3f} | "

@@ -105,10 +105,11 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _dashboard(args: argparse.Namespace) -> int:
-    from optuna_energy.dashboard import HOST, serve
+    from optuna_energy.dashboard import HOST, recorded_artifact_dir, serve
 
     config = load_config(args.config).with_study(storage=args.storage)
-    artifact_dir = args.artifact_dir or config.study.artifact_dir
+    artifact_dir = (args.artifact_dir or config.study.artifact_dir
+                    or recorded_artifact_dir(config.study.storage))
     print(f"optuna-dashboard on http://{HOST}:{args.port}/dashboard/ for "
           f"{mask_url(config.study.storage)}" + (f" (artifacts: {artifact_dir})" if artifact_dir else ""),
           flush=True)
@@ -157,7 +158,8 @@ def _add_analysis_commands(commands: argparse._SubParsersAction) -> None:
         description="Serve optuna-dashboard for the storage on the loopback interface.")
     dashboard.add_argument("config", nargs="?", help="a study TOML (gives storage and artifact_dir)")
     dashboard.add_argument("--storage", help="RDB URL, e.g. sqlite:///optuna_energy.db")
-    dashboard.add_argument("--artifact-dir", help="the studies' artifact_dir (default: the config's)")
+    dashboard.add_argument("--artifact-dir",
+                           help="the studies' artifact_dir (default: the config's, else the one the studies recorded)")
     dashboard.add_argument("--port", type=_positive(int), default=8080, help="TCP port (default 8080)")
     dashboard.set_defaults(handler=_dashboard)
 

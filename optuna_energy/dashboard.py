@@ -94,6 +94,18 @@ def study_callbacks(config: StudyConfig) -> list[ReportNote]:
     return [ReportNote()] if config.study.artifact_dir is not None else []
 
 
+def recorded_artifact_dir(storage: str) -> str | None:
+    """The ``artifact_dir`` the storage's studies were run with (the first one, if several)."""
+    from optuna_energy.export import CONFIG_ATTR
+    from optuna_energy.storage import open_storage
+
+    for study in optuna.get_all_studies(open_storage(storage)):
+        directory = study.user_attrs.get(CONFIG_ATTR, {}).get("study", {}).get("artifact_dir")
+        if directory:
+            return directory
+    return None
+
+
 def serve(storage: str, *, port: int = 8080, artifact_dir: str | Path | None = None) -> None:
     """Run optuna-dashboard on ``127.0.0.1:port`` until interrupted.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import os
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -73,11 +75,11 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _wait_for(url: str, server: subprocess.Popen, seconds: float = 120) -> None:
+def _wait_for(url: str, server: subprocess.Popen, log: Path, seconds: float = 120) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise AssertionError(f"dashboard exited: {server.stdout.read()}")
+            raise AssertionError(f"dashboard exited: {log.read_text()}")
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
                 if response.status == 200:
@@ -99,17 +101,29 @@ def _visible_text(dom: str) -> str:
     return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", dom)).split())
 
 
+@contextlib.contextmanager
+def _dashboard(storage: str, log: Path) -> Iterator[str]:
+    """``optuna-energy dashboard`` on a free loopback port; yields its base URL."""
+    port = _free_port()
+    # Output to a file, not a pipe: a full pipe of request logs would block the server.
+    with log.open("w") as output:
+        # No --artifact-dir: the command finds the store the study recorded in its config.
+        server = subprocess.Popen(
+            [sys.executable, "-m", "optuna_energy", "dashboard", "--storage", storage, "--port", str(port)],
+            stdout=output, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(REPO)})
+        try:
+            base = f"http://127.0.0.1:{port}"
+            _wait_for(f"{base}/api/studies", server, log)
+            yield base
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
 def test_dashboard_page_in_headless_chromium(made, tmp_path):
     folder, storage, study = made
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "optuna_energy", "dashboard", "--storage", storage,
-         "--artifact-dir", str(folder / "artifacts"), "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)})
-    try:
-        base = f"http://127.0.0.1:{port}"
-        _wait_for(f"{base}/api/studies", server)
+    log = tmp_path / "dashboard.log"
+    with _dashboard(storage, log) as base:
         # The trials table (with user attributes as columns) is on the Smart Selection page.
         text = _visible_text(_chromium("--dump-dom", f"{base}/dashboard/studies/{study._study_id}/smartSelection"))
         assert "tiny" in text
@@ -124,10 +138,10 @@ def test_dashboard_page_in_headless_chromium(made, tmp_path):
         kept.mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, kept / "dashboard.png")
         # The artifact store is wired in: a trial's drawing is served.
+        assert f"(artifacts: {folder / 'artifacts'})" in log.read_text().splitlines()[0]
         trial = study.get_trials(states=(TrialState.COMPLETE,))[0]
-        meta = next(m for m in get_all_artifact_meta(trial, storage=study._storage) if m.filename == TOPOLOGY_FILE)
-        with urllib.request.urlopen(f"{base}/artifacts/{study._study_id}/{trial._trial_id}/{meta.artifact_id}") as response:
+        meta = next(m for m in get_all_artifact_meta(trial, storage=study._storage)
+                    if m.filename == TOPOLOGY_FILE)
+        url = f"{base}/artifacts/{study._study_id}/{trial._trial_id}/{meta.artifact_id}"
+        with urllib.request.urlopen(url) as response:
             assert response.read(8) == b"\x89PNG\r\n\x1a\n"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
