@@ -111,7 +111,7 @@ def _draw_topology(ax: Any, spec: Sequence[Mapping[str, Any]], title: str) -> No
             ax.annotate("", (0.5, -row - 0.1), (0.5, -row + 0.2),
                         arrowprops={"arrowstyle": "->", "linewidth": 0.6})
     ax.set_xlim(0, 1)
-    ax.set_ylim(-max(len(layers), 1) - 0.2, 0.6)
+    ax.set_ylim(-max(len(layers), 1) - 0.2, 0.05)
     ax.set_title(title, fontsize=9)
     ax.axis("off")
 
@@ -126,7 +126,7 @@ def topology_figure(report: Report) -> Figure:
         accuracy = 100 * row.metrics[ACCURACY]
         _draw_topology(ax, row.trial.user_attrs.get("architecture", []),
                        f"{row.label}: trial {row.trial.number}\n{accuracy:.1f} %")
-        ax.set_ylim(-depth - 0.2, 0.6)
+        ax.set_ylim(-depth - 0.2, 0.05)
     figure.suptitle(f"Highlighted models of {report.study_name} (activations left out)", fontsize=10)
     figure.tight_layout()
     return figure
