@@ -99,8 +99,8 @@ def recorded_artifact_dir(storage: str) -> str | None:
     from optuna_energy.export import CONFIG_ATTR
     from optuna_energy.storage import open_storage
 
-    for study in optuna.get_all_studies(open_storage(storage)):
-        directory = study.user_attrs.get(CONFIG_ATTR, {}).get("study", {}).get("artifact_dir")
+    for summary in optuna.get_all_study_summaries(open_storage(storage), include_best_trial=False):
+        directory = summary.user_attrs.get(CONFIG_ATTR, {}).get("study", {}).get("artifact_dir")
         if directory:
             return directory
     return None
