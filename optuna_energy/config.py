@@ -1,7 +1,7 @@
 """Study configuration: dataclasses, TOML loading and validation with one-line errors.
 
 A config file has the sections ``[study]``, ``[dataset]``, ``[training]``, ``[space]``,
-``[measure]`` and ``[constraints]``; every key is optional and documented in
+``[measure]``, ``[constraints]`` and ``[storage]``; every key is optional and documented in
 ``studies/digits.toml``. Validation happens once, here, so that the rest of the package can
 trust the values it is handed.
 """
@@ -112,6 +112,22 @@ class ConstraintsSection:
 
 
 @dataclasses.dataclass(frozen=True)
+class StorageSection:
+    """How processes share a study: heartbeats find dead workers, reconnects outlast a restart.
+
+    ``heartbeat_interval`` and ``grace_period`` are Optuna's RDB heartbeat (seconds); a trial
+    without a heartbeat for ``grace_period`` is failed and re-run with the same parameters up to
+    ``max_retry`` times. A worker that loses the database retries with back-off for
+    ``reconnect_timeout`` seconds before giving up.
+    """
+
+    heartbeat_interval: int = 60
+    grace_period: int | None = None
+    max_retry: int | None = 3
+    reconnect_timeout: float = 600.0
+
+
+@dataclasses.dataclass(frozen=True)
 class StudyConfig:
     """A whole study: what to search, on which data, how to measure, where to store it."""
 
@@ -121,6 +137,7 @@ class StudyConfig:
     space: SpaceSection = SpaceSection()
     measure: MeasureSection = MeasureSection()
     constraints: ConstraintsSection = ConstraintsSection()
+    storage: StorageSection = StorageSection()
 
     @property
     def directions(self) -> list[str]:
@@ -209,7 +226,7 @@ def _coerce(value: Any, field: dataclasses.Field, section: str) -> Any:
         if value is None:
             return None
         element = {"timeout": float, "seed": int, "root": str, "max_params": int,
-                   "artifact_dir": str}.get(
+                   "grace_period": int, "max_retry": int, "artifact_dir": str}.get(
             field.name, float
         )
         return _scalar(value, element, where)
@@ -328,6 +345,19 @@ def _validate_constraints(section: ConstraintsSection, name: str) -> None:
         _positive(getattr(section, field.name), f"[{name}] {field.name}")
 
 
+def _validate_storage(section: StorageSection, name: str) -> None:
+    if section.heartbeat_interval < 0:
+        raise ConfigError(f"[{name}] heartbeat_interval must be >= 0 (0 turns it off), "
+                          f"got {section.heartbeat_interval}")
+    if section.grace_period is not None and section.grace_period <= section.heartbeat_interval:
+        raise ConfigError(f"[{name}] grace_period must be longer than heartbeat_interval "
+                          f"({section.heartbeat_interval}), got {section.grace_period}")
+    if section.max_retry is not None and section.max_retry < 0:
+        raise ConfigError(f"[{name}] max_retry must be >= 0, got {section.max_retry}")
+    if section.reconnect_timeout < 0:
+        raise ConfigError(f"[{name}] reconnect_timeout must be >= 0, got {section.reconnect_timeout}")
+
+
 _VALIDATORS = {
     StudySection: _validate_study,
     DatasetSection: _validate_dataset,
@@ -335,4 +365,5 @@ _VALIDATORS = {
     SpaceSection: _validate_space,
     MeasureSection: _validate_measure,
     ConstraintsSection: _validate_constraints,
+    StorageSection: _validate_storage,
 }

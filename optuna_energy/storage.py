@@ -1,13 +1,36 @@
-"""Storage URLs: open them with clear errors, and never show a password."""
+"""Storage URLs: open them with clear errors, and never show a password.
+
+Supported URLs:
+
+* ``sqlite:///file.db``: one machine, one or a few processes (the embedded default).
+* ``postgresql://user:password@host:5432/db``: many workers; driven by psycopg 3 (plain
+  ``postgresql://`` means ``postgresql+psycopg://``).
+* ``mysql://user:password@host:3306/db``: MySQL or MariaDB through PyMySQL (plain ``mysql://``
+  means ``mysql+pymysql://``; install ``optuna-energy[mysql]``).
+* ``journal:///file.log`` (relative) or ``journal:////shared/file.log`` (absolute): Optuna's
+  ``JournalFileBackend``, an append-only log on a shared filesystem, for clusters without a
+  database server. Optuna 5 has no heartbeat for it.
+"""
 
 from __future__ import annotations
 
+import logging
+import random
 import re
+import time
+import warnings
 from pathlib import Path
 
 import optuna
 
-SCHEMES = ("sqlite", "postgresql", "mysql")
+from optuna_energy.config import StorageSection
+
+SCHEMES = ("sqlite", "postgresql", "mysql", "journal")
+_DEFAULT_DRIVERS = {"postgresql": "postgresql+psycopg", "mysql": "mysql+pymysql"}
+_DRIVER_PACKAGES = {"psycopg": "psycopg[binary]", "pymysql": "optuna-energy[mysql]"}
+
+_CREATE_ATTEMPTS = 5
+_logger = logging.getLogger(__name__)
 
 
 class StorageError(RuntimeError):
@@ -15,29 +38,44 @@ class StorageError(RuntimeError):
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by ``***``, safe to print or log."""
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+    """The URL (or any text holding one) with its password replaced by ``***``, safe to print."""
+    return re.sub(r"(://[^:/@\s]*:)[^@/\s]*@", r"\1***@", url)
 
 
-def _mask_text(text: str, url: str) -> str:
-    """Mask the URL's password wherever a driver's message repeats it."""
+def mask_text(text: str, url: str) -> str:
+    """Mask the URL's password wherever a message repeats it, also outside the URL."""
     match = re.search(r"://[^:/@]*:([^@/]*)@", url)
     text = text.replace(url, mask_url(url))
     if match and match.group(1):
         text = text.replace(match.group(1), "***")
-    return text
+    return mask_url(text)
 
 
 def scheme_of(url: str) -> str:
     return url.split(":", 1)[0].split("+", 1)[0] if "://" in url else ""
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """Open an Optuna RDB storage, creating its tables if needed.
+def database_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean "the database did not answer", worth retrying after a pause."""
+    import sqlalchemy.exc
+
+    return (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
+
+
+def open_storage(url: str, settings: StorageSection | None = None) -> optuna.storages.BaseStorage:
+    """Open an Optuna storage for a URL, creating its tables if needed.
+
+    Args:
+        url: A ``sqlite``, ``postgresql``, ``mysql`` or ``journal`` URL (see the module docs).
+        settings: Heartbeat and retry settings; database storages only. ``None`` turns the
+            heartbeat off.
 
     Raises:
         StorageError: Unsupported scheme, missing driver, or unreachable database; the message
             is one line and never contains the password.
+
+    Example:
+        >>> storage = open_storage("postgresql://optuna:secret@db.example.org/nas")
     """
     import sqlalchemy.exc
 
@@ -49,11 +87,71 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         )
     if scheme == "sqlite":
         _make_parent_directory(url)
+    if scheme == "journal":
+        return _open_journal(url)
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(scheme))
-    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as error:
-        reason = " ".join(str(getattr(error, "orig", None) or error).split())
-        raise StorageError(f"cannot open storage {mask_url(url)}: {_mask_text(reason, url)}") from None
+        return _create_tables_once(url, settings)
+    except ImportError as error:
+        missing = error if isinstance(error, ModuleNotFoundError) else error.__cause__
+        name = getattr(missing, "name", None) or "unknown"
+        raise StorageError(f"cannot open storage {mask_url(url)}: the database driver {name!r} "
+                           f"is not installed (pip install '{_DRIVER_PACKAGES.get(name, name)}')") from None
+    except (sqlalchemy.exc.SQLAlchemyError, ValueError) as error:
+        raise StorageError(f"cannot open storage {mask_url(url)}: {describe_error(error, url)}") from None
+
+
+def _create_tables_once(url: str, settings: StorageSection | None) -> optuna.storages.RDBStorage:
+    """Open an RDB storage; workers starting together on an empty database may race to create
+    its tables, and the losers (a duplicate key or table) simply try again."""
+    import sqlalchemy.exc
+
+    attempt = 1
+    while True:
+        try:
+            with warnings.catch_warnings():  # the heartbeat is experimental in Optuna, and chosen
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return _ResilientRDBStorage(_with_driver(url), engine_kwargs=_engine_kwargs(scheme_of(url)),
+                                            **_heartbeat_kwargs(settings))
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == _CREATE_ATTEMPTS:
+                raise
+            attempt += 1
+            time.sleep(random.uniform(0.2, 1.0))
+
+
+def describe_error(error: BaseException, url: str) -> str:
+    """A driver's error as one line with the URL's password masked."""
+    reason = " ".join(str(getattr(error, "orig", None) or error).split())
+    return mask_text(reason, url)
+
+
+def _with_driver(url: str) -> str:
+    scheme, rest = url.split("://", 1)
+    return f"{_DEFAULT_DRIVERS.get(scheme, scheme)}://{rest}"
+
+
+def _open_journal(url: str) -> optuna.storages.BaseStorage:
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    path = url.split("://", 1)[1]
+    if not path.startswith("/") or path == "/":
+        raise StorageError(f"journal URL {url!r} needs a file: journal:///relative.log "
+                           "or journal:////absolute/path.log")
+    try:
+        return JournalStorage(JournalFileBackend(path[1:]))
+    except OSError as error:
+        raise StorageError(f"cannot open journal file {path[1:]!r}: {error.strerror}") from None
+
+
+def _heartbeat_kwargs(settings: StorageSection | None) -> dict:
+    if settings is None or settings.heartbeat_interval == 0:
+        return {}
+    return {
+        "heartbeat_interval": settings.heartbeat_interval,
+        "grace_period": settings.grace_period,
+        "heartbeat_stale_trial_callback":
+            optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=settings.max_retry),
+    }
 
 
 def _make_parent_directory(url: str) -> None:
@@ -70,5 +168,25 @@ def _engine_kwargs(scheme: str) -> dict:
     if scheme == "sqlite":
         # Several threads of one process (heartbeat, progress) share the file.
         return {"connect_args": {"timeout": 60}}
-    # Servers drop idle connections; pre-ping and recycle keep long trials from failing on tell.
-    return {"pool_pre_ping": True, "pool_recycle": 3600}
+    connect_args = {"connect_timeout": 10}  # an unreachable host fails in seconds, not minutes
+    # A worker needs two connections (its trials and their heartbeat): a small pool per process
+    # keeps hundreds of workers under the server's max_connections. Servers drop idle
+    # connections and restart; pre-ping and recycle replace dead ones before a query fails.
+    return {"pool_size": 2, "max_overflow": 2, "pool_timeout": 60, "pool_pre_ping": True,
+            "pool_recycle": 1800, "connect_args": connect_args}
+
+
+class _ResilientRDBStorage(optuna.storages.RDBStorage):
+    """An RDB storage whose heartbeat thread survives a database restart.
+
+    Optuna's heartbeat thread dies at the first failed write; the trial would then look dead to
+    the other workers although it is still running. Missing a beat while the server is away is
+    harmless as long as it is back within the grace period.
+    """
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            super().record_heartbeat(trial_id)
+        except database_errors() as error:
+            _logger.warning("heartbeat of trial id %d not recorded: %s", trial_id,
+                            describe_error(error, self.url))

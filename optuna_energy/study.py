@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import optuna
 import torch
-from optuna.trial import TrialState
 
+from optuna_energy.budget import Callback, optimize_within_budget, tally
 from optuna_energy.config import ConfigError, StudyConfig, load_config
 from optuna_energy.dashboard import study_callbacks
 from optuna_energy.data import DeviceData, load_dataset
 from optuna_energy.export import CONFIG_ATTR, stored_config
 from optuna_energy.measure import measure_idle_watts, open_meter
-from optuna_energy.objective import FAILURE_REASON, Objective
+from optuna_energy.objective import Objective
 from optuna_energy.progress import TrialProgress
 from optuna_energy.storage import open_storage
 from optuna_energy.train import TrialFailure
@@ -40,34 +41,9 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def counted_trials(study: optuna.Study) -> int:
-    """Trials that use up the budget: finished ones, deliberate failures, and those running.
-
-    A trial failed by the heartbeat (its worker died) does not count: it is retried.
-    """
-    count = 0
-    for trial in study.get_trials(deepcopy=False):
-        if trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING):
-            count += 1
-        elif trial.state == TrialState.FAIL and FAILURE_REASON in trial.user_attrs:
-            count += 1
-    return count
-
-
-class _Budget:
-    """Stops this process once the study as a whole has used its trial budget."""
-
-    def __init__(self, n_trials: int) -> None:
-        self.n_trials = n_trials
-
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if counted_trials(study) >= self.n_trials:
-            study.stop()
-
-
 def create_or_load_study(config: StudyConfig, *, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
     """Create the configured study, or load it when it exists with the same objectives."""
-    storage = open_storage(config.study.storage)
+    storage = open_storage(config.study.storage, config.storage)
     sampler = sampler or create_sampler(config.study.sampler, seed=config.study.seed)
     objectives = list(config.study.objectives)
     study = optuna.create_study(storage=storage, study_name=config.study.name, sampler=sampler,
@@ -120,9 +96,18 @@ def run_study(config: str | Path | StudyConfig | dict[str, Any] | None = None, *
         storage=storage, name=study_name, n_trials=n_trials, timeout=timeout, device=device,
         seed=seed, sampler=sampler, objectives=tuple(objectives) if objectives else None)
     study = create_or_load_study(config)
-    remaining = config.study.n_trials - counted_trials(study)
-    if remaining <= 0:
-        return study
+    optimize_study(study, config, show_progress_bar=show_progress_bar)
+    return study
+
+
+def optimize_study(study: optuna.Study, config: StudyConfig, *, show_progress_bar: bool = False,
+                   callbacks: Sequence[Callback] = ()) -> None:
+    """Run trials of a created or loaded study until it has ``config.study.n_trials``.
+
+    Safe to call from many processes on one study: the budget is the study's, and exact.
+    """
+    if tally(study).finished >= config.study.n_trials:
+        return
     torch_device = resolve_device(config.study.device)
     data = DeviceData(load_dataset(config.dataset, seed=config.study.seed or 0), torch_device)
     meter = open_meter(torch_device, power_interval_s=config.measure.power_interval_s,
@@ -131,10 +116,11 @@ def run_study(config: str | Path | StudyConfig | dict[str, Any] | None = None, *
         idle = measure_idle_watts(meter, config.measure.idle_seconds) if meter else 0.0
         objective = Objective(config, data, meter=meter, idle_watts=idle)
         with TrialProgress(study, total=config.study.n_trials, enabled=show_progress_bar) as progress:
-            study.optimize(objective, n_trials=remaining, timeout=config.study.timeout,
-                           callbacks=[_Budget(config.study.n_trials), progress, *study_callbacks(config)],
-                           catch=(TrialFailure,))
+            optimize_within_budget(study, objective, n_trials=config.study.n_trials,
+                                   timeout=config.study.timeout,
+                                   callbacks=[progress, *callbacks, *study_callbacks(config)],
+                                   catch=(TrialFailure,),
+                                   reconnect_timeout=config.storage.reconnect_timeout)
     finally:
         if meter is not None:
             meter.close()
-    return study

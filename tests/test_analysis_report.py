@@ -12,7 +12,7 @@ from PIL import Image
 import optuna_energy
 from optuna_energy.cli import main
 from optuna_energy.report import build_report, table_csv, table_markdown, table_text, write_report
-from helpers import tiny_config
+from tests.helpers import tiny_config
 
 FIGURES = ("fig1_costs_vs_accuracy.png", "fig2_topologies.png", "hypervolume.png")
 

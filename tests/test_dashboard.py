@@ -24,7 +24,7 @@ from PIL import Image
 
 import optuna_energy
 from optuna_energy.dashboard import ARCHITECTURE_FILE, TOPOLOGY_FILE, artifact_store
-from helpers import tiny_config
+from tests.helpers import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from optuna.trial import TrialState
-from test_energy_rapl import PowercapTree
+from tests.test_energy_rapl import PowercapTree
 from torch import nn
 
 from optuna_energy import run_study

@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 import optuna_energy
 from optuna_energy.cli import main
 from optuna_energy.export import FORMATS, ExportError, export_trial, predict_file, rebuild
-from helpers import tiny_config
+from tests.helpers import tiny_config
 
 
 def _run(folder, **study):

@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 
 import optuna_energy
 from optuna_energy.arch import build_model, profile
-from helpers import tiny_config
+from tests.helpers import tiny_config
 
 ENERGY_ATTRS = ("energy_source", "energy_gross_j", "energy_net_j", "train_energy_j")
 

@@ -1,0 +1,258 @@
+"""Many processes on one study: the worker, and a launcher that starts one worker per GPU.
+
+A worker is ``run_study`` for a shared study: it joins (or creates) the study, runs trials until
+the study as a whole has its budget, logs one line per trial instead of a progress bar, and
+turns SIGTERM into the same clean stop as Ctrl-C. The launcher starts workers on one node, each
+with its own ``CUDA_VISIBLE_DEVICES``, prefixes their output, and stops them together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import IO
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from optuna_energy.budget import OVER_BUDGET, tally
+from optuna_energy.config import StudyConfig
+from optuna_energy.objective import FAILURE_REASON
+from optuna_energy.storage import mask_text
+from optuna_energy.study import create_or_load_study, create_sampler, optimize_study
+
+STORAGE_ENV = "OPTUNA_ENERGY_STORAGE"
+"""Environment variable holding the storage URL, so that passwords stay out of ``ps`` output."""
+
+STOP_SECONDS = 30.0
+"""How long the launcher waits for stopped workers to record their trials before killing them."""
+
+_logger = logging.getLogger("optuna_energy.worker")
+
+
+def run_worker(config: StudyConfig) -> optuna.Study:
+    """Run trials of the configured study until it has ``config.study.n_trials`` finished ones.
+
+    Any number of workers, on any number of machines, may run this on one study. Each samples
+    from its own random stream (a fixed seed would make every worker propose the same
+    architectures); a trial's weights and batches are still seeded by ``seed + trial.number``.
+
+    Example:
+        >>> from optuna_energy import load_config
+        >>> config = load_config("studies/digits.toml").with_study(
+        ...     storage="postgresql://optuna@db.example.org/nas", n_trials=500)
+        >>> study = run_worker(config)
+    """
+    sampler = create_sampler(config.study.sampler, seed=None)
+    study = create_or_load_study(config, sampler=sampler)
+    _logger.info("joined study %r: %d of %d trials finished", study.study_name,
+                 tally(study).finished, config.study.n_trials)
+    optimize_study(study, config, callbacks=[_TrialLog(config.study.n_trials)])
+    _logger.info("study %r has %d of %d trials finished; worker done", study.study_name,
+                 tally(study).finished, config.study.n_trials)
+    return study
+
+
+class _TrialLog:
+    """One log line per finished trial of this worker."""
+
+    def __init__(self, n_trials: int) -> None:
+        self.n_trials = n_trials
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        seconds = trial.duration.total_seconds() if trial.duration else 0.0
+        if trial.state == TrialState.COMPLETE:
+            values = ", ".join(f"{name} {value:.4g}"
+                               for name, value in zip(study.metric_names or [], trial.values))
+            outcome = f"complete in {seconds:.1f} s: {values}"
+        else:
+            reason = ("the study's budget was already used" if OVER_BUDGET in trial.user_attrs
+                      else trial.user_attrs.get(FAILURE_REASON))
+            outcome = f"{trial.state.name.lower()} after {seconds:.1f} s" + (f" ({reason})" if reason else "")
+        retried = trial.system_attrs.get("failed_trial")
+        again = f" (retry of trial {retried})" if retried is not None else ""
+        _logger.info("trial %d%s %s [%d/%d finished]", trial.number, again, outcome,
+                     tally(study).finished, self.n_trials)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM (from a launcher, Slurm, systemd) into ``KeyboardInterrupt``, once.
+
+    Later SIGINT/SIGTERM are ignored so that the stop in progress (failing and re-queueing the
+    running trial) is not itself interrupted.
+    """
+
+    def interrupt(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerSlot:
+    """One worker to start: a name for its log prefix, its device and its environment."""
+
+    name: str
+    device: str
+    env: dict[str, str]
+
+
+def count_gpus() -> int:
+    """NVIDIA GPUs on this node, as NVML sees them (0 without a driver)."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:  # no library, no driver, no device: all mean "no GPU"
+        return 0
+    try:
+        return pynvml.nvmlDeviceGetCount()
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def plan_workers(gpus: str | None, *, workers_per_gpu: int = 1, cpu_workers: int = 1,
+                 available_gpus: int) -> list[WorkerSlot]:
+    """The workers to start on this node.
+
+    Args:
+        gpus: ``"all"``, a comma-separated list of GPU indices (``nvidia-smi`` order), or
+            ``None``: all GPUs when there are any, else ``cpu_workers`` CPU workers.
+        workers_per_gpu: Workers sharing each GPU (small models rarely fill a big GPU).
+        cpu_workers: Workers when there is no GPU; the CPU cores are divided among them.
+        available_gpus: GPUs on this node, from ``count_gpus()``.
+
+    Raises:
+        ValueError: A GPU index is malformed or not on this node, or ``all`` finds none.
+    """
+    if gpus is None and available_gpus == 0:
+        threads = str(max(1, (os.cpu_count() or 1) // cpu_workers))
+        return [WorkerSlot(f"cpu{index}", "cpu",
+                           {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": threads})
+                for index in range(cpu_workers)]
+    indices = _gpu_indices(gpus or "all", available_gpus)
+    # CUDA numbers devices fastest-first by default; PCI order matches nvidia-smi and NVML.
+    return [WorkerSlot(f"gpu{gpu}" + (f".{k}" if workers_per_gpu > 1 else ""), "cuda",
+                       {"CUDA_VISIBLE_DEVICES": str(gpu), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"})
+            for gpu in indices for k in range(workers_per_gpu)]
+
+
+def _gpu_indices(gpus: str, available: int) -> list[int]:
+    if gpus == "all":
+        if available == 0:
+            raise ValueError("--gpus all found no NVIDIA GPU on this node; "
+                             "leave out --gpus and use --workers N for CPU workers")
+        return list(range(available))
+    try:
+        indices = [int(part) for part in gpus.split(",")]
+    except ValueError:
+        raise ValueError(f"--gpus must be 'all' or indices like 0,1,2, got {gpus!r}") from None
+    wrong = [index for index in indices if not 0 <= index < available]
+    if wrong or len(set(indices)) != len(indices):
+        raise ValueError(f"--gpus {gpus!r} names GPU {wrong or indices} that is not one of the "
+                         f"{available} GPUs of this node (0..{available - 1}) or names one twice")
+    return indices
+
+
+def launch(slots: Sequence[WorkerSlot], worker_args: Sequence[str], *, storage: str,
+           stop_seconds: float = STOP_SECONDS) -> int:
+    """Start one ``optuna-energy worker`` per slot, stream their output, stop them together.
+
+    The storage URL reaches the workers through ``OPTUNA_ENERGY_STORAGE``, never their command
+    line. On SIGINT or SIGTERM every worker gets SIGTERM: its running trial ends as FAIL and is
+    queued again with the same parameters; a worker still alive ``stop_seconds`` later is killed
+    (its trial is then found by the heartbeat).
+
+    Returns:
+        0 when every worker finished cleanly, 130 after a stop, else the first failing exit code.
+    """
+    output = _Output(storage)
+    workers = []
+    for slot in slots:
+        command = [sys.executable, "-m", "optuna_energy", "worker", *worker_args, "--device", slot.device]
+        env = {**os.environ, **slot.env, STORAGE_ENV: storage, "PYTHONUNBUFFERED": "1"}
+        # Own session: a terminal's Ctrl-C reaches the launcher only, which stops workers once.
+        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True, errors="replace", start_new_session=True)
+        workers.append(process)
+        output.follow(slot.name, process.stdout)
+        output.line("launch", f"started worker {slot.name} (pid {process.pid}, {slot.device})")
+    stopping = threading.Event()
+
+    def stop(signum: int, frame: object) -> None:
+        if not stopping.is_set():
+            output.line("launch", f"{signal.Signals(signum).name}: stopping {len(workers)} workers")
+            stopping.set()
+            for process in workers:
+                if process.poll() is None:
+                    process.send_signal(signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        codes = [_wait(process, stopping, stop_seconds, output) for process in workers]
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        output.join()
+    if stopping.is_set():
+        return 130
+    return next((code for code in codes if code != 0), 0)
+
+
+def _wait(process: subprocess.Popen, stopping: threading.Event, stop_seconds: float,
+          output: _Output) -> int:
+    while process.poll() is None:
+        if stopping.wait(0.2):
+            try:
+                return process.wait(timeout=stop_seconds)
+            except subprocess.TimeoutExpired:
+                output.line("launch", f"worker pid {process.pid} did not stop; killing it")
+                process.kill()
+                return process.wait()
+    return process.returncode
+
+
+class _Output:
+    """Prefixed, whole-line, password-masked output of all workers on one stream."""
+
+    def __init__(self, storage: str, stream: IO[str] | None = None) -> None:
+        self.storage = storage
+        self.stream = stream or sys.stdout
+        self.lock = threading.Lock()
+        self.readers: list[threading.Thread] = []
+
+    def follow(self, name: str, source: IO[str]) -> None:
+        """Copy a worker's output line by line, in a thread of its own."""
+        reader = threading.Thread(target=self._copy, args=(name, source), daemon=True)
+        reader.start()
+        self.readers.append(reader)
+
+    def _copy(self, name: str, source: IO[str]) -> None:
+        for text in source:
+            self.line(name, text.rstrip("\n"))
+
+    def line(self, name: str, text: str) -> None:
+        with self.lock:
+            self.stream.write(f"[{name}] {mask_text(text, self.storage)}\n")
+            self.stream.flush()
+
+    def join(self) -> None:
+        deadline = time.monotonic() + 5.0
+        for reader in self.readers:
+            reader.join(timeout=max(0.0, deadline - time.monotonic()))

@@ -1,0 +1,157 @@
+"""The shared budget and the worker plan, in one process against SQLite (no server needed)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy.exc
+from optuna.trial import TrialState
+
+from optuna_energy.budget import OVER_BUDGET, _WithinBudget, optimize_within_budget, tally
+from optuna_energy.config import StorageSection
+from optuna_energy.objective import FAILURE_REASON
+from optuna_energy.storage import StorageError, open_storage
+from optuna_energy.workers import plan_workers
+
+
+def make_study(tmp_path: Path, **heartbeat: int) -> optuna.Study:
+    settings = StorageSection(**heartbeat) if heartbeat else None
+    storage = open_storage(f"sqlite:///{tmp_path}/budget.db", settings)
+    return optuna.create_study(storage=storage, study_name="s", load_if_exists=True)
+
+
+def objective(trial: optuna.Trial) -> float:
+    return trial.suggest_float("x", 0, 1)
+
+
+def test_trials_created_past_the_budget_by_racing_workers_never_run(tmp_path: Path) -> None:
+    study = make_study(tmp_path)
+    racing = [study.ask() for _ in range(3)]  # three workers asked before anyone counted
+    ran = []
+    guarded = _WithinBudget(lambda trial: ran.append(trial.number) or 0.5, n_trials=2)
+
+    assert guarded(racing[0]) == 0.5 and guarded(racing[1]) == 0.5
+    with pytest.raises(optuna.TrialPruned):
+        guarded(racing[2])
+    assert ran == [0, 1] and racing[2].user_attrs[OVER_BUDGET] is True
+    study.tell(racing[2], state=TrialState.PRUNED)
+    for trial in racing[:2]:
+        study.tell(trial, 0.5)
+    assert tally(study).finished == 2
+
+
+def test_budget_counts_the_whole_study_and_deliberate_failures(tmp_path: Path) -> None:
+    study = make_study(tmp_path)
+    study.optimize(objective, n_trials=2)
+    failed = study.ask()
+    failed.set_user_attr(FAILURE_REASON, "out of memory")
+    study.tell(failed, state=TrialState.FAIL)
+    study.tell(study.ask(), state=TrialState.FAIL)  # lost worker: not counted, run again
+
+    optimize_within_budget(study, objective, n_trials=5)
+
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 4
+    assert tally(study).finished == 5
+
+
+def test_without_heartbeat_a_worker_leaves_when_running_trials_fill_the_budget(tmp_path: Path) -> None:
+    study = make_study(tmp_path)
+    study.optimize(objective, n_trials=1)
+    study.ask()  # running in another worker
+
+    optimize_within_budget(study, pytest.fail, n_trials=2)
+
+    assert tally(study).running == 1
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_a_trial_of_a_dead_worker_is_failed_and_rerun_with_its_parameters(tmp_path: Path) -> None:
+    study = make_study(tmp_path, heartbeat_interval=1, grace_period=2)
+    dead = study.ask()
+    dead_x = dead.suggest_float("x", 0, 1)
+    study._storage.record_heartbeat(dead._trial_id)  # then its worker was killed
+    seen = []
+
+    optimize_within_budget(study, lambda trial: seen.append(objective(trial)) or seen[-1], n_trials=1)
+
+    assert seen == [dead_x]
+    assert study.trials[0].state == TrialState.FAIL
+    assert study.trials[1].state == TrialState.COMPLETE
+    assert study.trials[1].system_attrs["failed_trial"] == 0
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_a_trial_that_never_reached_its_objective_is_failed_and_rerun(tmp_path: Path) -> None:
+    study = make_study(tmp_path, heartbeat_interval=1, grace_period=2)
+    study.ask()  # created, then the connection was lost before its first heartbeat
+
+    optimize_within_budget(study, objective, n_trials=1)
+
+    assert [trial.state for trial in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert study.trials[1].system_attrs["failed_trial"] == 0
+
+
+def test_an_interrupted_trial_ends_failed_and_is_queued_again(tmp_path: Path) -> None:
+    study = make_study(tmp_path)
+
+    def interrupted(trial: optuna.Trial) -> float:
+        trial.suggest_float("x", 0, 1)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        optimize_within_budget(study, interrupted, n_trials=3)
+
+    failed, queued = study.trials
+    assert failed.state == TrialState.FAIL and queued.state == TrialState.WAITING
+    assert queued.params == failed.params and queued.system_attrs["failed_trial"] == 0
+    optimize_within_budget(study, objective, n_trials=3)
+    assert study.trials[1].state == TrialState.COMPLETE and study.trials[1].params == failed.params
+
+
+def database_down(trial: optuna.Trial) -> float:
+    raise sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+
+
+def test_a_lost_database_is_retried_and_the_trial_in_flight_is_lost(tmp_path: Path) -> None:
+    study = make_study(tmp_path)
+    outages = iter([database_down])
+
+    start = time.monotonic()
+    optimize_within_budget(study, lambda trial: next(outages, objective)(trial), n_trials=2)
+
+    assert time.monotonic() - start >= 1.0  # backed off before retrying
+    assert [trial.state for trial in study.trials] == [TrialState.FAIL, TrialState.COMPLETE,
+                                                       TrialState.COMPLETE]
+
+
+def test_a_database_gone_for_longer_than_reconnect_timeout_is_an_error(tmp_path: Path) -> None:
+    study = make_study(tmp_path)
+    with pytest.raises(StorageError, match="did not answer for 0 s"):
+        optimize_within_budget(study, database_down, n_trials=2, reconnect_timeout=0)
+
+
+def test_plan_gives_each_gpu_worker_its_own_visible_device() -> None:
+    slots = plan_workers("0,2", workers_per_gpu=2, available_gpus=4)
+    assert [slot.name for slot in slots] == ["gpu0.0", "gpu0.1", "gpu2.0", "gpu2.1"]
+    assert [slot.env["CUDA_VISIBLE_DEVICES"] for slot in slots] == ["0", "0", "2", "2"]
+    assert {slot.env["CUDA_DEVICE_ORDER"] for slot in slots} == {"PCI_BUS_ID"}
+    assert [slot.name for slot in plan_workers(None, available_gpus=2)] == ["gpu0", "gpu1"]
+
+
+def test_plan_without_gpus_divides_the_cores_among_cpu_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    slots = plan_workers(None, cpu_workers=3, available_gpus=0)
+    assert [(slot.name, slot.device) for slot in slots] == [("cpu0", "cpu"), ("cpu1", "cpu"), ("cpu2", "cpu")]
+    assert {slot.env["OMP_NUM_THREADS"] for slot in slots} == {"2"}
+    assert {slot.env["CUDA_VISIBLE_DEVICES"] for slot in slots} == {""}
+
+
+@pytest.mark.parametrize(("gpus", "message"), [
+    ("all", "found no NVIDIA GPU"), ("1,x", "indices like 0,1,2"), ("3", "not one of the 0 GPUs"),
+])
+def test_plan_rejects_gpus_that_are_not_there(gpus: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        plan_workers(gpus, available_gpus=0)
