@@ -169,7 +169,8 @@ def _loss_matrix(trials: Sequence[FrozenTrial], metrics: Sequence[str], names: S
     return np.column_stack(columns) if columns else np.empty((len(trials), 0))
 
 
-def _complete_rows(trials: Sequence[FrozenTrial], matrix: np.ndarray):
+def _complete_rows(trials: Sequence[FrozenTrial],
+                   matrix: np.ndarray) -> tuple[list[FrozenTrial], np.ndarray]:
     """Trials (and their rows) that have every metric; a missing attribute leaves a trial out."""
     present = ~np.isnan(matrix).any(axis=1)
     return [trial for trial, keep in zip(trials, present) if keep], matrix[present]
