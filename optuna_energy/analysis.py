@@ -1,9 +1,44 @@
-"""Reading a finished study: the Pareto front and its table."""
+"""Reading a study: Pareto fronts, the paper's highlighted models, trade-off, payback, hypervolume.
+
+Pure computation on finished trials, no plotting and no files. Metric values come from a
+trial's objective values where the metric was optimised, and otherwise from the user attribute
+the objective records for every trial, so that a study optimising only accuracy and parameters
+still has energy and inference time to show.
+
+The best trade-off (after the paper) is the trial with the lowest weighted Euclidean distance to
+the unattainable ideal of 100 % accuracy and zero cost. Both axes are losses normalised over
+the study: the accuracy shortfall ``1 - accuracy`` and the cost, each divided by its largest
+value among the study's usable trials, so the ideal is the origin and the worst trial is 1 on
+each axis. The default weights are equal (1 and 1).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import numpy as np
 import optuna
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
+
+ACCURACY = "accuracy"
+COSTS = ("inference_time", "params", "energy")
+
+METRIC_ATTRS = {
+    "accuracy": "accuracy",
+    "inference_time": "inference_time_s",
+    "params": "params",
+    "energy": "energy_per_inference_j",
+}
+"""Metric name -> the user attribute the objective stores it in for every trial."""
+
+METRIC_LABELS = {
+    "accuracy": "accuracy (%)",
+    "inference_time": "inference time (s)",
+    "params": "parameters",
+    "energy": "energy per inference (J)",
+}
 
 _COLUMNS = {  # objective -> (header, format)
     "accuracy": ("accuracy %", lambda v: f"{100 * v:.2f}"),
@@ -13,9 +48,276 @@ _COLUMNS = {  # objective -> (header, format)
 }
 
 
+class AnalysisError(ValueError):
+    """A study cannot be analysed (no metric names, no usable trials); the message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TradeOffWeights:
+    """Weights of the two axes in the best trade-off's distance; equal by default."""
+
+    accuracy: float = 1.0
+    cost: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (self.accuracy >= 0 and self.cost >= 0 and self.accuracy + self.cost > 0):
+            raise AnalysisError(
+                f"trade-off weights must be >= 0 and not both 0, got accuracy={self.accuracy}, "
+                f"cost={self.cost}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Highlight:
+    """The paper's three highlighted models for one cost metric."""
+
+    cost: str
+    lowest_cost: FrozenTrial
+    most_accurate: FrozenTrial
+    best_trade_off: FrozenTrial
+
+
+@dataclasses.dataclass(frozen=True)
+class Payback:
+    """When the search's training energy is repaid by deploying the best trade-off model."""
+
+    search_energy_j: float
+    """Training energy of every trial that recorded it."""
+    most_accurate: FrozenTrial
+    best_trade_off: FrozenTrial
+    saved_per_inference_j: float
+    """Energy per inference of the most accurate model minus that of the best trade-off."""
+    energy_sources: tuple[str, ...]
+
+    @property
+    def inferences(self) -> float | None:
+        """Inferences after which the search has paid for itself; ``None`` if nothing is saved."""
+        if self.saved_per_inference_j <= 0:
+            return None
+        return self.search_energy_j / self.saved_per_inference_j
+
+
+def metric_names(study: optuna.Study) -> list[str]:
+    """The study's objective names, as optuna-energy stores them.
+
+    Raises:
+        AnalysisError: The study has no metric names (it was not made by optuna-energy).
+    """
+    names = study.metric_names
+    if not names:
+        raise AnalysisError(
+            f"study {study.study_name!r} has no metric names; analysis needs objectives named "
+            f"from: {', '.join(METRIC_ATTRS)}")
+    return list(names)
+
+
+def is_feasible(trial: FrozenTrial) -> bool:
+    """All constraints (Optuna's ``set_constraint``) are satisfied, or none were set."""
+    return all(value <= 0 for value in trial.constraints.values())
+
+
+def usable_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Completed, feasible trials by number: the ones a user could deploy."""
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return sorted((trial for trial in trials if is_feasible(trial)), key=lambda t: t.number)
+
+
+def require_usable(study: optuna.Study) -> list[FrozenTrial]:
+    """``usable_trials``, or an error saying the study has none yet."""
+    trials = usable_trials(study)
+    if not trials:
+        raise AnalysisError(
+            f"study {study.study_name!r} has no completed, feasible trials yet "
+            f"({len(study.trials)} trials in all)")
+    return trials
+
+
+def metric_values(trials: Sequence[FrozenTrial], name: str, names: Sequence[str]) -> np.ndarray:
+    """One metric for each trial: its objective value, else its user attribute, else NaN."""
+    if name not in METRIC_ATTRS:
+        raise AnalysisError(f"unknown metric {name!r}; allowed: {', '.join(METRIC_ATTRS)}")
+    index = names.index(name) if name in names else None
+    attr = METRIC_ATTRS[name]
+    values = [trial.values[index] if index is not None else trial.user_attrs.get(attr, math.nan)
+              for trial in trials]
+    return np.asarray(values, dtype=float)
+
+
+def losses(values: np.ndarray, name: str) -> np.ndarray:
+    """A metric as a loss to minimise: the accuracy shortfall ``1 - accuracy``, or the cost."""
+    return 1.0 - values if name == ACCURACY else values
+
+
+def normalised_losses(matrix: np.ndarray) -> np.ndarray:
+    """Losses (one column per metric) divided by each column's largest value: ideal 0, worst 1."""
+    largest = np.nanmax(matrix, axis=0)
+    return matrix / np.where(largest > 0, largest, 1.0)
+
+
+def pareto_mask(matrix: np.ndarray) -> np.ndarray:
+    """Rows of a loss matrix that no other row beats on every column (ties kept)."""
+    matrix = np.asarray(matrix, dtype=float)
+    keep = np.ones(len(matrix), dtype=bool)
+    for i, row in enumerate(matrix):
+        no_worse = np.all(matrix <= row, axis=1)
+        better = np.any(matrix < row, axis=1)
+        keep[i] = not np.any(no_worse & better)
+    return keep
+
+
+def _loss_matrix(trials: Sequence[FrozenTrial], metrics: Sequence[str], names: Sequence[str]) -> np.ndarray:
+    columns = [losses(metric_values(trials, metric, names), metric) for metric in metrics]
+    return np.column_stack(columns) if columns else np.empty((len(trials), 0))
+
+
+def _complete_rows(trials: Sequence[FrozenTrial],
+                   matrix: np.ndarray) -> tuple[list[FrozenTrial], np.ndarray]:
+    """Trials (and their rows) that have every metric; a missing attribute leaves a trial out."""
+    present = ~np.isnan(matrix).any(axis=1)
+    return [trial for trial, keep in zip(trials, present) if keep], matrix[present]
+
+
+def pareto_front(study: optuna.Study, metrics: Sequence[str] | None = None) -> list[FrozenTrial]:
+    """Completed, feasible trials on the Pareto front of ``metrics``, by number.
+
+    Args:
+        study: A study made by optuna-energy.
+        metrics: Two or more of ``accuracy``, ``inference_time``, ``params``, ``energy``;
+            the study's own objectives when ``None``. A pair such as ``("accuracy", "energy")``
+            gives the front a Fig. 1 panel draws.
+
+    Example:
+        >>> front = pareto_front(study, ["accuracy", "energy"])
+    """
+    names = metric_names(study)
+    metrics = list(metrics or names)
+    usable = usable_trials(study)
+    trials, matrix = _complete_rows(usable, _loss_matrix(usable, metrics, names))
+    return [trial for trial, keep in zip(trials, pareto_mask(matrix)) if keep]
+
+
 def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
     """Completed, feasible trials that no other trial beats on every objective, by number."""
     return sorted(study.best_trials, key=lambda trial: trial.number)
+
+
+def trade_off_distances(accuracy: np.ndarray, cost: np.ndarray, *,
+                        weights: TradeOffWeights = TradeOffWeights()) -> np.ndarray:
+    """Weighted Euclidean distance of each point to the ideal (accuracy 1, cost 0).
+
+    Both axes are normalised over the points given (see the module docstring).
+    """
+    normal = normalised_losses(np.column_stack([losses(accuracy, ACCURACY), cost]))
+    return np.sqrt(weights.accuracy * normal[:, 0] ** 2 + weights.cost * normal[:, 1] ** 2)
+
+
+def highlight(trials: Sequence[FrozenTrial], cost: str, names: Sequence[str], *,
+              weights: TradeOffWeights = TradeOffWeights()) -> Highlight:
+    """The lowest-cost, the most accurate and the best trade-off trial for one cost metric.
+
+    Ties go to the lower trial number; trials missing either metric are left out.
+    """
+    matrix = np.column_stack([metric_values(trials, ACCURACY, names), metric_values(trials, cost, names)])
+    trials, matrix = _complete_rows(trials, matrix)
+    if not trials:
+        raise AnalysisError(f"no usable trial has both accuracy and {cost} recorded")
+    accuracy, costs = matrix[:, 0], matrix[:, 1]
+    # lexsort: the last key is primary, so ties fall to the other metric, then to the trial number.
+    order = np.arange(len(trials))
+    lowest = np.lexsort((order, -accuracy, costs))[0]
+    best = np.lexsort((order, costs, -accuracy))[0]
+    trade_off = np.lexsort((order, trade_off_distances(accuracy, costs, weights=weights)))[0]
+    return Highlight(cost=cost, lowest_cost=trials[lowest], most_accurate=trials[best],
+                     best_trade_off=trials[trade_off])
+
+
+def highlights(study: optuna.Study, *, weights: TradeOffWeights = TradeOffWeights()) -> list[Highlight]:
+    """``highlight`` for every cost the study optimises, in the paper's order."""
+    names = metric_names(study)
+    trials = require_usable(study)
+    return [highlight(trials, cost, names, weights=weights) for cost in COSTS if cost in names]
+
+
+def model_labels(selected: Sequence[Highlight]) -> dict[int, str]:
+    """Letters for the distinct highlighted trials, in order of appearance (as in the paper)."""
+    labels: dict[int, str] = {}
+    for item in selected:
+        for trial in (item.best_trade_off, item.most_accurate, item.lowest_cost):
+            if trial.number not in labels:
+                labels[trial.number] = _letter(len(labels))
+    return labels
+
+
+def _letter(index: int) -> str:
+    """A, B, ..., Z, AA, AB, ...: enough labels for any number of models."""
+    text = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        text = chr(ord("A") + rest) + text
+    return text
+
+
+def roles(selected: Sequence[Highlight]) -> dict[int, str]:
+    """For each highlighted trial, what it is highlighted as, e.g. ``best trade-off: params, energy``."""
+    found: dict[int, dict[str, list[str]]] = {}
+    for item in selected:
+        for role, trial in (("best trade-off", item.best_trade_off),
+                            ("most accurate", item.most_accurate),
+                            ("lowest", item.lowest_cost)):
+            found.setdefault(trial.number, {}).setdefault(role, []).append(item.cost)
+    return {number: "; ".join(f"{role}: {', '.join(costs)}" for role, costs in by_role.items())
+            for number, by_role in found.items()}
+
+
+def payback(study: optuna.Study, *, weights: TradeOffWeights = TradeOffWeights()) -> Payback:
+    """The search's training energy against the energy the best trade-off model saves.
+
+    The trade-off is taken on accuracy against energy per inference, measured for every trial
+    whether or not energy was an objective.
+    """
+    names = metric_names(study)
+    chosen = highlight(require_usable(study), "energy", names, weights=weights)
+    spent = [trial.user_attrs["train_energy_j"] for trial in study.get_trials(deepcopy=False)
+             if "train_energy_j" in trial.user_attrs]
+    energy = {trial.number: value for trial, value in zip(
+        (chosen.most_accurate, chosen.best_trade_off),
+        metric_values([chosen.most_accurate, chosen.best_trade_off], "energy", names))}
+    sources = sorted({str(trial.user_attrs.get("energy_source", "unknown"))
+                      for trial in study.get_trials(deepcopy=False) if "train_energy_j" in trial.user_attrs})
+    return Payback(
+        search_energy_j=float(sum(spent)), most_accurate=chosen.most_accurate,
+        best_trade_off=chosen.best_trade_off,
+        saved_per_inference_j=float(energy[chosen.most_accurate.number] - energy[chosen.best_trade_off.number]),
+        energy_sources=tuple(sources))
+
+
+def hypervolume_history(study: optuna.Study) -> list[tuple[int, float]]:
+    """The hypervolume of the front after each usable trial, as ``(trial number, volume)``.
+
+    Objectives are the normalised losses of the whole study (ideal 0, worst 1 per axis) and
+    the reference point is 1.1 on every axis, so the volume lies in ``[0, 1.1 ** k]`` and
+    grows as the front improves; it is comparable between runs only through the same study.
+    """
+    from optuna._hypervolume import compute_hypervolume  # Optuna 5 has no public function
+
+    names = metric_names(study)
+    usable = require_usable(study)
+    trials, matrix = _complete_rows(usable, _loss_matrix(usable, names, names))
+    normal = normalised_losses(matrix)
+    reference = np.full(normal.shape[1], 1.1)
+    history: list[tuple[int, float]] = []
+    volume = 0.0
+    front = np.empty((0, normal.shape[1]))
+    for point, trial in zip(normal, trials):
+        if not np.any(np.all(front <= point, axis=1)):
+            # The new point adds its box less the part the front already covers, which is the
+            # volume of the front clipped to that box: far cheaper than recomputing the union.
+            clipped = np.maximum(front, point)
+            covered = float(compute_hypervolume(clipped, reference)) if len(clipped) else 0.0
+            volume += float(np.prod(reference - point)) - covered
+            front = np.vstack([front[~np.all(point <= front, axis=1)], point])
+        history.append((trial.number, volume))
+    return history
 
 
 def format_table(study: optuna.Study, trials: list[FrozenTrial]) -> str:
@@ -27,10 +329,17 @@ def format_table(study: optuna.Study, trials: list[FrozenTrial]) -> str:
         values = [_COLUMNS.get(name, (name, lambda v: f"{v:.4g}"))[1](value)
                   for name, value in zip(names, trial.values)]
         rows.append([str(trial.number), *values, trial.user_attrs.get("architecture_summary", "")])
-    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers) - 1)]
+    return render_text(headers, rows, free_last=True)
+
+
+def render_text(headers: Sequence[str], rows: Sequence[Sequence[str]], *, free_last: bool = False) -> str:
+    """Right-aligned columns under a rule; with ``free_last`` the last column is not padded."""
+    fixed = len(headers) - 1 if free_last else len(headers)
+    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(fixed)]
     lines = []
     for row in [headers, *rows]:
         cells = [cell.rjust(width) for cell, width in zip(row, widths)]
-        lines.append("  ".join([*cells, row[-1]]))
-    lines.insert(1, "  ".join("-" * width for width in widths) + "  " + "-" * 12)
+        lines.append("  ".join([*cells, *row[fixed:]]))
+    rule = ["-" * width for width in widths] + (["-" * 12] if free_last else [])
+    lines.insert(1, "  ".join(rule))
     return "\n".join(lines)

@@ -11,17 +11,18 @@ from collections.abc import Callable, Sequence
 
 import optuna
 
-from optuna_energy.analysis import format_table, pareto_trials
+from optuna_energy.analysis import AnalysisError, TradeOffWeights, format_table, pareto_trials
 from optuna_energy.config import OBJECTIVES, SAMPLERS, ConfigError, StudyConfig, load_config
 from optuna_energy.data import DatasetError
 from optuna_energy.energy import EnergyMeterError
-from optuna_energy.storage import StorageError, mask_url
+from optuna_energy.export import FORMATS, ExportError
+from optuna_energy.storage import StorageError, mask_url, open_storage
 from optuna_energy.study import create_or_load_study, run_study
 from optuna_energy.workers import (STORAGE_ENV, count_gpus, launch, plan_workers, run_worker,
                                    sigterm_as_interrupt)
 
 PROG = "optuna-energy"
-_USER_ERRORS = (ConfigError, DatasetError, StorageError, EnergyMeterError)
+_USER_ERRORS = (ConfigError, DatasetError, StorageError, EnergyMeterError, AnalysisError, ExportError)
 
 
 def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
@@ -100,6 +101,117 @@ def _launch(args: argparse.Namespace) -> int:
     return launch(slots, forwarded, storage=config.study.storage)
 
 
+def add_stored_study_options(parser: argparse.ArgumentParser) -> None:
+    """Options of commands that read an existing study: a config, or a storage URL and a name."""
+    parser.add_argument("config", nargs="?", help="the study's TOML (gives storage and study name)")
+    parser.add_argument("--storage", help="RDB URL of the study, e.g. sqlite:///optuna_energy.db")
+    parser.add_argument("--study-name", help="the study (default: the config's, or the only one stored)")
+
+
+def load_stored_study(args: argparse.Namespace) -> tuple[optuna.Study, StudyConfig]:
+    """The study the options name, with the config they came from.
+
+    Raises:
+        AnalysisError: No such study; the message lists the studies the storage holds.
+    """
+    config = load_config(args.config).with_study(storage=args.storage)
+    storage = open_storage(config.study.storage)
+    names = optuna.get_all_study_names(storage)
+    name = args.study_name or config.study.name
+    if args.study_name is None and args.config is None and len(names) == 1:
+        name = names[0]
+    if name not in names:
+        raise AnalysisError(f"no study {name!r} in {mask_url(config.study.storage)}; "
+                            f"stored studies: {', '.join(names) or 'none'}")
+    return optuna.load_study(study_name=name, storage=storage), config.with_study(name=name)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from optuna_energy.report import build_report, payback_text, table_text, write_report
+
+    study, _ = load_stored_study(args)
+    weights = TradeOffWeights(accuracy=args.accuracy_weight, cost=args.cost_weight)
+    report = build_report(study, weights=weights)
+    print(f"Highlighted models of study {study.study_name!r} "
+          f"({report.n_usable} completed, feasible trials of {report.n_trials}):")
+    print(table_text(report))
+    print(f"\n{payback_text(report)}")
+    paths = write_report(study, args.out, weights=weights)
+    print(f"\nwrote {', '.join(str(path) for path in paths)}")
+    return 0
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from optuna_energy.dashboard import HOST, recorded_artifact_dir, serve
+
+    config = load_config(args.config).with_study(storage=args.storage)
+    artifact_dir = (args.artifact_dir or config.study.artifact_dir
+                    or recorded_artifact_dir(config.study.storage))
+    print(f"optuna-dashboard on http://{HOST}:{args.port}/dashboard/ for "
+          f"{mask_url(config.study.storage)}" + (f" (artifacts: {artifact_dir})" if artifact_dir else ""),
+          flush=True)
+    serve(config.study.storage, port=args.port, artifact_dir=artifact_dir)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from optuna_energy.export import export_trial
+
+    study, config = load_stored_study(args)
+    result = export_trial(study, args.trial, fmt=args.format, path=args.output,
+                          config=config if args.config else None, device=args.device)
+    searched = "" if result.search_accuracy is None else f" (search measured {100 * result.search_accuracy:.2f} %)"
+    print(f"wrote {result.path} ({result.format}) from trial {args.trial}, weights {result.weights}; "
+          f"accuracy {100 * result.accuracy:.2f} %{searched}; file and model agree on a batch "
+          f"(largest logit difference {result.max_abs_difference:.2g})")
+    return 0
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _add_analysis_commands(commands: argparse._SubParsersAction) -> None:
+    report = commands.add_parser(
+        "report", help="write the highlighted models' table and the figures of a study",
+        description="Print Table I (the lowest-cost, most accurate and best trade-off model per "
+                    "cost) and write it as Markdown and CSV with Fig. 1, Fig. 2 and hypervolume PNGs.")
+    add_stored_study_options(report)
+    report.add_argument("--out", required=True, help="folder for report.md, table.md/.csv and the PNGs")
+    report.add_argument("--accuracy-weight", type=_non_negative, default=1.0,
+                        help="weight of the accuracy shortfall in the best trade-off (default 1)")
+    report.add_argument("--cost-weight", type=_non_negative, default=1.0,
+                        help="weight of the cost in the best trade-off (default 1)")
+    report.set_defaults(handler=_report)
+
+    dashboard = commands.add_parser(
+        "dashboard", help="start optuna-dashboard on 127.0.0.1 with the artifact store",
+        description="Serve optuna-dashboard for the storage on the loopback interface.")
+    dashboard.add_argument("config", nargs="?", help="a study TOML (gives storage and artifact_dir)")
+    dashboard.add_argument("--storage", help="RDB URL, e.g. sqlite:///optuna_energy.db")
+    dashboard.add_argument("--artifact-dir",
+                           help="the studies' artifact_dir (default: the config's, else the one the studies recorded)")
+    dashboard.add_argument("--port", type=_positive(int), default=8080, help="TCP port (default 8080)")
+    dashboard.set_defaults(handler=_dashboard)
+
+    export = commands.add_parser(
+        "export", help="write a trial's model as TorchScript, ONNX or a state_dict checkpoint",
+        description="Rebuild a trial's model (kept weights, or retrained with its stored "
+                    "hyperparameters and seed), write it, and check the file predicts as the model does.")
+    add_stored_study_options(export)
+    export.add_argument("--trial", type=int, required=True, help="trial number (see `report`)")
+    export.add_argument("--format", choices=FORMATS, required=True, help="file format")
+    export.add_argument("-o", "--output", required=True, help="file to write")
+    export.add_argument("--device", default="cpu", help="where to retrain: cpu, cuda or cuda:N (default cpu)")
+    export.set_defaults(handler=_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -135,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     launcher.add_argument("--workers", type=_positive(int), default=1,
                           help="CPU workers when this node has no GPU (default 1)")
     launcher.set_defaults(handler=_launch)
+    _add_analysis_commands(commands)
     return parser
 
 

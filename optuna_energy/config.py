@@ -49,6 +49,10 @@ class StudySection:
     seed: int | None = 0
     device: str = "auto"
     objectives: tuple[str, ...] = ("accuracy", "inference_time", "params", "energy")
+    artifact_dir: str | None = None
+    """Folder of Optuna's artifact store: trial drawings for optuna-dashboard, kept weights."""
+    keep_weights: bool = False
+    """Store each trial's trained weights as an artifact, so that export need not retrain."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,7 +239,7 @@ def _coerce(value: Any, field: dataclasses.Field, section: str) -> Any:
             return None
         element = {"timeout": float, "seed": int, "root": str, "max_params": int,
                    "grace_period": int, "max_retry": int, "eval_split": str, "cache_dir": str,
-                   "image_size": int}.get(
+                   "image_size": int, "artifact_dir": str}.get(
             field.name, float
         )
         return _scalar(value, element, where)
@@ -295,6 +299,8 @@ def _validate_study(section: StudySection, name: str) -> None:
         raise ConfigError(f"[{name}] name must not be empty")
     if not section.storage:
         raise ConfigError(f"[{name}] storage must not be empty; e.g. sqlite:///optuna_energy.db")
+    if section.keep_weights and not section.artifact_dir:
+        raise ConfigError(f"[{name}] keep_weights = true needs artifact_dir, e.g. artifact_dir = \"artifacts\"")
 
 
 def _validate_dataset(section: DatasetSection, name: str) -> None:

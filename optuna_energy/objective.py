@@ -16,6 +16,7 @@ import torch
 
 from optuna_energy.arch import build_model, profile, summarize
 from optuna_energy.config import StudyConfig
+from optuna_energy.dashboard import upload_trial_artifacts
 from optuna_energy.data import DeviceData
 from optuna_energy.energy import EnergyMeter, estimate
 from optuna_energy.measure import measure_inference, metered
@@ -122,6 +123,9 @@ class Objective:
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         self._set_constraints(trial, {**attrs, "params": costs.params})
+        if config.study.artifact_dir is not None:
+            upload_trial_artifacts(trial, model, config.study.artifact_dir,
+                                   keep_weights=config.study.keep_weights)
 
         values = {"accuracy": accuracy, "inference_time": inference.seconds_per_pass,
                   "params": float(costs.params), "energy": energy}

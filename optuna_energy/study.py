@@ -12,7 +12,9 @@ import torch
 
 from optuna_energy.budget import Callback, optimize_within_budget, tally
 from optuna_energy.config import ConfigError, StudyConfig, load_config
+from optuna_energy.dashboard import study_callbacks
 from optuna_energy.data import ArraySplits, DeviceData, load_dataset
+from optuna_energy.export import CONFIG_ATTR, stored_config
 from optuna_energy.measure import measure_idle_watts, open_meter
 from optuna_energy.objective import Objective
 from optuna_energy.progress import TrialProgress
@@ -56,6 +58,8 @@ def create_or_load_study(config: StudyConfig, *, sampler: optuna.samplers.BaseSa
         with warnings.catch_warnings():  # metric names are what optuna-dashboard shows
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(objectives)
+    if CONFIG_ATTR not in study.user_attrs:  # export retrains on the study's own dataset
+        study.set_user_attr(CONFIG_ATTR, stored_config(config))
     return study
 
 
@@ -124,7 +128,8 @@ def optimize_study(study: optuna.Study, config: StudyConfig, *, dataset: ArraySp
         objective = Objective(config, data, meter=meter, idle_watts=idle)
         with TrialProgress(study, total=config.study.n_trials, enabled=show_progress_bar) as progress:
             optimize_within_budget(study, objective, n_trials=config.study.n_trials,
-                                   timeout=config.study.timeout, callbacks=[progress, *callbacks],
+                                   timeout=config.study.timeout,
+                                   callbacks=[progress, *callbacks, *study_callbacks(config)],
                                    catch=(TrialFailure,),
                                    reconnect_timeout=config.storage.reconnect_timeout)
     finally:

@@ -1,0 +1,122 @@
+"""optuna-dashboard wiring: per-trial artifacts, the study's report note, and the server.
+
+With ``[study] artifact_dir`` set, every trial that completes uploads its topology drawing
+(``topology.png``), its architecture (``architecture.json``) and, with ``keep_weights``, its
+trained weights (``weights.pt``) to an Optuna ``FileSystemArtifactStore`` in that folder, and the
+study's note is replaced by the current report table. ``serve`` starts optuna-dashboard on the
+loopback interface with that store, so the drawings show on each trial's page.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import warnings
+from pathlib import Path
+
+import optuna
+import torch
+from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+from optuna.trial import FrozenTrial, TrialState
+from torch import nn
+
+from optuna_energy.analysis import AnalysisError, TradeOffWeights
+from optuna_energy.config import StudyConfig
+from optuna_energy.report import build_report, payback_text, table_markdown
+
+HOST = "127.0.0.1"
+TOPOLOGY_FILE = "topology.png"
+ARCHITECTURE_FILE = "architecture.json"
+WEIGHTS_FILE = "weights.pt"
+
+
+def artifact_store(directory: str | Path) -> FileSystemArtifactStore:
+    """Optuna's file-system artifact store in ``directory``, created if missing."""
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    return FileSystemArtifactStore(str(path))
+
+
+def note_markdown(study: optuna.Study, *, weights: TradeOffWeights = TradeOffWeights()) -> str:
+    """The study note: the highlighted models' table and the energy payback, in Markdown."""
+    report = build_report(study, weights=weights)
+    return (f"## Highlighted models ({report.n_usable} completed, feasible trials)\n\n"
+            f"{table_markdown(report)}\n\n{payback_text(report)}\n\n"
+            f"`optuna-energy report` writes this table with Fig. 1 and Fig. 2.\n")
+
+
+class ReportNote:
+    """A study callback: after each completed trial, the study note shows the current report."""
+
+    def __init__(self, *, weights: TradeOffWeights = TradeOffWeights()) -> None:
+        self.weights = weights
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.state != TrialState.COMPLETE:
+            return
+        try:
+            note = note_markdown(study, weights=self.weights)
+        except AnalysisError:  # no feasible trial yet: nothing to tabulate
+            return
+        from optuna_dashboard import save_note
+
+        save_note(study, note)
+
+
+def upload_trial_artifacts(trial: optuna.Trial, model: nn.Module, artifact_dir: str | Path, *,
+                           keep_weights: bool = False) -> None:
+    """Upload a running trial's ``topology.png``, ``architecture.json`` and, if asked, ``weights.pt``.
+
+    Called by the objective before the trial finishes: Optuna attaches artifacts to running
+    trials only.
+    """
+    from optuna_energy import plots
+
+    spec = trial.user_attrs["architecture"]
+    accuracy = trial.user_attrs.get("accuracy")
+    title = f"trial {trial.number}" + (f"\n{100 * accuracy:.1f} %" if accuracy is not None else "")
+    store = artifact_store(artifact_dir)
+    with tempfile.TemporaryDirectory() as folder:
+        paths = [plots.save(plots.architecture_figure(spec, title), Path(folder) / TOPOLOGY_FILE)]
+        paths.append(Path(folder) / ARCHITECTURE_FILE)
+        paths[-1].write_text(json.dumps(spec, indent=1))
+        if keep_weights:
+            paths.append(Path(folder) / WEIGHTS_FILE)
+            torch.save({key: value.cpu() for key, value in model.state_dict().items()}, paths[-1])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            for path in paths:
+                upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
+
+
+def study_callbacks(config: StudyConfig) -> list[ReportNote]:
+    """The callbacks ``study.optimize`` needs for the dashboard: none without ``artifact_dir``."""
+    return [ReportNote()] if config.study.artifact_dir is not None else []
+
+
+def recorded_artifact_dir(storage: str) -> str | None:
+    """The ``artifact_dir`` the storage's studies were run with (the first one, if several)."""
+    from optuna_energy.export import CONFIG_ATTR
+    from optuna_energy.storage import open_storage
+
+    for summary in optuna.get_all_study_summaries(open_storage(storage), include_best_trial=False):
+        directory = summary.user_attrs.get(CONFIG_ATTR, {}).get("study", {}).get("artifact_dir")
+        if directory:
+            return directory
+    return None
+
+
+def serve(storage: str, *, port: int = 8080, artifact_dir: str | Path | None = None) -> None:
+    """Run optuna-dashboard on ``127.0.0.1:port`` until interrupted.
+
+    Args:
+        storage: The study database's URL.
+        port: TCP port on the loopback interface.
+        artifact_dir: The ``[study] artifact_dir`` the studies uploaded to, if any.
+    """
+    from optuna_dashboard import run_server
+
+    from optuna_energy.storage import open_storage
+
+    store = artifact_store(artifact_dir) if artifact_dir is not None else None
+    run_server(open_storage(storage), host=HOST, port=port, artifact_store=store)

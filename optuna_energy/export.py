@@ -1,0 +1,223 @@
+"""A trial's model, rebuilt and written as TorchScript, ONNX or a state_dict checkpoint.
+
+The model is rebuilt from the trial's ``architecture`` user attribute and either loaded from the
+weights the search kept (``[study] keep_weights``) or retrained with the trial's stored
+hyperparameters and seed (``seed + trial.number``, as in the search) on the study's dataset.
+The exported module includes the input normalisation: it takes uint8 images ``(N, C, H, W)``,
+as the dataset stores them, and returns class logits. After writing, the file is loaded back
+and its predictions on an evaluation batch are compared with the in-memory model's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import torch
+from torch import nn
+
+from optuna_energy.arch import build_model
+from optuna_energy.config import StudyConfig, load_config
+from optuna_energy.data import ArraySplits, DeviceData, load_dataset
+from optuna_energy.space import TrainingParams
+from optuna_energy.train import evaluate, train
+
+FORMATS = ("torchscript", "onnx", "state_dict")
+CONFIG_ATTR = "config"
+"""Study user attribute holding the config (storage URL left out) that export retrains with."""
+
+
+class ExportError(ValueError):
+    """A trial cannot be exported; the message says what is missing and what is allowed."""
+
+
+class Deployable(nn.Module):
+    """A searched network behind the dataset's normalisation: uint8 images in, logits out."""
+
+    def __init__(self, network: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.network = network
+        self.register_buffer("mean", mean.reshape(1, -1, 1, 1).float())
+        self.register_buffer("std", std.reshape(1, -1, 1, 1).float())
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.network((images.float() / 255 - self.mean) / self.std)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    format: str
+    weights: str
+    """``kept`` (loaded from the search's artifact) or ``retrained``."""
+    accuracy: float
+    """The rebuilt model's accuracy on the evaluation split."""
+    search_accuracy: float | None
+    max_abs_difference: float
+    """Largest logit difference between the file and the in-memory model on a batch."""
+
+
+def channel_statistics(splits: ArraySplits) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and standard deviation of the training images in [0, 1], as training uses."""
+    pixels = torch.from_numpy(splits.train_x).float().div_(255)
+    return pixels.mean(dim=(0, 2, 3)), pixels.std(dim=(0, 2, 3)).clamp_min(1e-6)
+
+
+def study_config(study: optuna.Study, config: StudyConfig | str | Path | None = None) -> StudyConfig:
+    """The config a study was run with: the one given, else the copy stored on the study."""
+    if config is not None:
+        return load_config(config)
+    stored = study.user_attrs.get(CONFIG_ATTR)
+    if stored is None:
+        raise ExportError(f"study {study.study_name!r} stores no config; pass the study's CONFIG file")
+    return load_config(stored)
+
+
+def stored_config(config: StudyConfig) -> dict[str, Any]:
+    """The config as a study user attribute: everything but the storage URL (it may hold a password)."""
+    data = dataclasses.asdict(config)
+    del data["study"]["storage"]
+    return data
+
+
+def kept_weights(study: optuna.Study, trial: optuna.trial.FrozenTrial,
+                 artifact_dir: str | Path | None) -> dict[str, torch.Tensor] | None:
+    """The weights the search kept for ``trial``, or ``None`` when it kept none."""
+    if artifact_dir is None:
+        return None
+    from optuna.artifacts import get_all_artifact_meta
+
+    from optuna_energy.dashboard import WEIGHTS_FILE, artifact_store
+
+    metas = [meta for meta in get_all_artifact_meta(trial, storage=study._storage)
+             if meta.filename == WEIGHTS_FILE]
+    if not metas:
+        return None
+    with artifact_store(artifact_dir).open_reader(metas[-1].artifact_id) as reader:
+        return torch.load(io.BytesIO(reader.read()), weights_only=True)
+
+
+def rebuild(study: optuna.Study, trial_number: int, *, config: StudyConfig | str | Path | None = None,
+            device: str = "cpu") -> tuple[Deployable, DeviceData, str]:
+    """A trial's trained model, its data, and whether its weights were ``kept`` or ``retrained``."""
+    trial = _trial(study, trial_number)
+    config = study_config(study, config)
+    splits = load_dataset(config.dataset, seed=config.study.seed or 0)
+    data = DeviceData(splits, device)
+    seed = trial.number if config.study.seed is None else config.study.seed + trial.number
+    torch.manual_seed(seed)
+    network = build_model(trial.user_attrs["architecture"], data.input_shape, data.n_classes).to(data.device)
+    weights = kept_weights(study, trial, config.study.artifact_dir)
+    if weights is not None:
+        network.load_state_dict(weights)
+        source = "kept"
+    else:
+        training = TrainingParams(**trial.user_attrs["training"])
+        train(network, data, training, epochs=config.training.epochs, seed=seed)
+        source = "retrained"
+    network.eval()
+    mean, std = channel_statistics(splits)
+    return Deployable(network, mean, std).to(data.device).eval(), data, source
+
+
+def _trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
+    trials = {trial.number: trial for trial in study.get_trials(deepcopy=False)}
+    if number not in trials:
+        raise ExportError(f"study {study.study_name!r} has no trial {number}; it has trials "
+                          f"0 to {max(trials, default=-1)}")
+    trial = trials[number]
+    if trial.state != optuna.trial.TrialState.COMPLETE or "architecture" not in trial.user_attrs:
+        raise ExportError(f"trial {number} is {trial.state.name}, not a completed optuna-energy "
+                          "trial; export a completed one (see `optuna-energy report`)")
+    return trial
+
+
+def export_trial(study: optuna.Study, trial_number: int, *, fmt: str, path: str | Path,
+                 config: StudyConfig | str | Path | None = None, device: str = "cpu",
+                 check_batch: int = 100) -> ExportResult:
+    """Rebuild a trial's model, write it as ``fmt`` and check the file predicts as the model does.
+
+    Args:
+        study: A study made by optuna-energy.
+        trial_number: The trial to export, e.g. the best trade-off from ``optuna-energy report``.
+        fmt: ``torchscript``, ``onnx`` or ``state_dict`` (a checkpoint ``load_checkpoint`` reads).
+        path: The file to write.
+        config: The study's config; by default the copy stored on the study.
+        device: Where to retrain (``cpu``, ``cuda``, ``cuda:N``); the file is written from the CPU.
+        check_batch: Evaluation images on which file and model must agree.
+
+    Raises:
+        ExportError: Unknown format or trial, no stored config, or the file's predictions differ.
+
+    Example:
+        >>> export_trial(study, 12, fmt="onnx", path="model.onnx")
+    """
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; allowed: {', '.join(FORMATS)}")
+    trial = _trial(study, trial_number)
+    model, data, source = rebuild(study, trial_number, config=config, device=device)
+    accuracy = evaluate(model.network, data)
+    model = model.cpu()
+    images = data.eval_x_host[:check_batch].cpu()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write(model, path, fmt, images, architecture=trial.user_attrs["architecture"], n_classes=data.n_classes)
+    with torch.inference_mode():
+        expected = model(images).numpy()
+    actual = predict_file(path, fmt, images)
+    difference = float(np.abs(expected - actual).max())
+    if not np.array_equal(expected.argmax(axis=1), actual.argmax(axis=1)):
+        raise ExportError(f"the {fmt} file {path} predicts differently from the model "
+                          f"(largest logit difference {difference:.3g})")
+    return ExportResult(path=path, format=fmt, weights=source, accuracy=accuracy,
+                        search_accuracy=trial.user_attrs.get("accuracy"), max_abs_difference=difference)
+
+
+def _write(model: Deployable, path: Path, fmt: str, example: torch.Tensor, *,
+           architecture: list[dict[str, Any]], n_classes: int) -> None:
+    if fmt == "torchscript":
+        with warnings.catch_warnings():
+            # TorchScript is deprecated in favour of torch.export, but it is still the format
+            # LibTorch and most serving stacks load.
+            warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning))
+            torch.jit.save(torch.jit.script(model), str(path))
+    elif fmt == "onnx":
+        batch = torch.export.Dim("batch")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter reports its passes as warnings
+            torch.onnx.export(model, (example,), str(path), input_names=["images"],
+                              output_names=["logits"], dynamic_shapes={"images": {0: batch}},
+                              dynamo=True, verbose=False)
+    else:
+        torch.save({"architecture": architecture, "input_shape": list(example.shape[1:]),
+                    "n_classes": n_classes, "state_dict": model.state_dict()}, path)
+
+
+def load_checkpoint(path: str | Path) -> Deployable:
+    """The model of a ``state_dict`` export, rebuilt from the architecture it carries."""
+    checkpoint = torch.load(path, weights_only=True)
+    network = build_model(checkpoint["architecture"], tuple(checkpoint["input_shape"]), checkpoint["n_classes"])
+    channels = checkpoint["input_shape"][0]
+    model = Deployable(network, torch.zeros(channels), torch.ones(channels))
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval()
+
+
+def predict_file(path: str | Path, fmt: str, images: torch.Tensor) -> np.ndarray:
+    """Logits of an exported file on uint8 ``images``, loaded the way a user would load it."""
+    if fmt == "torchscript":
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning))
+            return torch.jit.load(str(path), map_location="cpu")(images).numpy()
+    if fmt == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return session.run(["logits"], {"images": images.numpy()})[0]
+    with torch.inference_mode():
+        return load_checkpoint(path)(images).numpy()

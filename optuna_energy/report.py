@@ -1,0 +1,171 @@
+"""A study's report: the paper's Table I for the highlighted models, as text, Markdown and CSV,
+with the payback sentence, and (``write_report``) the figures next to them in one folder."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+from pathlib import Path
+
+import optuna
+
+from optuna_energy.analysis import (
+    Highlight,
+    Payback,
+    TradeOffWeights,
+    highlights,
+    metric_names,
+    metric_values,
+    model_labels,
+    payback,
+    render_text,
+    roles,
+    usable_trials,
+)
+
+TABLE_METRICS = ("inference_time", "params", "energy", "accuracy")
+"""Table I's rows in the paper's order; every trial records all four."""
+
+_HEADERS = ["model", "trial", "inference time (s)", "parameters", "energy per inference (J)",
+            "accuracy (%)", "highlighted as"]
+_CSV_HEADERS = ["model", "trial", "inference_time_s", "params", "energy_per_inference_j",
+                "accuracy_percent", "highlighted_as", "architecture"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelRow:
+    label: str
+    trial: optuna.trial.FrozenTrial
+    roles: str
+    metrics: dict[str, float]
+    """Table I's four metrics; accuracy as a fraction."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    """Everything the table, the figures and the dashboard note show."""
+
+    study_name: str
+    objectives: list[str]
+    n_trials: int
+    n_usable: int
+    weights: TradeOffWeights
+    highlights: list[Highlight]
+    labels: dict[int, str]
+    rows: list[ModelRow]
+    payback: Payback
+
+
+def build_report(study: optuna.Study, *, weights: TradeOffWeights = TradeOffWeights()) -> Report:
+    """Analyse a study: highlighted models per cost, their table rows and the energy payback.
+
+    Raises:
+        AnalysisError: The study has no metric names or no completed, feasible trial.
+    """
+    names = metric_names(study)
+    selected = highlights(study, weights=weights)
+    labels = model_labels(selected)
+    found = roles(selected)
+    trials = {item.number: item for h in selected
+              for item in (h.best_trade_off, h.most_accurate, h.lowest_cost)}
+    rows = []
+    for number, label in labels.items():
+        trial = trials[number]
+        metrics = {name: float(metric_values([trial], name, names)[0]) for name in TABLE_METRICS}
+        rows.append(ModelRow(label=label, trial=trial, roles=found[number], metrics=metrics))
+    return Report(study_name=study.study_name, objectives=names, n_trials=len(study.trials),
+                  n_usable=len(usable_trials(study)), weights=weights, highlights=selected,
+                  labels=labels, rows=rows, payback=payback(study, weights=weights))
+
+
+def _cells(row: ModelRow) -> list[str]:
+    m = row.metrics
+    return [row.label, str(row.trial.number), _number(m["inference_time"], "{:.4g}"),
+            _number(m["params"], "{:,.0f}"), _number(m["energy"], "{:.3e}"),
+            _number(100 * m["accuracy"], "{:.2f}"), row.roles]
+
+
+def _number(value: float, pattern: str) -> str:
+    return "n/a" if math.isnan(value) else pattern.format(value)
+
+
+def table_text(report: Report) -> str:
+    """Table I as aligned plain text, for the terminal."""
+    return render_text(_HEADERS, [_cells(row) for row in report.rows], free_last=True)
+
+
+def table_markdown(report: Report) -> str:
+    """Table I as a Markdown table."""
+    lines = ["| " + " | ".join(_HEADERS) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * 4 + ["---"]) + "|"]
+    lines += ["| " + " | ".join(_cells(row)) + " |" for row in report.rows]
+    return "\n".join(lines)
+
+
+def table_csv(report: Report) -> str:
+    """Table I as CSV with plain numbers in SI units (seconds, joules) and accuracy in percent."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(_CSV_HEADERS)
+    for row in report.rows:
+        m = row.metrics
+        writer.writerow([row.label, row.trial.number, m["inference_time"], m["params"], m["energy"],
+                         100 * m["accuracy"], row.roles, row.trial.user_attrs.get("architecture_summary", "")])
+    return buffer.getvalue()
+
+
+def payback_text(report: Report) -> str:
+    """One paragraph: what the search cost and after how many inferences it is repaid."""
+    p = report.payback
+    head = (f"The search spent {p.search_energy_j:.4g} J training (energy source: "
+            f"{', '.join(p.energy_sources) or 'none recorded'}). ")
+    trade, most = _model_name(report, p.best_trade_off), _model_name(report, p.most_accurate)
+    if p.inferences is None:
+        if p.best_trade_off.number == p.most_accurate.number:
+            which = f"The best energy trade-off is also the most accurate model, {most}"
+        else:
+            which = (f"The best energy trade-off, {trade}, uses no less energy per inference than "
+                     f"the most accurate, {most}")
+        return f"{head}{which}: nothing is saved per inference, so there is no payback point."
+    return head + (f"Deploying the best energy trade-off, {trade}, instead of the most accurate, "
+                   f"{most}, saves {p.saved_per_inference_j:.4g} J per inference: the search has "
+                   f"paid for itself after {p.inferences:,.0f} inferences.")
+
+
+def _model_name(report: Report, trial: optuna.trial.FrozenTrial) -> str:
+    label = report.labels.get(trial.number)
+    return f"model {label} (trial {trial.number})" if label else f"trial {trial.number}"
+
+
+def report_markdown(report: Report, *, figures: list[str] = ()) -> str:
+    """The whole report as Markdown: counts, weights, Table I, payback, and figure links."""
+    w = report.weights
+    lines = [f"# Study {report.study_name}", "",
+             f"{report.n_usable} completed, feasible trials of {report.n_trials}; objectives: "
+             f"{', '.join(report.objectives)}. Best trade-off: lowest weighted Euclidean distance to "
+             f"100 % accuracy and zero cost, both normalised over the study (weights: accuracy "
+             f"{w.accuracy:g}, cost {w.cost:g}).", "", table_markdown(report), "", payback_text(report)]
+    lines += ["", *(f"![{name}]({name})" for name in figures)] if figures else []
+    return "\n".join(lines) + "\n"
+
+
+def write_report(study: optuna.Study, out_dir: str | Path, *,
+                 weights: TradeOffWeights = TradeOffWeights()) -> list[Path]:
+    """Write ``table.md``, ``table.csv``, ``report.md`` and the figures into ``out_dir``.
+
+    Returns:
+        The paths written, report first.
+    """
+    from optuna_energy import plots  # matplotlib is only needed here
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report = build_report(study, weights=weights)
+    figures = [plots.save(plots.cost_figure(study, report), out / "fig1_costs_vs_accuracy.png"),
+               plots.save(plots.topology_figure(report), out / "fig2_topologies.png"),
+               plots.save(plots.hypervolume_figure(study), out / "hypervolume.png")]
+    (out / "table.md").write_text(table_markdown(report) + "\n")
+    (out / "table.csv").write_text(table_csv(report))
+    (out / "report.md").write_text(report_markdown(report, figures=[path.name for path in figures]))
+    return [out / "report.md", out / "table.md", out / "table.csv", *figures]
