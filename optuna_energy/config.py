@@ -237,13 +237,13 @@ def _coerce(value: Any, field: dataclasses.Field, section: str) -> Any:
     if default is None:
         if value is None:
             return None
-        element = {"timeout": float, "seed": int, "root": str, "max_params": int,
-                   "grace_period": int, "max_retry": int, "eval_split": str, "cache_dir": str,
-                   "image_size": int, "artifact_dir": str}.get(
-            field.name, float
-        )
+        # Optional fields are annotated "T | None"; T is the type a given value must have.
+        element = _SCALAR_TYPES[str(field.type).split("|")[0].strip()]
         return _scalar(value, element, where)
     return _scalar(value, type(default), where)
+
+
+_SCALAR_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 
 
 def _scalar(value: Any, kind: type, where: str) -> Any:
