@@ -212,6 +212,14 @@ def _add_analysis_commands(commands: argparse._SubParsersAction) -> None:
     export.set_defaults(handler=_export)
 
 
+def _study_command(commands, name: str, handler, *, help: str, description: str) -> argparse.ArgumentParser:
+    """A subcommand that runs trials: the shared study options and its handler."""
+    command = commands.add_parser(name, help=help, description=description)
+    add_study_options(command)
+    command.set_defaults(handler=handler)
+    return command
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -221,32 +229,26 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"Start with: {PROG} run   (the embedded digits study, stored in ./optuna_energy.db)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run = commands.add_parser("run", help="run or resume a study and print its Pareto front",
-                              description="Run or resume a study, then print its Pareto front.")
-    add_study_options(run)
-    run.set_defaults(handler=_run)
-
-    worker = commands.add_parser(
-        "worker", help="run trials of a shared study until the study has its budget",
+    _study_command(commands, "run", _run, help="run or resume a study and print its Pareto front",
+                   description="Run or resume a study, then print its Pareto front.")
+    _study_command(
+        commands, "worker", _worker,
+        help="run trials of a shared study until the study has its budget",
         description="Join (or create) a study and run trials until the study as a whole has "
                     "n_trials finished ones. Start as many as you like, on any machines, "
                     "against one PostgreSQL/MySQL database or journal file.")
-    add_study_options(worker)
-    worker.set_defaults(handler=_worker)
-
-    launcher = commands.add_parser(
-        "launch", help="start one worker per GPU of this node and stream their logs",
+    launcher = _study_command(
+        commands, "launch", _launch,
+        help="start one worker per GPU of this node and stream their logs",
         description="Start workers on this node, one per GPU (CUDA_VISIBLE_DEVICES set for "
                     "each) or, without a GPU, --workers CPU workers. Ctrl-C or SIGTERM stops "
                     "them; their running trials are queued again.")
-    add_study_options(launcher)
     launcher.add_argument("--gpus", help="'all' or GPU indices like 0,1,2 (default: all GPUs, "
                           "or CPU workers when there is none)")
     launcher.add_argument("--workers-per-gpu", type=_positive(int), default=1,
                           help="workers sharing each GPU (default 1)")
     launcher.add_argument("--workers", type=_positive(int), default=1,
                           help="CPU workers when this node has no GPU (default 1)")
-    launcher.set_defaults(handler=_launch)
     _add_analysis_commands(commands)
     return parser
 
