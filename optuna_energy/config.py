@@ -1,7 +1,7 @@
 """Study configuration: dataclasses, TOML loading and validation with one-line errors.
 
 A config file has the sections ``[study]``, ``[dataset]``, ``[training]``, ``[space]``,
-``[measure]`` and ``[constraints]``; every key is optional and documented in
+``[measure]``, ``[constraints]`` and ``[evolution]``; every key is optional and documented in
 ``studies/digits.toml``. Validation happens once, here, so that the rest of the package can
 trust the values it is handed.
 """
@@ -23,7 +23,7 @@ OBJECTIVES: dict[str, str] = {
 }
 """Objective names with their Optuna directions, in the paper's order."""
 
-SAMPLERS = ("tpe", "nsga2", "random")
+SAMPLERS = ("tpe", "nsga2", "random", "evolution")
 DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoid")
@@ -104,6 +104,29 @@ class ConstraintsSection:
 
 
 @dataclasses.dataclass(frozen=True)
+class EvolutionSection:
+    """Population and variation rates of the ``evolution`` sampler (``EvolutionSampler``).
+
+    The defaults aim at about one structural change per child, as MENNDL's mutations do: the
+    search space has 32 slots, so switching each on or off with probability 0.03 toggles about
+    one slot per child; a layer that stays on changes type with 0.05 (about one of the dozen or
+    so active layers in every other child); each hyperparameter is perturbed with 0.1, by a
+    Gaussian step of 0.15 of its (log) range, which moves two or three of a child's few dozen
+    numeric genes a short way. Crossover (0.9, the usual NSGA-II rate) mixes whole layers.
+    A population of 16, the first 16 trials random, leaves most of a 100-trial budget to
+    evolution; larger budgets afford larger populations.
+    """
+
+    population_size: int = 16
+    tournament_size: int = 2
+    crossover_rate: float = 0.9
+    slot_toggle_rate: float = 0.03
+    type_change_rate: float = 0.05
+    gene_mutation_rate: float = 0.1
+    perturbation_scale: float = 0.15
+
+
+@dataclasses.dataclass(frozen=True)
 class StudyConfig:
     """A whole study: what to search, on which data, how to measure, where to store it."""
 
@@ -113,6 +136,7 @@ class StudyConfig:
     space: SpaceSection = SpaceSection()
     measure: MeasureSection = MeasureSection()
     constraints: ConstraintsSection = ConstraintsSection()
+    evolution: EvolutionSection = EvolutionSection()
 
     @property
     def directions(self) -> list[str]:
@@ -313,6 +337,19 @@ def _validate_constraints(section: ConstraintsSection, name: str) -> None:
         _positive(getattr(section, field.name), f"[{name}] {field.name}")
 
 
+def _validate_evolution(section: EvolutionSection, name: str) -> None:
+    if section.population_size < 2:
+        raise ConfigError(f"[{name}] population_size must be >= 2, got {section.population_size}")
+    if not 1 <= section.tournament_size <= section.population_size:
+        raise ConfigError(f"[{name}] tournament_size must be between 1 and population_size "
+                          f"({section.population_size}), got {section.tournament_size}")
+    for key in ("crossover_rate", "slot_toggle_rate", "type_change_rate", "gene_mutation_rate",
+                "perturbation_scale"):
+        value = getattr(section, key)
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"[{name}] {key} must be between 0 and 1, got {value}")
+
+
 _VALIDATORS = {
     StudySection: _validate_study,
     DatasetSection: _validate_dataset,
@@ -320,4 +357,5 @@ _VALIDATORS = {
     SpaceSection: _validate_space,
     MeasureSection: _validate_measure,
     ConstraintsSection: _validate_constraints,
+    EvolutionSection: _validate_evolution,
 }

@@ -1,0 +1,138 @@
+"""Compare samplers on the digits study: hypervolume of the final Pareto front, best accuracy,
+and the lowest energy within one accuracy point of it. Not a test; results go to
+docs/BENCHMARKS.md.
+
+    nice -n 10 python bench/sampler_comparison.py run --seeds 0 1 2 3 4 --trials 100 \
+        --out bench/results/sampler_comparison.json
+    python bench/sampler_comparison.py report bench/results/sampler_comparison.json
+
+``run`` appends one record per (sampler, seed) to the JSON file as soon as that run ends and
+skips runs the file already holds, so an interrupted benchmark resumes. Each study lives in
+memory; every run uses the same data split (seed 0) and the run's seed for the sampler and the
+trials' weights.
+
+Hypervolume: accuracy becomes the error ``1 - accuracy`` (already in [0, 1]); inference time,
+params and energy span orders of magnitude and are taken as log10, then min-max normalised over
+every completed trial of every run in the file, so all samplers share one scale. The reference
+point is 1.1 in every normalised objective.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import optuna
+import torch
+from optuna._hypervolume import compute_hypervolume
+from optuna.trial import TrialState
+
+from optuna_energy.config import load_config
+from optuna_energy.data import DeviceData, load_dataset
+from optuna_energy.objective import Objective
+from optuna_energy.study import create_sampler
+from optuna_energy.train import TrialFailure
+
+CONFIG = Path(__file__).with_name("sampler_comparison.toml")
+SAMPLERS = ("evolution", "nsga2", "tpe", "random")
+REFERENCE = 1.1
+ACCURACY_MARGIN = 0.01
+
+
+def run(samplers: list[str], seeds: list[int], trials: int, out: Path) -> None:
+    records = json.loads(out.read_text()) if out.exists() else []
+    done = {(r["sampler"], r["seed"]) for r in records}
+    config = load_config(CONFIG)
+    data = DeviceData(load_dataset(config.dataset, seed=0), torch.device("cpu"))
+    for seed in seeds:
+        for name in samplers:
+            if (name, seed) in done:
+                continue
+            seeded = config.with_study(seed=seed, sampler=name, n_trials=trials)
+            study = optuna.create_study(directions=seeded.directions,
+                                        sampler=create_sampler(name, seed=seed,
+                                                               evolution=seeded.evolution))
+            start = time.perf_counter()
+            study.optimize(Objective(seeded, data), n_trials=trials, catch=(TrialFailure,))
+            seconds = time.perf_counter() - start
+            completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            records.append({
+                "sampler": name, "seed": seed, "trials": trials, "seconds": seconds,
+                "objectives": list(seeded.study.objectives),
+                "values": [list(t.values) for t in completed],
+                "energy_source": completed[0].user_attrs.get("energy_source") if completed else None,
+            })
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_suffix(".tmp")
+            tmp.write_text(json.dumps(records))
+            tmp.replace(out)
+            print(f"{name:10s} seed {seed}: {len(completed)} completed in {seconds:.0f} s", flush=True)
+
+
+def report(paths: list[Path]) -> str:
+    records = [record for path in paths for record in json.loads(path.read_text())]
+    objectives = records[0]["objectives"]
+    accuracy = objectives.index("accuracy")
+    energy = objectives.index("energy")
+    losses = {id(r): _losses(np.array(r["values"]), accuracy) for r in records}
+    pooled = np.vstack(list(losses.values()))
+    low, high = pooled.min(axis=0), pooled.max(axis=0)
+    low[accuracy], high[accuracy] = 0.0, 1.0
+    lines = [
+        "| sampler | runs | hypervolume mean ± sd | min – max | best accuracy % mean ± sd "
+        "| energy at best − 1 pt, nJ/image (median) | seconds per run (mean) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in [s for s in SAMPLERS if any(r["sampler"] == s for r in records)]:
+        runs = [r for r in records if r["sampler"] == name]
+        volumes, best, frugal = [], [], []
+        for record in runs:
+            normalised = (losses[id(record)] - low) / np.where(high > low, high - low, 1.0)
+            volumes.append(compute_hypervolume(normalised, np.full(len(low), REFERENCE)))
+            values = np.array(record["values"])
+            top = values[:, accuracy].max()
+            best.append(100 * top)
+            near = values[values[:, accuracy] >= top - ACCURACY_MARGIN]
+            frugal.append(1e9 * near[:, energy].min())
+        volumes, best = np.array(volumes), np.array(best)
+        lines.append(
+            f"| {name} | {len(runs)} | {volumes.mean():.4f} ± {volumes.std(ddof=1) if len(runs) > 1 else 0:.4f} "
+            f"| {volumes.min():.4f} – {volumes.max():.4f} "
+            f"| {best.mean():.2f} ± {best.std(ddof=1) if len(runs) > 1 else 0:.2f} "
+            f"| {np.median(frugal):.1f} | {np.mean([r['seconds'] for r in runs]):.0f} |")
+    return "\n".join(lines)
+
+
+def _losses(values: np.ndarray, accuracy: int) -> np.ndarray:
+    """Objectives as minimised quantities: error for accuracy, log10 of the costs."""
+    losses = np.log10(np.maximum(values, 1e-30))
+    losses[:, accuracy] = 1.0 - values[:, accuracy]
+    return losses
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_parser = commands.add_parser("run")
+    run_parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=SAMPLERS)
+    run_parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    run_parser.add_argument("--trials", type=int, default=100)
+    run_parser.add_argument("--out", type=Path, required=True)
+    report_parser = commands.add_parser("report")
+    report_parser.add_argument("results", nargs="+", type=Path)
+    args = parser.parse_args()
+    if args.command == "run":
+        torch.set_num_threads(1)  # one core per benchmark process on a shared machine
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        run(args.samplers, args.seeds, args.trials, args.out)
+    else:
+        print(report(args.results))
+
+
+if __name__ == "__main__":
+    main()
