@@ -9,6 +9,7 @@ block of its own, so the sampler still works on spaces that follow no convention
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from optuna.distributions import BaseDistribution
@@ -74,7 +75,7 @@ class Genome:
                 self.values[name] = value
                 self.distributions[name] = source.distributions[name]
 
-    def drop(self, predicate: Any) -> None:
+    def drop(self, predicate: Callable[[str], bool]) -> None:
         for name in [name for name in self.values if predicate(name)]:
             del self.values[name]
             del self.distributions[name]

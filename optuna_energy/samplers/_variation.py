@@ -46,8 +46,7 @@ class VariationRates:
 def crossover(first: Genome, second: Genome, rng: np.random.Generator) -> Genome:
     """Uniform crossover by block: each block of the child comes whole from one parent."""
     child = Genome.of({}, {})
-    blocks = list(first.blocks()) + [b for b in second.blocks() if b not in first.blocks()]
-    for block in blocks:
+    for block in dict.fromkeys([*first.blocks(), *second.blocks()]):
         child.copy_block(first if rng.random() < 0.5 else second, block)
     return child
 
@@ -55,6 +54,7 @@ def crossover(first: Genome, second: Genome, rng: np.random.Generator) -> Genome
 def mutate(child: Genome, other: Genome, rates: VariationRates, rng: np.random.Generator) -> None:
     """Mutate ``child`` in place; ``other`` is the second parent, a source of whole layers."""
     for block, names in child.blocks().items():
+        structural: tuple[str, ...] = ()
         if is_slot_block(block) and on_gene(block) in child.values:
             if rng.random() < rates.slot_toggle_rate:
                 _toggle_slot(child, block)
@@ -62,10 +62,9 @@ def mutate(child: Genome, other: Genome, rates: VariationRates, rng: np.random.G
             if (type_gene(block) in child.values and rng.random() < rates.type_change_rate
                     and _change_type(child, other, block, rng)):
                 continue
+            structural = (on_gene(block), type_gene(block))  # changed only by the two above
         for name in names:
-            if name in (on_gene(block), type_gene(block)) and is_slot_block(block):
-                continue
-            if name in child.values and rng.random() < rates.gene_mutation_rate:
+            if name not in structural and rng.random() < rates.gene_mutation_rate:
                 child.values[name] = perturb(child.values[name], child.distributions[name],
                                              rng, scale=rates.perturbation_scale)
 
