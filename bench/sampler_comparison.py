@@ -20,6 +20,7 @@ point is 1.1 in every normalised objective.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 import warnings
@@ -43,14 +44,19 @@ REFERENCE = 1.1
 ACCURACY_MARGIN = 0.01
 
 
-def run(samplers: list[str], seeds: list[int], trials: int, out: Path) -> None:
+def run(samplers: list[str], seeds: list[int], trials: int, out: Path, *,
+        label: str | None = None, evolution: dict[str, str] | None = None) -> None:
+    """Run every sampler for every seed; ``label`` names a variant set by ``evolution`` keys."""
     records = json.loads(out.read_text()) if out.exists() else []
     done = {(r["sampler"], r["seed"]) for r in records}
     config = load_config(CONFIG)
+    if evolution:
+        settings = {**dataclasses.asdict(config.evolution), **evolution}
+        config = dataclasses.replace(config, evolution=load_config({"evolution": settings}).evolution)
     data = DeviceData(load_dataset(config.dataset, seed=0), torch.device("cpu"))
     for seed in seeds:
         for name in samplers:
-            if (name, seed) in done:
+            if (label or name, seed) in done:
                 continue
             seeded = config.with_study(seed=seed, sampler=name, n_trials=trials)
             study = optuna.create_study(directions=seeded.directions,
@@ -61,7 +67,8 @@ def run(samplers: list[str], seeds: list[int], trials: int, out: Path) -> None:
             seconds = time.perf_counter() - start
             completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             records.append({
-                "sampler": name, "seed": seed, "trials": trials, "seconds": seconds,
+                "sampler": label or name, "seed": seed, "trials": trials, "seconds": seconds,
+                "evolution": dataclasses.asdict(seeded.evolution) if name == "evolution" else None,
                 "objectives": list(seeded.study.objectives),
                 "values": [list(t.values) for t in completed],
                 "energy_source": completed[0].user_attrs.get("energy_source") if completed else None,
@@ -70,7 +77,7 @@ def run(samplers: list[str], seeds: list[int], trials: int, out: Path) -> None:
             tmp = out.with_suffix(".tmp")
             tmp.write_text(json.dumps(records))
             tmp.replace(out)
-            print(f"{name:10s} seed {seed}: {len(completed)} completed in {seconds:.0f} s", flush=True)
+            print(f"{label or name:10s} seed {seed}: {len(completed)} completed in {seconds:.0f} s", flush=True)
 
 
 def report(paths: list[Path]) -> str:
@@ -87,7 +94,8 @@ def report(paths: list[Path]) -> str:
         "| energy at best − 1 pt, nJ/image (median) | seconds per run (mean) |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name in [s for s in SAMPLERS if any(r["sampler"] == s for r in records)]:
+    names = dict.fromkeys([*SAMPLERS, *(r["sampler"] for r in records)])
+    for name in [s for s in names if any(r["sampler"] == s for r in records)]:
         runs = [r for r in records if r["sampler"] == name]
         volumes, best, frugal = [], [], []
         for record in runs:
@@ -114,6 +122,15 @@ def _losses(values: np.ndarray, accuracy: int) -> np.ndarray:
     return losses
 
 
+def _number(text: str) -> int | float | str:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -122,6 +139,9 @@ def main() -> None:
     run_parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     run_parser.add_argument("--trials", type=int, default=100)
     run_parser.add_argument("--out", type=Path, required=True)
+    run_parser.add_argument("--label", help="name of this variant in the results")
+    run_parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                            help="[evolution] keys for this variant, e.g. crossover_rate=0.3")
     report_parser = commands.add_parser("report")
     report_parser.add_argument("results", nargs="+", type=Path)
     args = parser.parse_args()
@@ -129,7 +149,9 @@ def main() -> None:
         torch.set_num_threads(1)  # one core per benchmark process on a shared machine
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        run(args.samplers, args.seeds, args.trials, args.out)
+        overrides = dict(item.split("=", 1) for item in args.set)
+        run(args.samplers, args.seeds, args.trials, args.out, label=args.label,
+            evolution={key: _number(value) for key, value in overrides.items()})
     else:
         print(report(args.results))
 

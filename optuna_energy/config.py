@@ -30,6 +30,8 @@ ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoid")
 FEATURE_TYPES = ("conv", "inception", "pool", "activation", "dropout")
 CLASSIFIER_TYPES = ("linear", "activation", "dropout")
 ENERGY_KINDS = ("net", "gross")
+SELECTIONS = ("hypervolume", "crowding")
+"""How the evolution sampler ranks trials within a front (see ``optuna_energy.samplers``)."""
 
 
 class ConfigError(ValueError):
@@ -119,6 +121,7 @@ class EvolutionSection:
 
     population_size: int = 16
     tournament_size: int = 2
+    selection: str = "hypervolume"
     crossover_rate: float = 0.9
     slot_toggle_rate: float = 0.03
     type_change_rate: float = 0.05
@@ -338,6 +341,7 @@ def _validate_constraints(section: ConstraintsSection, name: str) -> None:
 
 
 def _validate_evolution(section: EvolutionSection, name: str) -> None:
+    _choice(section.selection, SELECTIONS, f"[{name}] selection")
     if section.population_size < 2:
         raise ConfigError(f"[{name}] population_size must be >= 2, got {section.population_size}")
     if not 1 <= section.tournament_size <= section.population_size:

@@ -195,19 +195,34 @@ def test_a_seed_makes_runs_reproducible() -> None:
     assert [t.params for t in first.trials] != [t.params for t in other.trials]
 
 
-def test_feasible_trials_survive_before_infeasible_ones() -> None:
-    def made(number: int, values: list[float], violation: float) -> optuna.trial.FrozenTrial:
-        trial = optuna.trial.create_trial(values=values, system_attrs={"constraints:energy": violation})
-        trial.number = number
-        return trial
+def made_trial(number: int, values: list[float], violation: float = 0.0) -> optuna.trial.FrozenTrial:
+    trial = optuna.trial.create_trial(values=values, system_attrs={"constraints:energy": violation})
+    trial.number = number
+    return trial
 
-    population = ElitePopulation(2, [optuna.study.StudyDirection.MAXIMIZE,
-                                     optuna.study.StudyDirection.MINIMIZE])
-    dominant_but_infeasible = made(0, [1.0, 0.0], violation=0.5)
-    population.update([dominant_but_infeasible, made(1, [0.2, 5.0], -1.0), made(2, [0.5, 9.0], 0.0)])
+
+ACCURACY_AND_PARAMS = [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
+
+
+@pytest.mark.parametrize("selection", ["hypervolume", "crowding"])
+def test_feasible_trials_survive_before_infeasible_ones(selection: str) -> None:
+    population = ElitePopulation(2, ACCURACY_AND_PARAMS, selection=selection)
+    dominant_but_infeasible = made_trial(0, [1.0, 1.0], violation=0.5)
+    population.update([dominant_but_infeasible, made_trial(1, [0.2, 5.0], -1.0),
+                       made_trial(2, [0.5, 9.0])])
     assert sorted(t.number for t in population.members) == [1, 2]
-    population.update([made(3, [0.9, 1.0], -0.1)])  # dominates both: the worse is dropped
-    assert sorted(t.number for t in population.members) == [1, 3]
+    population.update([made_trial(3, [0.9, 1.0], -0.1)])  # dominates both
+    assert len(population.members) == 2 and population.members[1].number == 3
+
+
+def test_hypervolume_survival_drops_cheap_chance_level_trials_that_crowding_keeps() -> None:
+    accurate, frugal, chance = [0.97, 1e5], [0.93, 1e3], [0.10, 1e2]
+    survivors = {}
+    for selection in ("hypervolume", "crowding"):
+        population = ElitePopulation(2, ACCURACY_AND_PARAMS, selection=selection)
+        population.update([made_trial(i, v) for i, v in enumerate([accurate, frugal, chance])])
+        survivors[selection] = [t.number for t in population.members]
+    assert survivors == {"hypervolume": [0, 1], "crowding": [0, 2]}
 
 
 def test_constraints_set_by_the_objective_steer_selection() -> None:

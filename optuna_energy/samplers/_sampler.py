@@ -30,7 +30,7 @@ class EvolutionSampler(BaseSampler):
     Optuna's NSGA-II evolves only the parameters every trial has; in a conditional space (layer
     types and their hyperparameters) the rest is drawn at random. This sampler evolves all of
     it. Each new trial is a child of two parents picked by tournament from an elite population
-    (constrained NSGA-II: feasible first, then non-domination rank and crowding distance),
+    (feasible first, then non-domination rank, then the hypervolume each trial adds),
     which is updated from the trials completed in the storage when the trial is asked for. So
     any number of workers sharing one storage can ask whenever they are free: there is no
     generation barrier.
@@ -48,6 +48,8 @@ class EvolutionSampler(BaseSampler):
     Args:
         population_size: Size of the elite population parents are drawn from.
         tournament_size: Members compared per parent pick.
+        selection: What ranks trials within a front, for survival and tournaments:
+            ``"hypervolume"`` (the hypervolume each adds) or ``"crowding"`` (NSGA-II's).
         crossover_rate: Probability that a child mixes two parents rather than copying one.
         slot_toggle_rate: Per slot, probability of switching it on or off.
         type_change_rate: Per active layer, probability of changing its type.
@@ -69,6 +71,7 @@ class EvolutionSampler(BaseSampler):
 
     def __init__(self, *, population_size: int = _DEFAULTS.population_size,
                  tournament_size: int = _DEFAULTS.tournament_size,
+                 selection: str = _DEFAULTS.selection,
                  crossover_rate: float = _DEFAULTS.crossover_rate,
                  slot_toggle_rate: float = _DEFAULTS.slot_toggle_rate,
                  type_change_rate: float = _DEFAULTS.type_change_rate,
@@ -77,12 +80,14 @@ class EvolutionSampler(BaseSampler):
                  seed: int | None = None) -> None:
         settings = load_config({"evolution": {
             "population_size": population_size, "tournament_size": tournament_size,
+            "selection": selection,
             "crossover_rate": crossover_rate, "slot_toggle_rate": slot_toggle_rate,
             "type_change_rate": type_change_rate, "gene_mutation_rate": gene_mutation_rate,
             "perturbation_scale": perturbation_scale,
         }}).evolution
         self._population_size = settings.population_size
         self._tournament_size = settings.tournament_size
+        self._selection = settings.selection
         self._rates = VariationRates(**{field.name: getattr(settings, field.name)
                                         for field in dataclasses.fields(VariationRates)})
         self._rng = np.random.default_rng(seed)
@@ -129,7 +134,8 @@ class EvolutionSampler(BaseSampler):
     def _breed(self, study: Study) -> tuple[Genome, list[int]] | None:
         population = self._populations.get(study._study_id)
         if population is None:
-            population = ElitePopulation(self._population_size, study.directions)
+            population = ElitePopulation(self._population_size, study.directions,
+                                         selection=self._selection)
             self._populations[study._study_id] = population
         population.update(study._get_trials(deepcopy=False, states=(TrialState.COMPLETE,),
                                             use_cache=True))
