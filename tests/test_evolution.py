@@ -215,14 +215,15 @@ def test_feasible_trials_survive_before_infeasible_ones(selection: str) -> None:
     assert len(population.members) == 2 and population.members[1].number == 3
 
 
-def test_hypervolume_survival_drops_cheap_chance_level_trials_that_crowding_keeps() -> None:
-    accurate, frugal, chance = [0.97, 1e5], [0.93, 1e3], [0.10, 1e2]
+def test_hypervolume_survival_drops_a_chance_level_trial_that_crowding_keeps() -> None:
+    """Barely cheaper than a good network, a chance-level one adds almost no hypervolume."""
+    trials = {"accurate": [0.97, 1e5], "mid": [0.95, 1e4], "frugal": [0.93, 100], "chance": [0.10, 90]}
     survivors = {}
     for selection in ("hypervolume", "crowding"):
         population = ElitePopulation(2, ACCURACY_AND_PARAMS, selection=selection)
-        population.update([made_trial(i, v) for i, v in enumerate([accurate, frugal, chance])])
-        survivors[selection] = [t.number for t in population.members]
-    assert survivors == {"hypervolume": [0, 1], "crowding": [0, 2]}
+        population.update([made_trial(i, values) for i, values in enumerate(trials.values())])
+        survivors[selection] = {list(trials)[t.number] for t in population.members}
+    assert survivors == {"hypervolume": {"mid", "frugal"}, "crowding": {"accurate", "chance"}}
 
 
 def test_constraints_set_by_the_objective_steer_selection() -> None:
@@ -282,6 +283,7 @@ def test_config_selects_the_sampler_with_its_rates() -> None:
 @pytest.mark.parametrize(("section", "message"), [
     ({"crossover_rate": 1.5}, "[evolution] crossover_rate must be between 0 and 1, got 1.5"),
     ({"population_size": 1}, "[evolution] population_size must be >= 2, got 1"),
+    ({"selection": "pareto"}, "[evolution] selection is 'pareto'; allowed: hypervolume, crowding"),
     ({"population_size": 4, "tournament_size": 5}, "[evolution] tournament_size must be between 1"),
 ])
 def test_bad_rates_are_one_line_errors(section: dict, message: str) -> None:
