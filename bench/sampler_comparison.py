@@ -32,9 +32,11 @@ import torch
 from optuna._hypervolume import compute_hypervolume
 from optuna.trial import TrialState
 
+from optuna_energy.arch import profile
 from optuna_energy.config import load_config
 from optuna_energy.data import DeviceData, load_dataset
 from optuna_energy.objective import Objective
+from optuna_energy.space import sample_architecture, sample_training
 from optuna_energy.study import create_sampler
 from optuna_energy.train import TrialFailure
 
@@ -120,6 +122,29 @@ def report(paths: list[Path]) -> str:
     return "\n".join(lines + per_seed)
 
 
+def ask_time(trials: int, block: int) -> str:
+    """Seconds the evolution sampler adds per trial as a study grows (no training: the objective
+    only samples the space), to show that asking stays cheap in long studies."""
+    config = load_config(CONFIG)
+    input_shape = (1, 8, 8)
+    rng = np.random.default_rng(0)
+
+    def objective(trial: optuna.Trial) -> tuple[float, ...]:
+        sample_training(trial, config.training)
+        spec = sample_architecture(trial, config.space, input_shape).spec
+        costs = profile(spec, input_shape, 10)
+        return (float(rng.random()), 1.0 + rng.random(), float(costs.params + 1), 1.0 + rng.random())
+
+    study = optuna.create_study(directions=config.directions,
+                                sampler=create_sampler("evolution", seed=0, evolution=config.evolution))
+    lines = ["| trials | seconds per trial (sampling included) |", "|---|---|"]
+    for done in range(0, trials, block):
+        start = time.perf_counter()
+        study.optimize(objective, n_trials=block)
+        lines.append(f"| {done + 1}–{done + block} | {(time.perf_counter() - start) / block:.4f} |")
+    return "\n".join(lines)
+
+
 def _losses(values: np.ndarray, accuracy: int) -> np.ndarray:
     """Objectives as minimised quantities: error for accuracy, log10 of the costs."""
     losses = np.log10(np.maximum(values, 1e-30))
@@ -147,6 +172,9 @@ def main() -> None:
     run_parser.add_argument("--label", help="name of this variant in the results")
     run_parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                             help="[evolution] keys for this variant, e.g. crossover_rate=0.3")
+    ask_parser = commands.add_parser("ask-time")
+    ask_parser.add_argument("--trials", type=int, default=1000)
+    ask_parser.add_argument("--block", type=int, default=200)
     report_parser = commands.add_parser("report")
     report_parser.add_argument("results", nargs="+", type=Path)
     args = parser.parse_args()
@@ -157,6 +185,9 @@ def main() -> None:
         overrides = dict(item.split("=", 1) for item in args.set)
         run(args.samplers, args.seeds, args.trials, args.out, label=args.label,
             evolution={key: _number(value) for key, value in overrides.items()})
+    elif args.command == "ask-time":
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        print(ask_time(args.trials, args.block))
     else:
         print(report(args.results))
 
