@@ -81,6 +81,32 @@ def counted_trials(study: optuna.Study) -> int:
     return tally(study).counted
 
 
+class StopRequest:
+    """A stop asked for by a signal, delivered only where it leaves the study clean.
+
+    Raised inside the objective, ``KeyboardInterrupt`` fails the running trial and queues its
+    copy; raised while Optuna creates or tells a trial, it would leave that trial RUNNING. So a
+    stop that arrives outside the objective is held until the loop or the next objective starts.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.in_objective = False
+
+    def request(self) -> None:
+        self.requested = True
+        if self.in_objective:
+            raise KeyboardInterrupt
+
+    def deliver(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+
+STOP = StopRequest()
+"""This process's stop request; signal handlers call ``STOP.request()``."""
+
+
 class _WithinBudget:
     """Wraps an objective: a trial ranked past the budget is pruned before it runs."""
 
@@ -91,13 +117,18 @@ class _WithinBudget:
 
     def __call__(self, trial: optuna.Trial) -> Sequence[float]:
         self.trial_id = trial._trial_id
-        earlier = sum(1 for other in trial.study.get_trials(deepcopy=False)
-                      if other.number < trial.number and counts(other))
-        if earlier >= self.n_trials:
-            trial.set_user_attr(OVER_BUDGET, True)
-            raise optuna.TrialPruned(f"the study's budget of {self.n_trials} trials is used")
-        trial.set_user_attr(WORKER, f"{socket.gethostname()}:{os.getpid()}")
-        return self.objective(trial)
+        STOP.in_objective = True
+        try:
+            STOP.deliver()
+            earlier = sum(1 for other in trial.study.get_trials(deepcopy=False)
+                          if other.number < trial.number and counts(other))
+            if earlier >= self.n_trials:
+                trial.set_user_attr(OVER_BUDGET, True)
+                raise optuna.TrialPruned(f"the study's budget of {self.n_trials} trials is used")
+            trial.set_user_attr(WORKER, f"{socket.gethostname()}:{os.getpid()}")
+            return self.objective(trial)
+        finally:
+            STOP.in_objective = False
 
 
 def optimize_within_budget(study: optuna.Study, objective: Callable[[optuna.Trial], Sequence[float]],
@@ -121,6 +152,7 @@ def optimize_within_budget(study: optuna.Study, objective: Callable[[optuna.Tria
     abandoned: int | None = None
     while deadline is None or time.monotonic() < deadline:
         try:
+            STOP.deliver()
             if abandoned is not None:
                 _fail_abandoned(study, abandoned)
                 abandoned = None
@@ -163,6 +195,7 @@ def _needs_trial(study: optuna.Study, n_trials: int, deadline: float | None) -> 
     """Whether to start a trial now; waits while only trials running elsewhere fill the budget."""
     heartbeat = is_heartbeat_enabled(study._storage)
     while deadline is None or time.monotonic() < deadline:
+        STOP.deliver()
         counted = tally(study)
         if counted.finished >= n_trials:
             return False

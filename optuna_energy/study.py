@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,26 +12,31 @@ import optuna
 import torch
 
 from optuna_energy.budget import Callback, optimize_within_budget, tally
-from optuna_energy.config import ConfigError, StudyConfig, load_config
+from optuna_energy.config import SAMPLERS, ConfigError, EvolutionSection, StudyConfig, load_config
 from optuna_energy.dashboard import study_callbacks
 from optuna_energy.data import ArraySplits, DeviceData, load_dataset
 from optuna_energy.export import CONFIG_ATTR, stored_config
 from optuna_energy.measure import measure_idle_watts, open_meter
 from optuna_energy.objective import Objective
 from optuna_energy.progress import TrialProgress
+from optuna_energy.samplers import EvolutionSampler
 from optuna_energy.storage import open_storage
 from optuna_energy.train import TrialFailure
 
 
-def create_sampler(name: str, *, seed: int | None = None) -> optuna.samplers.BaseSampler:
-    """A sampler by its config name: ``tpe`` (Optuna's multi-objective default), ``nsga2``, ``random``."""
+def create_sampler(name: str, *, seed: int | None = None,
+                   evolution: EvolutionSection | None = None) -> optuna.samplers.BaseSampler:
+    """A sampler by its config name: ``tpe`` (Optuna's multi-objective default), ``nsga2``,
+    ``random``, or ``evolution`` (``EvolutionSampler``, configured by ``evolution``)."""
+    if name == "evolution":
+        return EvolutionSampler(**dataclasses.asdict(evolution or EvolutionSection()), seed=seed)
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    raise ConfigError(f"unknown sampler {name!r}; allowed: tpe, nsga2, random")
+    raise ConfigError(f"unknown sampler {name!r}; allowed: {', '.join(SAMPLERS)}")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -44,7 +50,8 @@ def resolve_device(name: str) -> torch.device:
 def create_or_load_study(config: StudyConfig, *, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
     """Create the configured study, or load it when it exists with the same objectives."""
     storage = open_storage(config.study.storage, config.storage)
-    sampler = sampler or create_sampler(config.study.sampler, seed=config.study.seed)
+    sampler = sampler or create_sampler(config.study.sampler, seed=config.study.seed,
+                                        evolution=config.evolution)
     objectives = list(config.study.objectives)
     study = optuna.create_study(storage=storage, study_name=config.study.name, sampler=sampler,
                                 directions=config.directions, load_if_exists=True)
@@ -92,7 +99,7 @@ def run_study(config: str | Path | StudyConfig | dict[str, Any] | None = None, *
         timeout: Seconds after which this call stops starting trials.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         seed: Seeds the sampler and each trial's weights and batches.
-        sampler: ``tpe``, ``nsga2`` or ``random``.
+        sampler: ``tpe``, ``nsga2``, ``random`` or ``evolution``.
         objectives: At least two of ``accuracy``, ``inference_time``, ``params``, ``energy``.
         dataset: Your own data in place of the config's ``[dataset]``, from
             ``optuna_energy.data.from_tensors`` or ``from_datasets``.

@@ -23,7 +23,7 @@ from typing import IO
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from optuna_energy.budget import OVER_BUDGET, tally
+from optuna_energy.budget import OVER_BUDGET, STOP, tally
 from optuna_energy.config import StudyConfig
 from optuna_energy.objective import FAILURE_REASON
 from optuna_energy.storage import mask_text
@@ -87,14 +87,15 @@ class _TrialLog:
 def sigterm_as_interrupt() -> Iterator[None]:
     """Turn SIGTERM (from a launcher, Slurm, systemd) into ``KeyboardInterrupt``, once.
 
-    Later SIGINT/SIGTERM are ignored so that the stop in progress (failing and re-queueing the
+    The interrupt is raised inside the objective, or held until the trial loop can take it
+    without leaving a trial RUNNING (``budget.StopRequest``). Later SIGINT/SIGTERM are ignored so that the stop in progress (failing and re-queueing the
     running trial) is not itself interrupted.
     """
 
     def interrupt(signum: int, frame: object) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise KeyboardInterrupt
+        STOP.request()
 
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

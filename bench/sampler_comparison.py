@@ -1,0 +1,196 @@
+"""Compare samplers on the digits study: hypervolume of the final Pareto front, best accuracy,
+and the lowest energy within one accuracy point of it. Not a test; results go to
+docs/BENCHMARKS.md.
+
+    nice -n 10 python bench/sampler_comparison.py run --seeds 0 1 2 3 4 --trials 100 \
+        --out bench/results/sampler_comparison.json
+    python bench/sampler_comparison.py report bench/results/sampler_comparison.json
+
+``run`` appends one record per (sampler, seed) to the JSON file as soon as that run ends and
+skips runs the file already holds, so an interrupted benchmark resumes. Each study lives in
+memory; every run uses the same data split (seed 0) and the run's seed for the sampler and the
+trials' weights.
+
+Hypervolume: accuracy becomes the error ``1 - accuracy`` (already in [0, 1]); inference time,
+params and energy span orders of magnitude and are taken as log10, then min-max normalised over
+every completed trial of every run in the file, so all samplers share one scale. The reference
+point is 1.1 in every normalised objective.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import optuna
+import torch
+from optuna._hypervolume import compute_hypervolume
+from optuna.trial import TrialState
+
+from optuna_energy.arch import profile
+from optuna_energy.config import load_config
+from optuna_energy.data import DeviceData, load_dataset
+from optuna_energy.objective import Objective
+from optuna_energy.space import sample_architecture, sample_training
+from optuna_energy.study import create_sampler
+from optuna_energy.train import TrialFailure
+
+CONFIG = Path(__file__).with_name("sampler_comparison.toml")
+SAMPLERS = ("evolution", "nsga2", "tpe", "random")
+REFERENCE = 1.1
+ACCURACY_MARGIN = 0.01
+
+
+def run(samplers: list[str], seeds: list[int], trials: int, out: Path, *,
+        label: str | None = None, evolution: dict[str, str] | None = None) -> None:
+    """Run every sampler for every seed; ``label`` names a variant set by ``evolution`` keys."""
+    records = json.loads(out.read_text()) if out.exists() else []
+    done = {(r["sampler"], r["seed"]) for r in records}
+    config = load_config(CONFIG)
+    if evolution:
+        settings = {**dataclasses.asdict(config.evolution), **evolution}
+        config = dataclasses.replace(config, evolution=load_config({"evolution": settings}).evolution)
+    data = DeviceData(load_dataset(config.dataset, seed=0), torch.device("cpu"))
+    for seed in seeds:
+        for name in samplers:
+            if (label or name, seed) in done:
+                continue
+            seeded = config.with_study(seed=seed, sampler=name, n_trials=trials)
+            study = optuna.create_study(directions=seeded.directions,
+                                        sampler=create_sampler(name, seed=seed,
+                                                               evolution=seeded.evolution))
+            start = time.perf_counter()
+            study.optimize(Objective(seeded, data), n_trials=trials, catch=(TrialFailure,))
+            seconds = time.perf_counter() - start
+            completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            records.append({
+                "sampler": label or name, "seed": seed, "trials": trials, "seconds": seconds,
+                "evolution": dataclasses.asdict(seeded.evolution) if name == "evolution" else None,
+                "objectives": list(seeded.study.objectives),
+                "values": [list(t.values) for t in completed],
+                "energy_source": completed[0].user_attrs.get("energy_source") if completed else None,
+            })
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_suffix(".tmp")
+            tmp.write_text(json.dumps(records))
+            tmp.replace(out)
+            print(f"{label or name:10s} seed {seed}: {len(completed)} completed in {seconds:.0f} s", flush=True)
+
+
+def report(paths: list[Path]) -> str:
+    records = [record for path in paths for record in json.loads(path.read_text())]
+    objectives = records[0]["objectives"]
+    accuracy = objectives.index("accuracy")
+    energy = objectives.index("energy")
+    losses = {id(r): _losses(np.array(r["values"]), accuracy) for r in records}
+    pooled = np.vstack(list(losses.values()))
+    low, high = pooled.min(axis=0), pooled.max(axis=0)
+    low[accuracy], high[accuracy] = 0.0, 1.0
+    seeds = sorted({r["seed"] for r in records})
+    per_seed = ["", "| sampler | " + " | ".join(f"seed {seed}" for seed in seeds) + " |",
+                "|---|" + "---|" * len(seeds)]
+    lines = [
+        "| sampler | runs | hypervolume mean ± sd | min – max | best accuracy % mean ± sd "
+        "| energy at best − 1 pt, nJ/image (median) |",
+        "|---|---|---|---|---|---|",
+    ]
+    names = dict.fromkeys([*SAMPLERS, *(r["sampler"] for r in records)])
+    for name in [s for s in names if any(r["sampler"] == s for r in records)]:
+        runs = [r for r in records if r["sampler"] == name]
+        volumes, best, frugal = [], [], []
+        for record in runs:
+            normalised = (losses[id(record)] - low) / np.where(high > low, high - low, 1.0)
+            volumes.append(compute_hypervolume(normalised, np.full(len(low), REFERENCE)))
+            values = np.array(record["values"])
+            top = values[:, accuracy].max()
+            best.append(100 * top)
+            near = values[values[:, accuracy] >= top - ACCURACY_MARGIN]
+            frugal.append(1e9 * near[:, energy].min())
+        by_seed = {r["seed"]: f"{v:.4f}" for r, v in zip(runs, volumes)}
+        per_seed.append(f"| {name} | " + " | ".join(by_seed.get(seed, "–") for seed in seeds) + " |")
+        volumes, best = np.array(volumes), np.array(best)
+        lines.append(
+            f"| {name} | {len(runs)} | {volumes.mean():.4f} ± {volumes.std(ddof=1) if len(runs) > 1 else 0:.4f} "
+            f"| {volumes.min():.4f} – {volumes.max():.4f} "
+            f"| {best.mean():.2f} ± {best.std(ddof=1) if len(runs) > 1 else 0:.2f} "
+            f"| {np.median(frugal):.1f} |")
+    return "\n".join(lines + per_seed)
+
+
+def ask_time(trials: int, block: int) -> str:
+    """Seconds the evolution sampler adds per trial as a study grows (no training: the objective
+    only samples the space), to show that asking stays cheap in long studies."""
+    config = load_config(CONFIG)
+    input_shape = (1, 8, 8)
+    rng = np.random.default_rng(0)
+
+    def objective(trial: optuna.Trial) -> tuple[float, ...]:
+        sample_training(trial, config.training)
+        spec = sample_architecture(trial, config.space, input_shape).spec
+        costs = profile(spec, input_shape, 10)
+        return (float(rng.random()), 1.0 + rng.random(), float(costs.params + 1), 1.0 + rng.random())
+
+    study = optuna.create_study(directions=config.directions,
+                                sampler=create_sampler("evolution", seed=0, evolution=config.evolution))
+    lines = ["| trials | seconds per trial (sampling included) |", "|---|---|"]
+    for done in range(0, trials, block):
+        start = time.perf_counter()
+        study.optimize(objective, n_trials=block)
+        lines.append(f"| {done + 1}–{done + block} | {(time.perf_counter() - start) / block:.4f} |")
+    return "\n".join(lines)
+
+
+def _losses(values: np.ndarray, accuracy: int) -> np.ndarray:
+    """Objectives as minimised quantities: error for accuracy, log10 of the costs."""
+    losses = np.log10(np.maximum(values, 1e-30))
+    losses[:, accuracy] = 1.0 - values[:, accuracy]
+    return losses
+
+
+def _number(text: str) -> int | float | str:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_parser = commands.add_parser("run")
+    run_parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=SAMPLERS)
+    run_parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    run_parser.add_argument("--trials", type=int, default=100)
+    run_parser.add_argument("--out", type=Path, required=True)
+    run_parser.add_argument("--label", help="name of this variant in the results")
+    run_parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                            help="[evolution] keys for this variant, e.g. crossover_rate=0.3")
+    ask_parser = commands.add_parser("ask-time")
+    ask_parser.add_argument("--trials", type=int, default=1000)
+    ask_parser.add_argument("--block", type=int, default=200)
+    report_parser = commands.add_parser("report")
+    report_parser.add_argument("results", nargs="+", type=Path)
+    args = parser.parse_args()
+    if args.command == "run":
+        torch.set_num_threads(1)  # one core per benchmark process on a shared machine
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        overrides = dict(item.split("=", 1) for item in args.set)
+        run(args.samplers, args.seeds, args.trials, args.out, label=args.label,
+            evolution={key: _number(value) for key, value in overrides.items()})
+    elif args.command == "ask-time":
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        print(ask_time(args.trials, args.block))
+    else:
+        print(report(args.results))
+
+
+if __name__ == "__main__":
+    main()

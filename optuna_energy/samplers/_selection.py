@@ -1,0 +1,128 @@
+"""Steady-state multi-objective selection: an elite population and tournaments within it.
+
+MENNDL's master hands a free worker a child whenever it asks; there is no generation barrier.
+Here the population is the survivors of the previous population together with every trial
+completed since (a (mu + lambda) update where lambda is whatever finished in between), so it
+always reflects the storage at ask time while each update costs O(population^2), never
+O(trials^2): a thousand-trial study stays as fast to ask as a fifty-trial one.
+
+Survival is constrained and rank-based, like Optuna's NSGA-II: feasible trials first by
+non-domination rank, infeasible ones after them by total violation (``trial.constraints``).
+Within the last front that fits, and in the tournaments that pick parents, one of two measures
+decides:
+
+* ``"hypervolume"`` (the default; SMS-EMOA, Beume et al. 2007): the hypervolume a trial adds,
+  objectives normalised to [0, 1] over the candidates with positive costs on a log scale. A
+  trial that is cheap but no better than chance adds almost nothing, because its box along the
+  accuracy axis is thin; crowding distance gives such extremes infinite worth.
+* ``"crowding"``: NSGA-II's crowding distance, extremes first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from optuna._hypervolume import compute_hypervolume
+from optuna._hypervolume.hssp import _solve_hssp
+from optuna.study import StudyDirection
+from optuna.study._multi_objective import _fast_non_domination_rank
+from optuna.trial import FrozenTrial
+
+_REFERENCE = 1.1  # reference point in every normalised objective: the worst candidate still counts
+
+
+class ElitePopulation:
+    """The bounded population parents are drawn from, updated from completed trials."""
+
+    def __init__(self, size: int, directions: Sequence[StudyDirection], *,
+                 selection: str = "hypervolume") -> None:
+        self.size = size
+        self.selection = selection
+        self._maximize = np.array([d == StudyDirection.MAXIMIZE for d in directions])
+        self.members: list[FrozenTrial] = []
+        self._rank = np.zeros(0, dtype=int)
+        self._worth = np.zeros(0)
+        self._seen: set[int] = set()
+
+    def update(self, completed: Sequence[FrozenTrial]) -> None:
+        """Merge trials not seen before and keep the ``size`` best."""
+        new = [trial for trial in completed if trial.number not in self._seen]
+        if not new:
+            return
+        self._seen.update(trial.number for trial in new)
+        candidates = self.members + new
+        losses = self._normalised_losses(np.array([t.values for t in candidates], dtype=float))
+        penalty = np.array([sum(max(v, 0.0) for v in t.constraints.values()) for t in candidates])
+        rank = _fast_non_domination_rank(losses, penalty=penalty)
+        kept: list[int] = []
+        for level in np.unique(rank):
+            front = np.flatnonzero(rank == level)
+            room = self.size - len(kept)
+            if len(front) > room:
+                front = self._best_of_front(losses, front, room)
+            kept.extend(front)
+            if len(kept) == self.size:
+                break
+        kept.sort()  # members in the order they arrived, for reproducible tournaments
+        worth = np.zeros(len(kept))
+        kept_rank = rank[kept]
+        for level in np.unique(kept_rank):
+            members = np.flatnonzero(kept_rank == level)
+            worth[members] = self._worth_in_front(losses[[kept[i] for i in members]])
+        self.members = [candidates[i] for i in kept]
+        self._rank, self._worth = kept_rank, worth
+
+    def tournament(self, rng: np.random.Generator, *, size: int,
+                   exclude: int | None = None) -> FrozenTrial:
+        """The best of ``size`` members drawn at random: lower rank, then greater worth."""
+        pool = [i for i in range(len(self.members)) if self.members[i].number != exclude]
+        pool = pool or list(range(len(self.members)))
+        drawn = rng.choice(pool, size=min(size, len(pool)), replace=False)
+        best = min(drawn, key=lambda i: (self._rank[i], -self._worth[i]))
+        return self.members[best]
+
+    def _normalised_losses(self, values: np.ndarray) -> np.ndarray:
+        """Objectives to minimise, in [0, 1]; positive costs on a log scale (they span decades)."""
+        costs = ~self._maximize & np.all(values > 0, axis=0)
+        losses = np.where(self._maximize, -values, values)
+        losses[:, costs] = np.log10(losses[:, costs])
+        low, high = losses.min(axis=0), losses.max(axis=0)
+        return (losses - low) / np.where(high > low, high - low, 1.0)
+
+    def _best_of_front(self, losses: np.ndarray, front: np.ndarray, count: int) -> np.ndarray:
+        if self.selection == "hypervolume":
+            reference = np.full(losses.shape[1], _REFERENCE)
+            return np.sort(_solve_hssp(losses[front], front, count, reference))
+        order = np.argsort(-crowding_distance(losses[front]), kind="stable")
+        return np.sort(front[order[:count]])
+
+    def _worth_in_front(self, front_losses: np.ndarray) -> np.ndarray:
+        if self.selection == "hypervolume":
+            return hypervolume_contributions(front_losses, np.full(front_losses.shape[1], _REFERENCE))
+        return crowding_distance(front_losses)
+
+
+def hypervolume_contributions(losses: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """The hypervolume each point alone adds to the set (its exclusive contribution)."""
+    if len(losses) == 1:
+        return np.array([float(np.prod(reference - losses[0]))])
+    total = compute_hypervolume(losses, reference)
+    return np.array([total - compute_hypervolume(np.delete(losses, i, axis=0), reference)
+                     for i in range(len(losses))])
+
+
+def crowding_distance(losses: np.ndarray) -> np.ndarray:
+    """NSGA-II crowding distance of the points of one front; the extremes get infinity."""
+    count, n_objectives = losses.shape
+    distance = np.zeros(count)
+    if count <= 2:
+        return np.full(count, np.inf)
+    for objective in range(n_objectives):
+        order = np.argsort(losses[:, objective], kind="stable")
+        values = losses[order, objective]
+        width = values[-1] - values[0]
+        distance[order[0]] = distance[order[-1]] = np.inf
+        if width > 0:
+            distance[order[1:-1]] += (values[2:] - values[:-2]) / width
+    return distance
