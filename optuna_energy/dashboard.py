@@ -96,7 +96,7 @@ def study_callbacks(config: StudyConfig) -> list[ReportNote]:
 
 def recorded_artifact_dir(storage: str) -> str | None:
     """The ``artifact_dir`` the storage's studies were run with (the first one, if several)."""
-    from optuna_energy.export import CONFIG_ATTR
+    from optuna_energy.study import CONFIG_ATTR
     from optuna_energy.storage import open_storage
 
     for summary in optuna.get_all_study_summaries(open_storage(storage), include_best_trial=False):

@@ -23,13 +23,13 @@ from torch import nn
 
 from optuna_energy.arch import build_model
 from optuna_energy.config import StudyConfig, load_config
-from optuna_energy.data import ArraySplits, DeviceData, load_dataset
+from optuna_energy.data import DeviceData
+from optuna_energy.objective import trial_seed
 from optuna_energy.space import TrainingParams
+from optuna_energy.study import CONFIG_ATTR, load_device_data
 from optuna_energy.train import evaluate, train
 
 FORMATS = ("torchscript", "onnx", "state_dict")
-CONFIG_ATTR = "config"
-"""Study user attribute holding the config (storage URL left out) that export retrains with."""
 
 
 class ExportError(ValueError):
@@ -62,12 +62,6 @@ class ExportResult:
     """Largest logit difference between the file and the in-memory model on a batch."""
 
 
-def channel_statistics(splits: ArraySplits) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and standard deviation of the training images in [0, 1], as training uses."""
-    pixels = torch.from_numpy(splits.train_x).float().div_(255)
-    return pixels.mean(dim=(0, 2, 3)), pixels.std(dim=(0, 2, 3)).clamp_min(1e-6)
-
-
 def study_config(study: optuna.Study, config: StudyConfig | str | Path | None = None) -> StudyConfig:
     """The config a study was run with: the one given, else the copy stored on the study."""
     if config is not None:
@@ -76,13 +70,6 @@ def study_config(study: optuna.Study, config: StudyConfig | str | Path | None = 
     if stored is None:
         raise ExportError(f"study {study.study_name!r} stores no config; pass the study's CONFIG file")
     return load_config(stored)
-
-
-def stored_config(config: StudyConfig) -> dict[str, Any]:
-    """The config as a study user attribute: everything but the storage URL (it may hold a password)."""
-    data = dataclasses.asdict(config)
-    del data["study"]["storage"]
-    return data
 
 
 def kept_weights(study: optuna.Study, trial: optuna.trial.FrozenTrial,
@@ -107,22 +94,22 @@ def rebuild(study: optuna.Study, trial_number: int, *, config: StudyConfig | str
     """A trial's trained model, its data, and whether its weights were ``kept`` or ``retrained``."""
     trial = _trial(study, trial_number)
     config = study_config(study, config)
-    splits = load_dataset(config.dataset, seed=config.study.seed or 0)
-    data = DeviceData(splits, device)
-    seed = trial.number if config.study.seed is None else config.study.seed + trial.number
+    data = load_device_data(config, torch.device(device))
+    seed = trial_seed(config, trial.number)
     torch.manual_seed(seed)
-    network = build_model(trial.user_attrs["architecture"], data.input_shape, data.n_classes).to(data.device)
+    network = build_model(trial.user_attrs["architecture"], data.input_shape, data.n_classes).to(
+        data.device, memory_format=data.memory_format)
     weights = kept_weights(study, trial, config.study.artifact_dir)
     if weights is not None:
         network.load_state_dict(weights)
         source = "kept"
     else:
         training = TrainingParams(**trial.user_attrs["training"])
-        train(network, data, training, epochs=config.training.epochs, seed=seed)
+        train(network, data, training, epochs=config.training.epochs, seed=seed,
+              precision=config.training.precision)
         source = "retrained"
     network.eval()
-    mean, std = channel_statistics(splits)
-    return Deployable(network, mean, std).to(data.device).eval(), data, source
+    return Deployable(network, data.mean, data.std).to(data.device).eval(), data, source
 
 
 def _trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:

@@ -32,6 +32,11 @@ _CONSTRAINTS = {  # constraint key -> (config limit, measured user attribute)
 }
 
 
+def trial_seed(config: StudyConfig, number: int) -> int:
+    """The seed of a trial's weights and batches; export uses it to retrain the same model."""
+    return number if config.study.seed is None else config.study.seed + number
+
+
 class Objective:
     """The callable handed to ``study.optimize``; returns values in ``config.study.objectives`` order."""
 
@@ -64,7 +69,7 @@ class Objective:
         trial.set_user_attr("eval_split", data.eval_split)
         trial.set_user_attr("precision", config.training.precision)
 
-        seed = trial.number if config.study.seed is None else config.study.seed + trial.number
+        seed = trial_seed(config, trial.number)
         torch.manual_seed(seed)
         with trial_failures():
             model = build_model(sampled.spec, data.input_shape, data.n_classes).to(

@@ -15,7 +15,6 @@ from optuna_energy.budget import Callback, optimize_within_budget, tally
 from optuna_energy.config import SAMPLERS, ConfigError, EvolutionSection, StudyConfig, load_config
 from optuna_energy.dashboard import study_callbacks
 from optuna_energy.data import ArraySplits, DeviceData, load_dataset
-from optuna_energy.export import CONFIG_ATTR, stored_config
 from optuna_energy.measure import measure_idle_watts, open_meter
 from optuna_energy.objective import Objective
 from optuna_energy.progress import TrialProgress
@@ -45,6 +44,17 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device is 'cuda' but no CUDA GPU is visible; use 'auto' or 'cpu'")
     return torch.device(name)
+
+
+CONFIG_ATTR = "config"
+"""Study user attribute holding the config (storage URL left out) that export retrains with."""
+
+
+def stored_config(config: StudyConfig) -> dict[str, Any]:
+    """The config as a study user attribute: everything but the storage URL (it may hold a password)."""
+    data = dataclasses.asdict(config)
+    del data["study"]["storage"]
+    return data
 
 
 def create_or_load_study(config: StudyConfig, *, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:

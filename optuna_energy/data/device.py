@@ -52,11 +52,12 @@ class DeviceData:
         self.eval_y = torch.from_numpy(splits.eval_y).to(self.device)
         host = torch.from_numpy(splits.eval_x).contiguous()
         self.eval_x_host = host.pin_memory() if self.device.type == "cuda" else host
-        self._mean, self._std = _channel_stats(self.train_x)
+        self.mean, self.std = _channel_stats(self.train_x)
+        """Per-channel training statistics, ``(1, C, 1, 1)``; exported models carry them too."""
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images on the device to float32, standardised per channel with train statistics."""
-        standardised = (images.float().div_(255) - self._mean) / self._std
+        standardised = (images.float().div_(255) - self.mean) / self.std
         return standardised.contiguous(memory_format=self.memory_format)
 
     def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
