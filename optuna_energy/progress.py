@@ -6,13 +6,16 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
+from optuna_energy.budget import tally
+from optuna_energy.objective import FAILURE_REASON
+
 
 class TrialProgress:
-    """Counts finished trials towards ``total`` and shows the best accuracy and front size so far."""
+    """Shows the study's finished trials (every worker's, as the budget counts them) towards
+    ``total``, with the last accuracy and the size of the Pareto front."""
 
     def __init__(self, study: optuna.Study, *, total: int | None, enabled: bool = True) -> None:
-        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
-                                                             TrialState.FAIL)))
+        done = tally(study).finished
         self._bar = tqdm(total=total, initial=min(done, total or done), unit="trial",
                          desc=study.study_name, disable=not enabled, dynamic_ncols=True)
 
@@ -21,10 +24,10 @@ class TrialProgress:
         if "accuracy" in trial.user_attrs:
             postfix["acc"] = f"{trial.user_attrs['accuracy']:.3f}"
         if trial.state == TrialState.FAIL:
-            postfix["failed"] = trial.user_attrs.get("failure_reason", "error")[:40]
+            postfix["failed"] = trial.user_attrs.get(FAILURE_REASON, "error")[:40]
         postfix["pareto"] = len(study.best_trials)
         self._bar.set_postfix(postfix, refresh=False)
-        self._bar.update(1)
+        self._bar.update(tally(study).finished - self._bar.n)
 
     def __enter__(self) -> TrialProgress:
         return self
