@@ -76,11 +76,6 @@ def tally(study: optuna.Study) -> Tally:
     return Tally(finished=len(trials) - running - waiting, running=running, waiting=waiting)
 
 
-def counted_trials(study: optuna.Study) -> int:
-    """Trials that use up the budget: finished ones, deliberate failures, running and queued."""
-    return tally(study).counted
-
-
 class StopRequest:
     """A stop asked for by a signal, delivered only where it leaves the study clean.
 
