@@ -51,7 +51,7 @@ def run_worker(config: StudyConfig) -> optuna.Study:
         ...     storage="postgresql://optuna@db.example.org/nas", n_trials=500)
         >>> study = run_worker(config)
     """
-    sampler = create_sampler(config.study.sampler, seed=None)
+    sampler = create_sampler(config.study.sampler, seed=None, evolution=config.evolution)
     study = create_or_load_study(config, sampler=sampler)
     _logger.info("joined study %r: %d of %d trials finished", study.study_name,
                  tally(study).finished, config.study.n_trials)

@@ -23,6 +23,8 @@ from optuna_energy.samplers._genome import Genome, block_of
 from optuna_energy.samplers._selection import ElitePopulation
 from optuna_energy.samplers._variation import VariationRates, crossover, fit_to, mutate, perturb
 from optuna_energy.space import sample_architecture, sample_training
+from optuna_energy.workers import run_worker
+from tests.helpers import tiny_config
 
 INPUT_SHAPE = (1, 8, 8)
 DIRECTIONS = ["maximize", "minimize"]
@@ -271,6 +273,14 @@ def test_two_worker_processes_share_one_journal_storage(tmp_path: Path) -> None:
     assert {t.user_attrs["worker"] for t in trials} == {1, 2}
     bred = [t for t in trials if t.user_attrs[PARENTS_ATTR]]
     assert bred and all(set(t.user_attrs[PARENTS_ATTR]) < set(range(t.number)) for t in bred)
+
+
+def test_a_worker_breeds_with_the_configured_population(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, sampler="evolution", n_trials=4)
+    config["evolution"] = {"population_size": 2}
+    study = run_worker(load_config(config))
+    parents = [trial.user_attrs[PARENTS_ATTR] for trial in study.trials]
+    assert parents[:2] == [[], []] and all(len(pair) == 2 for pair in parents[2:])
 
 
 def test_config_selects_the_sampler_with_its_rates() -> None:
