@@ -25,6 +25,12 @@ from optuna_energy.train import TrialFailure, evaluate, precision_context, train
 
 FAILURE_REASON = "failure_reason"
 
+LEARNED = "learned"
+"""The constraint every trial carries: its accuracy must beat always answering the most frequent
+class by at least one evaluation image. A model that does not is no trade-off at any budget,
+and without the constraint the cheapest chance-level networks fill every Pareto front and every
+sampler's idea of a good trial."""
+
 _CONSTRAINTS = {  # constraint key -> (config limit, measured user attribute)
     "params": ("max_params", "params"),
     "energy": ("max_energy", "energy_per_inference_j"),
@@ -139,12 +145,13 @@ class Objective:
     def _set_constraints(self, trial: optuna.Trial, measured: dict[str, float]) -> None:
         """Optuna's constraint API, mirrored in user attributes where optuna-dashboard shows them."""
         limits = self.config.constraints
-        violations = {}
+        above_chance = self.data.chance_accuracy + 1 / len(self.data.eval_y)
+        violations = {LEARNED: above_chance - measured["accuracy"]}
         for key, (limit_name, attr) in _CONSTRAINTS.items():
             limit = getattr(limits, limit_name)
             if limit is not None:
                 violations[key] = float(measured[attr] - limit)
-                trial.set_constraint(key, violations[key])
-        if violations:
-            trial.set_user_attr("constraints", violations)
-            trial.set_user_attr("feasible", all(value <= 0 for value in violations.values()))
+        for key, violation in violations.items():
+            trial.set_constraint(key, violation)
+        trial.set_user_attr("constraints", violations)
+        trial.set_user_attr("feasible", all(value <= 0 for value in violations.values()))

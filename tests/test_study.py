@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
 
 import optuna_energy
 from optuna_energy.arch import build_model, profile
+from optuna_energy.config import load_config
+from optuna_energy.data import from_tensors, load_dataset
 from tests.helpers import tiny_config
 
 ENERGY_ATTRS = ("energy_source", "energy_gross_j", "energy_net_j", "train_energy_j")
@@ -81,11 +84,28 @@ def test_constraints_are_set_and_mirrored(tmp_path):
     config = tiny_config(tmp_path)
     config["constraints"] = {"max_params": 5000}
     study = optuna_energy.run_study(config, show_progress_bar=False)
+    eval_labels = load_dataset(load_config(config).dataset, seed=0).eval_y
+    above_chance = np.bincount(eval_labels).max() / len(eval_labels) + 1 / len(eval_labels)
     for trial in study.trials:
-        violation = trial.user_attrs["params"] - 5000
-        assert trial.constraints == {"params": violation}
-        assert trial.user_attrs["constraints"] == {"params": violation}
-        assert trial.user_attrs["feasible"] is (violation <= 0)
+        violations = {"learned": above_chance - trial.user_attrs["accuracy"],
+                      "params": trial.user_attrs["params"] - 5000}
+        assert trial.constraints == pytest.approx(violations)
+        assert trial.user_attrs["constraints"] == pytest.approx(violations)
+        assert trial.user_attrs["feasible"] is all(v <= 0 for v in violations.values())
+
+
+def test_a_model_no_better_than_the_majority_class_is_infeasible(tmp_path):
+    """Labels that images do not predict: nothing beats answering the most frequent class."""
+    rng = np.random.default_rng(0)
+    labels = rng.choice(3, size=600, p=[0.8, 0.1, 0.1])
+    images = rng.integers(0, 256, size=(600, 1, 8, 8), dtype=np.uint8)
+    data = from_tensors(images[:400], labels[:400], images[400:], labels[400:], name="noise")
+    config = tiny_config(tmp_path, n_trials=4)
+    config["training"]["epochs"] = 3
+    study = optuna_energy.run_study(config, dataset=data, show_progress_bar=False)
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 4
+    assert not [t for t in study.trials if t.user_attrs["feasible"]]
+    assert study.best_trials == []  # Optuna leaves infeasible trials off the Pareto front
 
 
 def test_seeded_runs_repeat(tmp_path):

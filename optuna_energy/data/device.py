@@ -54,6 +54,9 @@ class DeviceData:
         self.eval_x_host = host.pin_memory() if self.device.type == "cuda" else host
         self.mean, self.std = _channel_stats(self.train_x)
         """Per-channel training statistics, ``(1, C, 1, 1)``; exported models carry them too."""
+        self.chance_accuracy = float(torch.bincount(self.eval_y).max()) / len(self.eval_y)
+        """Evaluation accuracy of always answering the most frequent class: a model's score
+        when it has learned nothing."""
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images on the device to float32, standardised per channel with train statistics."""
