@@ -35,8 +35,6 @@ AUGMENTATIONS = ("crop", "flip")
 """``crop``: random crop of the zero-padded image; ``flip``: random horizontal flip."""
 SELECTIONS = ("hypervolume", "crowding")
 """How the evolution sampler ranks trials within a front (see ``optuna_energy.samplers``)."""
-FRESH_GENES = ("tpe", "random")
-"""Where the evolution sampler draws genes neither parent has (see ``optuna_energy.samplers``)."""
 
 
 class ConfigError(ValueError):
@@ -160,7 +158,6 @@ class EvolutionSection:
     population_size: int = 16
     tournament_size: int = 2
     selection: str = "hypervolume"
-    fresh_genes: str = "tpe"
     crossover_rate: float = 0.9
     slot_toggle_rate: float = 0.06
     type_change_rate: float = 0.1
@@ -414,7 +411,6 @@ def _validate_storage(section: StorageSection, name: str) -> None:
 
 def _validate_evolution(section: EvolutionSection, name: str) -> None:
     _choice(section.selection, SELECTIONS, f"[{name}] selection")
-    _choice(section.fresh_genes, FRESH_GENES, f"[{name}] fresh_genes")
     if section.population_size < 2:
         raise ConfigError(f"[{name}] population_size must be >= 2, got {section.population_size}")
     if not 1 <= section.tournament_size <= section.population_size:

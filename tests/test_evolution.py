@@ -295,7 +295,6 @@ def test_config_selects_the_sampler_with_its_rates() -> None:
     ({"crossover_rate": 1.5}, "[evolution] crossover_rate must be between 0 and 1, got 1.5"),
     ({"population_size": 1}, "[evolution] population_size must be >= 2, got 1"),
     ({"selection": "pareto"}, "[evolution] selection is 'pareto'; allowed: hypervolume, crowding"),
-    ({"fresh_genes": "uniform"}, "[evolution] fresh_genes is 'uniform'; allowed: tpe, random"),
     ({"population_size": 4, "tournament_size": 5}, "[evolution] tournament_size must be between 1"),
 ])
 def test_bad_rates_are_one_line_errors(section: dict, message: str) -> None:

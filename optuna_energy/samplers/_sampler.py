@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 from optuna.distributions import BaseDistribution
-from optuna.samplers import BaseSampler, RandomSampler, TPESampler
+from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
@@ -38,11 +38,9 @@ class EvolutionSampler(BaseSampler):
     The child is built by crossover of whole blocks (a layer slot's on/off, type and
     hyperparameters; the training hyperparameters) and mutated by switching slots, changing
     layer types and perturbing hyperparameters. It is then handed to the define-by-run
-    objective one parameter at a time, clipped to the distribution the objective asks for.
-    A parameter the child lacks (a slot switched on, a new layer type) is drawn from a
-    univariate multi-objective TPE model of that parameter over all trials so far, so new
-    layers start from values that worked elsewhere rather than from anywhere in the range. The
-    parents' trial numbers are stored on every trial as the user attribute ``parents``.
+    objective one parameter at a time, clipped to the distribution the objective asks for;
+    parameters the child lacks are drawn at random. The parents' trial numbers are stored on
+    every trial as the user attribute ``parents``.
 
     The first ``population_size`` trials are random, or whatever was enqueued with
     ``study.enqueue_trial``; until two trials have completed, children are random too.
@@ -52,8 +50,6 @@ class EvolutionSampler(BaseSampler):
         tournament_size: Members compared per parent pick.
         selection: What ranks trials within a front, for survival and tournaments:
             ``"hypervolume"`` (the hypervolume each adds) or ``"crowding"`` (NSGA-II's).
-        fresh_genes: How genes neither parent has are drawn: ``"tpe"`` (Optuna's TPE model of
-            each parameter, learned from every trial) or ``"random"`` (uniformly).
         crossover_rate: Probability that a child mixes two parents rather than copying one.
         slot_toggle_rate: Per slot, probability of switching it on or off.
         type_change_rate: Per active layer, probability of changing its type.
@@ -76,7 +72,6 @@ class EvolutionSampler(BaseSampler):
     def __init__(self, *, population_size: int = _DEFAULTS.population_size,
                  tournament_size: int = _DEFAULTS.tournament_size,
                  selection: str = _DEFAULTS.selection,
-                 fresh_genes: str = _DEFAULTS.fresh_genes,
                  crossover_rate: float = _DEFAULTS.crossover_rate,
                  slot_toggle_rate: float = _DEFAULTS.slot_toggle_rate,
                  type_change_rate: float = _DEFAULTS.type_change_rate,
@@ -85,7 +80,7 @@ class EvolutionSampler(BaseSampler):
                  seed: int | None = None) -> None:
         settings = load_config({"evolution": {
             "population_size": population_size, "tournament_size": tournament_size,
-            "selection": selection, "fresh_genes": fresh_genes,
+            "selection": selection,
             "crossover_rate": crossover_rate, "slot_toggle_rate": slot_toggle_rate,
             "type_change_rate": type_change_rate, "gene_mutation_rate": gene_mutation_rate,
             "perturbation_scale": perturbation_scale,
@@ -96,16 +91,14 @@ class EvolutionSampler(BaseSampler):
         self._rates = VariationRates(**{field.name: getattr(settings, field.name)
                                         for field in dataclasses.fields(VariationRates)})
         self._rng = np.random.default_rng(seed)
-        # TPE draws at random until the first population is complete, so that stays random.
-        self._fresh_sampler = (TPESampler(seed=seed, n_startup_trials=settings.population_size)
-                               if settings.fresh_genes == "tpe" else RandomSampler(seed=seed))
+        self._random_sampler = RandomSampler(seed=seed)
         self._populations: dict[int, ElitePopulation] = {}
         self._children: dict[int, Genome] = {}
         self._lock = threading.Lock()
 
     def reseed_rng(self) -> None:
         self._rng = np.random.default_rng()
-        self._fresh_sampler.reseed_rng()
+        self._random_sampler.reseed_rng()
 
     def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         return {}
@@ -132,7 +125,7 @@ class EvolutionSampler(BaseSampler):
             value = fit_to(child.values[param_name], param_distribution)
             if value is not None:
                 return value
-        return self._fresh_sampler.sample_independent(study, trial, param_name, param_distribution)
+        return self._random_sampler.sample_independent(study, trial, param_name, param_distribution)
 
     def after_trial(self, study: Study, trial: FrozenTrial, state: TrialState,
                     values: Sequence[float] | None) -> None:
