@@ -25,8 +25,9 @@ from optuna_energy.train import TrialFailure
 
 def create_sampler(name: str, *, seed: int | None = None,
                    evolution: EvolutionSection | None = None) -> optuna.samplers.BaseSampler:
-    """A sampler by its config name: ``tpe`` (Optuna's multi-objective default), ``nsga2``,
-    ``random``, or ``evolution`` (``EvolutionSampler``, configured by ``evolution``)."""
+    """A sampler by its config name: ``evolution`` (the default: ``EvolutionSampler``,
+    configured by ``evolution``), ``tpe`` (Optuna's multi-objective default), ``nsga2`` or
+    ``random``."""
     if name == "evolution":
         return EvolutionSampler(**dataclasses.asdict(evolution or EvolutionSection()), seed=seed)
     if name == "tpe":
