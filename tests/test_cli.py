@@ -92,9 +92,12 @@ def test_help_lists_the_commands(capsys):
 
 
 def test_ctrl_c_leaves_a_resumable_study(tmp_path):
+    # A budget the run cannot finish between two polls below, even on a fast idle machine
+    # (5 trials once did, in 4.5 s, before the first poll saw a completed trial).
+    budget = 20
     storage = f"sqlite:///{tmp_path / 'interrupted.db'}"
     config = _write(tmp_path / "c.toml", "\n".join([
-        '[study]', 'name = "ctrl-c"', 'device = "cpu"', 'n_trials = 5',
+        '[study]', 'name = "ctrl-c"', 'device = "cpu"', f'n_trials = {budget}',
         '[training]', 'epochs = 1',
         '[space]', 'conv_channels = [4, 8]', 'linear_width = [8, 32]', 'inception_width = [2, 4]',
         '[measure]', 'min_window_seconds = 0.3', 'idle_seconds = 0.0',
@@ -116,11 +119,11 @@ def test_ctrl_c_leaves_a_resumable_study(tmp_path):
     assert process.returncode == 130, err
     assert "interrupted; finished trials are stored, run the same command to resume" in err
     stored = optuna.load_study(study_name="ctrl-c", storage=storage).trials
-    assert 1 <= len([t for t in stored if t.state == TrialState.COMPLETE]) < 5
+    assert 1 <= len([t for t in stored if t.state == TrialState.COMPLETE]) < budget
 
     resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert "Pareto front of study 'ctrl-c'" in resumed.stdout
     final = optuna.load_study(study_name="ctrl-c", storage=storage).trials
-    assert len([t for t in final if t.state == TrialState.COMPLETE]) == 5
+    assert len([t for t in final if t.state == TrialState.COMPLETE]) == budget
     assert not [t for t in final if t.state == TrialState.RUNNING]
