@@ -2,15 +2,15 @@
 
 Overhead is everything a trial's wall time holds besides training and measuring (evaluation
 plus the inference window): sampling, building the model, storage writes, the sampler's work
-between trials. Run:
+between trials. Run (each sampler in turn, in one invocation, so their rows compare):
 
-    python bench/core_overhead.py [studies/digits.toml]
+    python bench/core_overhead.py [studies/digits.toml] [--samplers evolution tpe]
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,18 +20,18 @@ import optuna
 import optuna_energy
 
 
-def main(config_path: str) -> None:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+def measure(config_path: str, sampler: str | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         study = optuna_energy.run_study(config_path, storage=f"sqlite:///{tmp}/bench.db",
-                                        show_progress_bar=False)
+                                        sampler=sampler, show_progress_bar=False)
         wall = time.perf_counter() - start
     trials = sorted(study.trials, key=lambda t: t.number)
     starts = [t.datetime_start for t in trials]
     gaps = [(b - a).total_seconds() for a, b in zip(starts, starts[1:])]
     overhead = [gap - t.user_attrs.get("train_seconds", 0) - t.user_attrs.get("measure_seconds", 0)
                 for gap, t in zip(gaps, trials)]
+    print(f"sampler: {sampler or 'as configured'}")
     print(f"trials: {len(trials)}  wall: {wall:.1f} s  trials/min: {60 * len(trials) / wall:.1f}")
     print(f"median trial wall: {statistics.median(gaps):.3f} s  "
           f"median train: {statistics.median(t.user_attrs.get('train_seconds', 0) for t in trials):.3f} s  "
@@ -40,5 +40,15 @@ def main(config_path: str) -> None:
           f"({100 * statistics.median(overhead) / statistics.median(gaps):.1f} % of a trial)")
 
 
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", nargs="?", default=str(Path(__file__).parents[1] / "studies" / "digits.toml"))
+    parser.add_argument("--samplers", nargs="+", default=[None], help="default: the config's")
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for sampler in args.samplers:
+        measure(args.config, sampler)
+
+
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else str(Path(__file__).parents[1] / "studies" / "digits.toml"))
+    main()
