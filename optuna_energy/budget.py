@@ -15,14 +15,17 @@ trials' worker dies, its re-queued copy must still be run by someone.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import logging
 import os
+import signal
 import socket
+import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
@@ -102,6 +105,32 @@ STOP = StopRequest()
 """This process's stop request; signal handlers call ``STOP.request()``."""
 
 
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Ctrl-C and SIGTERM (from a launcher, Slurm, systemd) as a ``KeyboardInterrupt`` that keeps
+    the study clean: raised at once inside the objective, held while Optuna creates or tells a
+    trial (``StopRequest``). Later signals are ignored so that the stop in progress (failing and
+    re-queueing the running trial) is not itself interrupted. Outside the main thread, where
+    Python cannot install signal handlers, nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        STOP.request()
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        STOP.requested = False  # delivered or moot: a later loop in this process starts clean
+
+
 class _WithinBudget:
     """Wraps an objective: a trial ranked past the budget is pruned before it runs."""
 
@@ -135,12 +164,21 @@ def optimize_within_budget(study: optuna.Study, objective: Callable[[optuna.Tria
 
     Safe to call from many processes on one study. A database that stops answering is retried
     with back-off for ``reconnect_timeout`` seconds; the trial in flight is lost (marked failed,
-    so another takes its place). On ``KeyboardInterrupt`` (Ctrl-C, or SIGTERM turned into one)
-    the running trial ends as FAIL and a copy with the same parameters is queued for later.
+    so another takes its place). Ctrl-C or SIGTERM (``deferred_interrupts``) ends the running
+    trial as FAIL, queues a copy with the same parameters for later and raises
+    ``KeyboardInterrupt``.
 
     Raises:
         StorageError: The database stayed unreachable for ``reconnect_timeout`` seconds.
     """
+    with deferred_interrupts():
+        _optimize(study, objective, n_trials=n_trials, timeout=timeout, callbacks=callbacks,
+                  catch=catch, reconnect_timeout=reconnect_timeout)
+
+
+def _optimize(study: optuna.Study, objective: Callable[[optuna.Trial], Sequence[float]],
+              *, n_trials: int, timeout: float | None, callbacks: Sequence[Callback],
+              catch: tuple[type[Exception], ...], reconnect_timeout: float) -> None:
     deadline = None if timeout is None else time.monotonic() + timeout
     guarded = _WithinBudget(objective, n_trials)
     outage = _Outage(reconnect_timeout)

@@ -18,8 +18,7 @@ from optuna_energy.energy import EnergyMeterError
 from optuna_energy.export import FORMATS, ExportError
 from optuna_energy.storage import StorageError, mask_url, open_storage
 from optuna_energy.study import create_or_load_study, run_study
-from optuna_energy.workers import (STORAGE_ENV, count_gpus, launch, plan_workers, run_worker,
-                                   sigterm_as_interrupt)
+from optuna_energy.workers import STORAGE_ENV, count_gpus, launch, plan_workers, run_worker
 
 PROG = "optuna-energy"
 _USER_ERRORS = (ConfigError, DatasetError, StorageError, EnergyMeterError, AnalysisError, ExportError)
@@ -78,8 +77,7 @@ def _config(args: argparse.Namespace) -> StudyConfig:
 def _worker(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial says it better
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    with sigterm_as_interrupt():
-        run_worker(_config(args))
+    run_worker(_config(args))
     return 0
 
 

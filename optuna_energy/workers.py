@@ -8,7 +8,6 @@ with its own ``CUDA_VISIBLE_DEVICES``, prefixes their output, and stops them tog
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
@@ -17,13 +16,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import IO
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from optuna_energy.budget import OVER_BUDGET, STOP, tally
+from optuna_energy.budget import OVER_BUDGET, tally
 from optuna_energy.config import StudyConfig
 from optuna_energy.objective import FAILURE_REASON
 from optuna_energy.storage import mask_text
@@ -81,28 +80,6 @@ class _TrialLog:
         again = f" (retry of trial {retried})" if retried is not None else ""
         _logger.info("trial %d%s %s [%d/%d finished]", trial.number, again, outcome,
                      tally(study).finished, self.n_trials)
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM (from a launcher, Slurm, systemd) into ``KeyboardInterrupt``, once.
-
-    The interrupt is raised inside the objective, or held until the trial loop can take it
-    without leaving a trial RUNNING (``budget.StopRequest``). Later SIGINT/SIGTERM are ignored so that the stop in progress (failing and re-queueing the
-    running trial) is not itself interrupted.
-    """
-
-    def interrupt(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        STOP.request()
-
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -155,3 +157,22 @@ def test_plan_without_gpus_divides_the_cores_among_cpu_workers(monkeypatch: pyte
 def test_plan_rejects_gpus_that_are_not_there(gpus: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         plan_workers(gpus, available_gpus=0)
+
+
+def test_ctrl_c_while_optuna_records_a_trial_waits_until_it_is_stored(tmp_path: Path) -> None:
+    """Raised inside Optuna's tell, the interrupt left a RUNNING trial (or an UnboundLocalError)."""
+    study = make_study(tmp_path)
+    record = study._storage.set_trial_state_values
+
+    def interrupted_record(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C lands while the values are being written
+        return record(*args, **kwargs)
+
+    study._storage.set_trial_state_values = interrupted_record
+    with pytest.raises(KeyboardInterrupt):
+        optimize_within_budget(study, objective, n_trials=3)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE]
+
+    study._storage.set_trial_state_values = record
+    optimize_within_budget(study, objective, n_trials=3)  # the stop was used up: runs normally
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
