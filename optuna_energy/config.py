@@ -45,7 +45,7 @@ class ConfigError(ValueError):
 class StudySection:
     name: str = "optuna-energy"
     storage: str = "sqlite:///optuna_energy.db"
-    sampler: str = "evolution"  # beats TPE, NSGA-II and random search on digits (docs/BENCHMARKS.md)
+    sampler: str = "evolution"  # ahead of TPE, NSGA-II and random search on digits (docs/BENCHMARKS.md)
     n_trials: int = 30
     timeout: float | None = None
     seed: int | None = 0
