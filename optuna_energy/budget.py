@@ -100,6 +100,9 @@ class StopRequest:
         if self.requested:
             raise KeyboardInterrupt
 
+    def clear(self) -> None:
+        self.requested = False
+
 
 STOP = StopRequest()
 """This process's stop request; signal handlers call ``STOP.request()``."""
@@ -128,7 +131,7 @@ def deferred_interrupts() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        STOP.requested = False  # delivered or moot: a later loop in this process starts clean
+        STOP.clear()  # delivered or moot: a later loop in this process starts clean
 
 
 class _WithinBudget:

@@ -24,14 +24,17 @@ PROG = "optuna-energy"
 _USER_ERRORS = (ConfigError, DatasetError, StorageError, EnergyMeterError, AnalysisError, ExportError)
 
 
-def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+def _number(kind: Callable[[str], float], *, zero_allowed: bool = False) -> Callable[[str], float]:
+    """An argparse type: ``kind`` of the text, above zero (or at least zero)."""
+    wanted = "a number >= 0" if zero_allowed else f"a positive {kind.__name__}"
+
     def parse(text: str) -> float:
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
+        if not (value >= 0 if zero_allowed else value > 0):
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
         return value
 
     parse.__name__ = kind.__name__
@@ -44,8 +47,8 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", help="sqlite:///optuna_energy.db, postgresql://user@host/db, "
                         f"mysql://..., journal:///file.log (default: ${STORAGE_ENV}, then the config)")
     parser.add_argument("--study-name", help="study to create or resume")
-    parser.add_argument("--n-trials", type=_positive(int), help="total trials the study should reach")
-    parser.add_argument("--timeout", type=_positive(float), help="stop starting trials after this many seconds")
+    parser.add_argument("--n-trials", type=_number(int), help="total trials the study should reach")
+    parser.add_argument("--timeout", type=_number(float), help="stop starting trials after this many seconds")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--seed", type=int, help="seed for the sampler and each trial")
     parser.add_argument("--sampler", choices=SAMPLERS, help="search strategy")
@@ -165,16 +168,6 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
-
-
 def _add_analysis_commands(commands: argparse._SubParsersAction) -> None:
     report = commands.add_parser(
         "report", help="write the highlighted models' table and the figures of a study",
@@ -182,9 +175,9 @@ def _add_analysis_commands(commands: argparse._SubParsersAction) -> None:
                     "cost) and write it as Markdown and CSV with Fig. 1, Fig. 2 and hypervolume PNGs.")
     add_stored_study_options(report)
     report.add_argument("--out", required=True, help="folder for report.md, table.md/.csv and the PNGs")
-    report.add_argument("--accuracy-weight", type=_non_negative, default=1.0,
+    report.add_argument("--accuracy-weight", type=_number(float, zero_allowed=True), default=1.0,
                         help="weight of the accuracy shortfall in the best trade-off (default 1)")
-    report.add_argument("--cost-weight", type=_non_negative, default=1.0,
+    report.add_argument("--cost-weight", type=_number(float, zero_allowed=True), default=1.0,
                         help="weight of the cost in the best trade-off (default 1)")
     report.set_defaults(handler=_report)
 
@@ -195,7 +188,7 @@ def _add_analysis_commands(commands: argparse._SubParsersAction) -> None:
     dashboard.add_argument("--storage", help="RDB URL, e.g. sqlite:///optuna_energy.db")
     dashboard.add_argument("--artifact-dir",
                            help="the studies' artifact_dir (default: the config's, else the one the studies recorded)")
-    dashboard.add_argument("--port", type=_positive(int), default=8080, help="TCP port (default 8080)")
+    dashboard.add_argument("--port", type=_number(int), default=8080, help="TCP port (default 8080)")
     dashboard.set_defaults(handler=_dashboard)
 
     export = commands.add_parser(
@@ -243,9 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "them; their running trials are queued again.")
     launcher.add_argument("--gpus", help="'all' or GPU indices like 0,1,2 (default: all GPUs, "
                           "or CPU workers when there is none)")
-    launcher.add_argument("--workers-per-gpu", type=_positive(int), default=1,
+    launcher.add_argument("--workers-per-gpu", type=_number(int), default=1,
                           help="workers sharing each GPU (default 1)")
-    launcher.add_argument("--workers", type=_positive(int), default=1,
+    launcher.add_argument("--workers", type=_number(int), default=1,
                           help="CPU workers when this node has no GPU (default 1)")
     _add_analysis_commands(commands)
     return parser

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -16,3 +17,10 @@ def tiny_config(storage_dir: Path, **study: Any) -> dict[str, Any]:
         "measure": {"min_window_seconds": 0.01, "idle_seconds": 0.0, "warmup_batches": 1,
                     "meter": "estimate"},  # the same source on every CI machine
     }
+
+
+def free_port() -> int:
+    """A local TCP port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

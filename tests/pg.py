@@ -12,10 +12,11 @@ import glob
 import itertools
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
+
+from tests.helpers import free_port
 
 USER = "optuna"
 PASSWORD = "pw-Kx7-never-printed"
@@ -43,7 +44,7 @@ class PostgresServer:
         self.bindir = postgres_bindir()
         self.root = Path(tempfile.mkdtemp(prefix="optuna-energy-pg-"))
         self.data = self.root / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self._databases = itertools.count()
         self._as_postgres = os.geteuid() == 0
         if self._as_postgres:
@@ -96,8 +97,3 @@ class PostgresServer:
             raise RuntimeError(f"{program} failed ({result.returncode}): {result.stderr}{tail}")
         return result.stdout
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]

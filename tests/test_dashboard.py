@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from PIL import Image
 
 import optuna_energy
 from optuna_energy.dashboard import ARCHITECTURE_FILE, TOPOLOGY_FILE, artifact_store
-from tests.helpers import tiny_config
+from tests.helpers import free_port, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
@@ -70,11 +69,6 @@ def test_constraints_are_mirrored_in_user_attributes(made):
         assert trial.user_attrs["feasible"] is (trial.constraints["learned"] <= 0)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
 
 def _wait_for(url: str, server: subprocess.Popen, log: Path, seconds: float = 120) -> None:
     deadline = time.monotonic() + seconds
@@ -105,7 +99,7 @@ def _visible_text(dom: str) -> str:
 @contextlib.contextmanager
 def _dashboard(storage: str, log: Path) -> Iterator[str]:
     """``optuna-energy dashboard`` on a free loopback port; yields its base URL."""
-    port = _free_port()
+    port = free_port()
     # Output to a file, not a pipe: a full pipe of request logs would block the server.
     with log.open("w") as output:
         # No --artifact-dir: the command finds the store the study recorded in its config.
