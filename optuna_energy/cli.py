@@ -16,7 +16,7 @@ from optuna_energy.config import OBJECTIVES, SAMPLERS, ConfigError, StudyConfig,
 from optuna_energy.data import DatasetError
 from optuna_energy.energy import EnergyMeterError
 from optuna_energy.export import FORMATS, ExportError
-from optuna_energy.storage import StorageError, mask_url, open_storage
+from optuna_energy.storage import StorageError, mask_url, open_storage, remember_secrets
 from optuna_energy.study import create_or_load_study, run_study
 from optuna_energy.workers import STORAGE_ENV, count_gpus, launch, plan_workers, run_worker
 
@@ -80,6 +80,7 @@ def _config(args: argparse.Namespace) -> StudyConfig:
 def _worker(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial says it better
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    _mask_passwords_in_logs()
     run_worker(_config(args))
     return 0
 
@@ -160,7 +161,7 @@ def _export(args: argparse.Namespace) -> int:
 
     study, config = load_stored_study(args)
     result = export_trial(study, args.trial, fmt=args.format, path=args.output,
-                          config=config if args.config else None, device=args.device)
+                          config=config if args.config else None, device=args.device, force=args.force)
     searched = "" if result.search_accuracy is None else f" (search measured {100 * result.search_accuracy:.2f} %)"
     print(f"wrote {result.path} ({result.format}) from trial {args.trial}, weights {result.weights}; "
           f"accuracy {100 * result.accuracy:.2f} %{searched}; file and model agree on a batch "
@@ -199,6 +200,8 @@ def _add_analysis_commands(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--trial", type=int, required=True, help="trial number (see `report`)")
     export.add_argument("--format", choices=FORMATS, required=True, help="file format")
     export.add_argument("-o", "--output", required=True, help="file to write")
+    export.add_argument("--force", action="store_true",
+                        help="replace an existing file that is not an earlier export (never the study's database)")
     export.add_argument("--device", default="cpu", help="where to retrain: cpu, cuda or cuda:N (default cpu)")
     export.set_defaults(handler=_export)
 
@@ -245,13 +248,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
-    return f"{PROG}: warning: {message}\n"
+    return f"{PROG}: warning: {mask_url(str(message))}\n"
+
+
+class _MaskPasswords(logging.Filter):
+    """Masks storage passwords in every log record a handler writes (Optuna's included)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = mask_url(record.getMessage()), None
+        return True
+
+
+def _mask_passwords_in_logs() -> None:
+    for logger in (logging.getLogger(), logging.getLogger("optuna")):
+        for handler in logger.handlers:
+            if not any(isinstance(existing, _MaskPasswords) for existing in handler.filters):
+                handler.addFilter(_MaskPasswords())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    for url in (getattr(args, "storage", None), os.environ.get(STORAGE_ENV)):
+        if url:
+            remember_secrets(url)  # before anything can print it
     warnings.formatwarning = _one_line_warning
+    _mask_passwords_in_logs()
     try:
         return args.handler(args)
     except _USER_ERRORS as error:

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
+import tempfile
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +29,7 @@ from optuna_energy.config import StudyConfig, load_config
 from optuna_energy.data import DeviceData
 from optuna_energy.objective import trial_seed
 from optuna_energy.space import TrainingParams
-from optuna_energy.study import CONFIG_ATTR, load_device_data
+from optuna_energy.study import CONFIG_ATTR, load_device_data, resolve_device
 from optuna_energy.train import evaluate, train
 
 FORMATS = ("torchscript", "onnx", "state_dict")
@@ -94,7 +97,7 @@ def rebuild(study: optuna.Study, trial_number: int, *, config: StudyConfig | str
     """A trial's trained model, its data, and whether its weights were ``kept`` or ``retrained``."""
     trial = _trial(study, trial_number)
     config = study_config(study, config)
-    data = load_device_data(config, torch.device(device))
+    data = load_device_data(config, resolve_device(device))
     seed = trial_seed(config, trial.number)
     torch.manual_seed(seed)
     network = build_model(trial.user_attrs["architecture"], data.input_shape, data.n_classes).to(
@@ -124,9 +127,61 @@ def _trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
     return trial
 
 
+def check_output_path(path: str | Path, *, fmt: str, study: optuna.Study, force: bool = False) -> Path:
+    """The export's target, checked before any training: never the study's own storage file,
+    never a folder, in a folder that exists and takes a new file, and never an existing file
+    that is not an earlier export of this format unless ``force``.
+
+    Raises:
+        ExportError: One line naming the path and what is wrong with it.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ExportError(f"output {str(path)!r} is a folder; give a file name, e.g. {str(path / ('model.' + fmt))!r}")
+    if not path.parent.is_dir():
+        raise ExportError(f"output folder {str(path.parent)!r} does not exist; create it first")
+    if any(path.exists() and stored.exists() and path.samefile(stored) for stored in storage_files(study)):
+        raise ExportError(f"output {str(path)!r} is the study's own storage file; choose another name")
+    if path.exists() and not force and not _is_export(path, fmt):
+        raise ExportError(f"output {str(path)!r} exists and is not a {fmt} export; "
+                          "choose another name, or pass --force to replace it")
+    try:
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=True):
+            pass
+    except OSError as error:
+        raise ExportError(f"cannot write in {str(path.parent)!r}: {error.strerror}") from None
+    return path
+
+
+def storage_files(study: optuna.Study) -> list[Path]:
+    """The files holding the study (an SQLite database or a journal), so nothing overwrites them."""
+    inner = getattr(study._storage, "_backend", study._storage)  # Optuna caches RDB storages
+    url = getattr(inner, "url", "")
+    if url.startswith("sqlite:///"):
+        return [Path(url.removeprefix("sqlite:///").split("?", 1)[0])]
+    return [Path(inner._file_path)] if hasattr(inner, "_file_path") else []
+
+
+def _is_export(path: Path, fmt: str) -> bool:
+    """Whether ``path`` looks like an earlier export in ``fmt`` (cheap signatures, no loading)."""
+    if fmt == "onnx":
+        import onnx
+
+        try:
+            graph = onnx.load(str(path), load_external_data=False).graph
+        except Exception:  # noqa: BLE001 - whatever onnx raises, it is not an ONNX export
+            return False
+        return [i.name for i in graph.input] == ["images"] and [o.name for o in graph.output] == ["logits"]
+    # torch.save and torch.jit.save both write a zip archive with a pickled data part.
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith(("/data.pkl", "/constants.pkl")) for name in archive.namelist())
+
+
 def export_trial(study: optuna.Study, trial_number: int, *, fmt: str, path: str | Path,
                  config: StudyConfig | str | Path | None = None, device: str = "cpu",
-                 check_batch: int = 100) -> ExportResult:
+                 check_batch: int = 100, force: bool = False) -> ExportResult:
     """Rebuild a trial's model, write it as ``fmt`` and check the file predicts as the model does.
 
     Args:
@@ -137,9 +192,11 @@ def export_trial(study: optuna.Study, trial_number: int, *, fmt: str, path: str 
         config: The study's config; by default the copy stored on the study.
         device: Where to retrain (``cpu``, ``cuda``, ``cuda:N``); the file is written from the CPU.
         check_batch: Evaluation images on which file and model must agree.
+        force: Replace an existing file that is not an earlier export (never the storage file).
 
     Raises:
-        ExportError: Unknown format or trial, no stored config, or the file's predictions differ.
+        ExportError: Unknown format or trial, a bad output path (checked before retraining), no
+            stored config, or the file's predictions differ.
 
     Example:
         >>> export_trial(study, 12, fmt="onnx", path="model.onnx")
@@ -147,20 +204,28 @@ def export_trial(study: optuna.Study, trial_number: int, *, fmt: str, path: str 
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; allowed: {', '.join(FORMATS)}")
     trial = _trial(study, trial_number)
+    resolve_device(device)
+    path = check_output_path(path, fmt=fmt, study=study, force=force)
     model, data, source = rebuild(study, trial_number, config=config, device=device)
     accuracy = evaluate(model.network, data)
     model = model.cpu()
     images = data.eval_x_host[:check_batch].cpu()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write(model, path, fmt, images, architecture=trial.user_attrs["architecture"], n_classes=data.n_classes)
-    with torch.inference_mode():
-        expected = model(images).numpy()
-    actual = predict_file(path, fmt, images)
-    difference = float(np.abs(expected - actual).max())
-    if not np.array_equal(expected.argmax(axis=1), actual.argmax(axis=1)):
-        raise ExportError(f"the {fmt} file {path} predicts differently from the model "
-                          f"(largest logit difference {difference:.3g})")
+    # Written beside the target and moved over it only once checked: a failed export leaves an
+    # existing file as it was.
+    draft = path.with_name(f".{path.name}.draft")
+    try:
+        _write(model, draft, fmt, images, architecture=trial.user_attrs["architecture"],
+               n_classes=data.n_classes)
+        with torch.inference_mode():
+            expected = model(images).numpy()
+        actual = predict_file(draft, fmt, images)
+        difference = float(np.abs(expected - actual).max())
+        if not np.array_equal(expected.argmax(axis=1), actual.argmax(axis=1)):
+            raise ExportError(f"the {fmt} file {path} predicts differently from the model "
+                              f"(largest logit difference {difference:.3g})")
+        os.replace(draft, path)
+    finally:
+        draft.unlink(missing_ok=True)
     return ExportResult(path=path, format=fmt, weights=source, accuracy=accuracy,
                         search_accuracy=trial.user_attrs.get("accuracy"), max_abs_difference=difference)
 
@@ -179,7 +244,10 @@ def _write(model: Deployable, path: Path, fmt: str, example: torch.Tensor, *,
             warnings.simplefilter("ignore")  # the exporter reports its passes as warnings
             torch.onnx.export(model, (example,), str(path), input_names=["images"],
                               output_names=["logits"], dynamic_shapes={"images": {0: batch}},
-                              dynamo=True, verbose=False)
+                              dynamo=True, verbose=False,
+                              # One self-contained file: searched CNNs are far below ONNX's 2 GB
+                              # protobuf limit, and a file that needs a sidecar breaks when copied.
+                              external_data=False)
     else:
         torch.save({"architecture": architecture, "input_shape": list(example.shape[1:]),
                     "n_classes": n_classes, "state_dict": model.state_dict()}, path)

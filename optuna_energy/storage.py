@@ -37,18 +37,59 @@ class StorageError(RuntimeError):
     """A storage URL is malformed or its database cannot be reached (password masked)."""
 
 
-def mask_url(url: str) -> str:
-    """The URL (or any text holding one) with its password replaced by ``***``, safe to print."""
-    return re.sub(r"(://[^:/@\s]*:)[^@/\s]*@", r"\1***@", url)
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://\S+")
+_SECRET_QUERY = re.compile(r"([?&;][^=&;#\s]*(?:pass|pwd|secret|token)[^=&;#\s]*=)[^&;\s]*", re.IGNORECASE)
+_HIDDEN_VALUE = r"\1***"
+_MIN_FREE_TEXT_SECRET = 3
+"""Shorter passwords are masked inside URLs, but not wherever their letters occur in a message."""
+_known_secrets: set[str] = set()
+
+
+def mask_url(text: str) -> str:
+    """The text (a URL, or any message holding URLs) with every password replaced by ``***``.
+
+    Masks the userinfo's password up to the *last* ``@`` (an unencoded ``@``, ``/``, ``?`` or
+    ``#`` in a password must not reveal its tail), query parameters named like passwords
+    (``password=``, ``sslpassword=``, ``token=``...), and every password of a storage URL this
+    process has opened, wherever a message repeats it.
+    """
+    masked = _URL.sub(lambda match: _mask_one_url(match.group(0)), text)
+    for secret in sorted(_known_secrets, key=len, reverse=True):
+        masked = masked.replace(secret, "***")
+    return masked
 
 
 def mask_text(text: str, url: str) -> str:
     """Mask the URL's password wherever a message repeats it, also outside the URL."""
-    match = re.search(r"://[^:/@]*:([^@/]*)@", url)
-    text = text.replace(url, mask_url(url))
-    if match and match.group(1):
-        text = text.replace(match.group(1), "***")
+    remember_secrets(url)
     return mask_url(text)
+
+
+def remember_secrets(url: str) -> None:
+    """Note every form of the URL's passwords (as written, percent-decoded, as the driver reads
+    them) so that any later message of this process that repeats one is masked."""
+    from urllib.parse import unquote
+
+    rest = url.split("://", 1)[-1]
+    found = set()
+    userinfo, at, _ = rest.rpartition("@")
+    if at and ":" in userinfo:
+        password = userinfo.split(":", 1)[1]
+        found |= {password, unquote(password), *password.split("@")}
+    query = rest.partition("?")[2]
+    for raw in re.split(r"[&;]", query):
+        key, _, value = raw.partition("=")
+        if _SECRET_QUERY.match(f"?{key}="):
+            found |= {value, unquote(value)}
+    _known_secrets.update(secret for secret in found if len(secret) >= _MIN_FREE_TEXT_SECRET)
+
+
+def _mask_one_url(url: str) -> str:
+    scheme, rest = url.split("://", 1)
+    userinfo, at, location = rest.rpartition("@")
+    if at and ":" in userinfo:
+        rest = f"{userinfo.split(':', 1)[0]}:***@{location}"
+    return f"{scheme}://{_SECRET_QUERY.sub(_HIDDEN_VALUE, rest)}"
 
 
 def scheme_of(url: str) -> str:
@@ -79,6 +120,7 @@ def open_storage(url: str, settings: StorageSection | None = None) -> optuna.sto
     """
     import sqlalchemy.exc
 
+    remember_secrets(url)
     scheme = scheme_of(url)
     if scheme not in SCHEMES:
         raise StorageError(

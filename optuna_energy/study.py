@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,22 +41,63 @@ def create_sampler(name: str, *, seed: int | None = None,
 
 
 def resolve_device(name: str) -> torch.device:
+    """The torch device for ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Raises:
+        ConfigError: Another name, or a CUDA device this machine does not have.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device is 'cuda' but no CUDA GPU is visible; use 'auto' or 'cpu'")
-    return torch.device(name)
+    kind, _, index = name.partition(":")
+    if name == "cpu" or (kind == "cuda" and (index == "" or index.isdigit())):
+        gpus = torch.cuda.device_count() if kind == "cuda" else 0
+        if kind == "cuda" and int(index or 0) >= gpus:
+            raise ConfigError(f"device is {name!r} but this machine has "
+                              f"{f'{gpus} CUDA GPU(s)' if gpus else 'no CUDA GPU'}; use 'auto' or 'cpu'")
+        return torch.device(name)
+    raise ConfigError(f"unknown device {name!r}; allowed: auto, cpu, cuda, cuda:N")
 
 
 CONFIG_ATTR = "config"
 """Study user attribute holding the config (storage URL left out) that export retrains with."""
 
 
+_RESUMABLE = {
+    "study": {"name", "sampler", "n_trials", "timeout", "device", "artifact_dir", "keep_weights"},
+    "dataset": {"root", "cache_dir", "download"},
+    "storage": None,  # None: the whole section
+    "evolution": None,
+}
+"""Settings a resumed study may change: they decide how and where trials run, not what a trial is.
+Everything else (dataset, training, space, measuring, constraints, seed) defines the trials, so a
+study whose trials were run with other values would mix two experiments, and export would
+rebuild its models with the wrong settings."""
+
+
 def stored_config(config: StudyConfig) -> dict[str, Any]:
     """The config as a study user attribute: everything but the storage URL (it may hold a password)."""
-    data = dataclasses.asdict(config)
+    data = json.loads(json.dumps(dataclasses.asdict(config)))  # tuples as the storage returns them
     del data["study"]["storage"]
     return data
+
+
+def _trial_defining(stored: dict[str, Any]) -> dict[str, Any]:
+    return {f"{section}.{key}": value for section, values in stored.items()
+            if isinstance(values, dict) and _RESUMABLE.get(section, set()) is not None
+            for key, value in values.items() if key not in _RESUMABLE.get(section, set())}
+
+
+def _check_resumable(study: optuna.Study, config: StudyConfig) -> None:
+    """Refuse to resume a study with settings that change what its trials are."""
+    before = _trial_defining(study.user_attrs[CONFIG_ATTR])
+    now = _trial_defining(stored_config(config))
+    changed = [f"{key} = {before[key]!r} (now {now[key]!r})" for key in before
+               if key in now and before[key] != now[key]]
+    if changed:
+        raise ConfigError(
+            f"study {study.study_name!r} was run with {'; '.join(changed)}; a resumed study keeps "
+            "the settings that define its trials (it may change n_trials, timeout, sampler, device, "
+            "[storage] and [evolution]): restore them or use another study name")
 
 
 def create_or_load_study(config: StudyConfig, *, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
@@ -76,7 +118,9 @@ def create_or_load_study(config: StudyConfig, *, sampler: optuna.samplers.BaseSa
         with warnings.catch_warnings():  # metric names are what optuna-dashboard shows
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(objectives)
-    if CONFIG_ATTR not in study.user_attrs:  # export retrains on the study's own dataset
+    if CONFIG_ATTR in study.user_attrs and study.get_trials(deepcopy=False):
+        _check_resumable(study, config)
+    else:  # export retrains with it; a first run that failed before any trial is not binding
         study.set_user_attr(CONFIG_ATTR, stored_config(config))
     return study
 

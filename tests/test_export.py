@@ -84,3 +84,63 @@ def test_export_errors_are_one_line(study, folder, tmp_path, capsys):
     assert main(["export", "--storage", f"sqlite:///{folder / 'study.db'}", "--trial", "99", "--format", "onnx",
                  "-o", str(tmp_path / "x.onnx")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def _no_retraining(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the output path must be checked before retraining")
+
+    monkeypatch.setattr("optuna_energy.export.rebuild", refuse)
+
+
+def test_export_never_overwrites_the_study_database(study, folder, capsys, monkeypatch):
+    _no_retraining(monkeypatch)
+    database = folder / "study.db"
+    before = database.read_bytes()
+    for extra in ([], ["--force"]):
+        assert main(["export", "--storage", f"sqlite:///{database}", "--study-name", "tiny",
+                     "--trial", str(_best(study).number), "--format", "onnx", "-o", str(database),
+                     *extra]) == 2
+        assert "the study's own storage file" in capsys.readouterr().err
+    assert database.read_bytes() == before
+    assert len(optuna.load_study(study_name="tiny", storage=f"sqlite:///{database}").trials) == 2
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda tmp: tmp, "is a folder"),
+    (lambda tmp: tmp / "missing" / "m.onnx", "does not exist"),
+    (lambda tmp: (tmp / "notes.txt", (tmp / "notes.txt").write_text("mine"))[0],
+     "exists and is not a onnx export"),
+])
+def test_bad_output_paths_fail_before_retraining(study, tmp_path, monkeypatch, make, message):
+    _no_retraining(monkeypatch)
+    with pytest.raises(ExportError, match=message):
+        export_trial(study, _best(study).number, fmt="onnx", path=make(tmp_path))
+    assert [path.name for path in tmp_path.iterdir()] in ([], ["notes.txt"])
+
+
+def test_force_replaces_a_foreign_file_and_a_previous_export_needs_no_force(study, tmp_path):
+    target = tmp_path / "model.onnx"
+    target.write_text("not a model")
+    number = _best(study).number
+    export_trial(study, number, fmt="onnx", path=target, force=True)
+    export_trial(study, number, fmt="onnx", path=target)  # an earlier export: replaced freely
+    onnx.checker.check_model(onnx.load(str(target)))
+    # One self-contained file, loadable after being copied alone.
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.onnx"]
+    copy = tmp_path / "elsewhere"
+    copy.mkdir()
+    (copy / "copy.onnx").write_bytes(target.read_bytes())
+    assert predict_file(copy / "copy.onnx", "onnx", rebuild(study, number)[1].eval_x_host[:4]).shape[0] == 4
+
+
+@pytest.mark.parametrize(("device", "message"), [
+    ("tpu", "unknown device 'tpu'; allowed: auto, cpu, cuda, cuda:N"),
+    ("cuda:7", "but this machine has"),
+])
+def test_export_on_a_device_this_machine_lacks_is_one_line(study, folder, tmp_path, capsys, device, message):
+    assert main(["export", "--storage", f"sqlite:///{folder / 'study.db'}", "--study-name", "tiny",
+                 "--trial", str(_best(study).number), "--format", "onnx", "-o", str(tmp_path / "m.onnx"),
+                 "--device", device]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

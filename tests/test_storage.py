@@ -24,6 +24,19 @@ def test_mask_url_hides_only_the_password(url: str, masked: str) -> None:
     assert mask_url(f"error for {url}: refused") == f"error for {masked}: refused"
 
 
+@pytest.mark.parametrize(("url", "secrets"), [
+    ("postgresql://user:SEC/RETPW@host/db", ["SEC/RETPW", "RETPW"]),
+    ("postgresql://host/db?user=u&password=SECRETPW", ["SECRETPW"]),
+    ("postgresql://host/db?sslmode=require&sslpassword=SECRETPW&x=1", ["SECRETPW"]),
+    ("postgresql://user:SEC@RETPW@host/db", ["SEC@RETPW", "RETPW"]),
+    ("postgresql://u:pa%25s:s?w#rd!@h:5/db", ["pa%25s:s?w#rd!", "s:s?w#rd", "w#rd!"]),
+])
+def test_mask_url_hides_passwords_holding_url_delimiters(url: str, secrets: list[str]) -> None:
+    for text in (url, f"cannot open '{url}': refused", f"error for {url}\nnext line"):
+        masked = mask_url(text)
+        assert "***" in masked and not any(secret in masked for secret in secrets), masked
+
+
 def test_mask_text_hides_a_password_repeated_outside_the_url() -> None:
     url = "postgresql://optuna:s3cret@db/nas"
     assert mask_text("auth failed for password s3cret", url) == "auth failed for password ***"
@@ -85,3 +98,46 @@ def test_workers_opening_an_empty_postgres_database_together_all_succeed(postgre
         thread.join()
     assert errors == []
     optuna.create_study(storage=open_storage(postgres_url), study_name="after-race")
+
+
+SPECIAL_PASSWORD = "S/E@C:R%E?T#pw"
+"""Every character that ends a part of a URL: only ``@`` and ``%`` need percent-encoding."""
+
+
+def _special_url(postgres, database: str) -> str:
+    postgres.sql(f"ALTER ROLE optuna PASSWORD '{SPECIAL_PASSWORD}'")
+    encoded = SPECIAL_PASSWORD.replace("%", "%25").replace("@", "%40")
+    return f"postgresql://optuna:{encoded}@127.0.0.1:{postgres.port}/{database}"
+
+
+def _forms(password: str) -> list[str]:
+    from urllib.parse import quote
+
+    return [password, password.replace("%", "%25").replace("@", "%40"), quote(password, safe=""),
+            password.split("@")[1], "T#pw"]
+
+
+def test_passwords_with_url_delimiters_connect_and_are_never_printed(postgres, capsys,
+                                                                     monkeypatch) -> None:
+    from optuna_energy.cli import main
+    from tests.pg import PASSWORD
+
+    database = postgres.new_database().rsplit("/", 1)[1]
+    url = _special_url(postgres, database)
+    try:
+        optuna.create_study(storage=open_storage(url), study_name="real")  # it really connects
+        outputs = []
+        for argv in (["report", "--storage", url, "--study-name", "none", "--out", "x"],
+                     ["export", "--storage", url, "--study-name", "none", "--trial", "0",
+                      "--format", "onnx", "-o", "x.onnx"],
+                     ["report", "--storage", url.replace(f":{postgres.port}/", ":1/"), "--out", "x"]):
+            assert main(argv) == 2
+            outputs.append(capsys.readouterr().err)
+        monkeypatch.setenv("OPTUNA_ENERGY_STORAGE", url.rsplit("/", 1)[0] + "/no_such_db")
+        assert main(["worker", "--n-trials", "1"]) == 2
+        outputs.append(capsys.readouterr().err)
+    finally:
+        postgres.sql(f"ALTER ROLE optuna PASSWORD '{PASSWORD}'")
+    assert all(output.count("\n") == 1 and "***" in output for output in outputs), outputs
+    for output in outputs:
+        assert not any(form in output for form in _forms(SPECIAL_PASSWORD)), output

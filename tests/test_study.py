@@ -70,6 +70,29 @@ def test_resuming_with_other_objectives_is_refused(tmp_path):
         optuna_energy.run_study(config, objectives=["accuracy", "params"], show_progress_bar=False)
 
 
+def test_resuming_with_settings_that_define_trials_is_refused_naming_them(tmp_path):
+    config = tiny_config(tmp_path, n_trials=1)
+    optuna_energy.run_study(config, show_progress_bar=False)
+    changed = {**config, "training": {**config["training"], "epochs": 3}}
+    with pytest.raises(optuna_energy.ConfigError,
+                       match=r"training.epochs = 1 \(now 3\).*restore them or use another study name"):
+        optuna_energy.run_study(changed, n_trials=2, show_progress_bar=False)
+    # What decides how trials run, not what they are, may change.
+    study = optuna_energy.run_study(config, n_trials=2, sampler="random", device="cpu",
+                                    show_progress_bar=False)
+    assert len(study.trials) == 2
+
+
+def test_a_first_run_that_ran_no_trial_does_not_fix_the_stored_config(tmp_path):
+    config = tiny_config(tmp_path, n_trials=1)
+    with pytest.raises(optuna_energy.ConfigError):  # fails before any trial (no such device)
+        optuna_energy.run_study({**config, "study": {**config["study"], "device": "cuda:7"}},
+                                show_progress_bar=False)
+    changed = {**config, "training": {**config["training"], "epochs": 2}}
+    study = optuna_energy.run_study(changed, show_progress_bar=False)
+    assert study.user_attrs["config"]["training"]["epochs"] == 2
+
+
 def test_diverging_training_fails_the_trial_and_the_study_goes_on(tmp_path):
     config = tiny_config(tmp_path)
     config["training"].update(learning_rate=[1e8, 1e9], optimizers=["sgd"])
