@@ -6,7 +6,12 @@ Example:
     >>> print(optuna_energy.format_table(study, optuna_energy.pareto_trials(study)))
 """
 
-from optuna_energy.analysis import TradeOffWeights, format_table, pareto_front, pareto_trials
+from optuna_energy.analysis import (
+    TradeOffWeights,
+    format_table,
+    pareto_front,
+    pareto_trials,
+)
 from optuna_energy.arch import build_model, profile, summarize
 from optuna_energy.config import ConfigError, StudyConfig, load_config
 from optuna_energy.data import DatasetError, from_datasets, from_tensors

@@ -15,37 +15,14 @@ each axis. The default weights are equal (1 and 1).
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 
 import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-ACCURACY = "accuracy"
-COSTS = ("inference_time", "params", "energy")
-
-METRIC_ATTRS = {
-    "accuracy": "accuracy",
-    "inference_time": "inference_time_s",
-    "params": "params",
-    "energy": "energy_per_inference_j",
-}
-"""Metric name -> the user attribute the objective stores it in for every trial."""
-
-METRIC_LABELS = {
-    "accuracy": "accuracy (%)",
-    "inference_time": "inference time (s)",
-    "params": "parameters",
-    "energy": "energy per inference (J)",
-}
-
-_COLUMNS = {  # objective -> (header, format)
-    "accuracy": ("accuracy %", lambda v: f"{100 * v:.2f}"),
-    "inference_time": ("inference s", lambda v: f"{v:.4f}"),
-    "params": ("params", lambda v: f"{int(v):,}"),
-    "energy": ("energy/inference J", lambda v: f"{v:.3e}"),
-}
+from optuna_energy.metrics import ACCURACY, COSTS, METRICS, metric
+from optuna_energy.record import TrialRecord
 
 
 class AnalysisError(ValueError):
@@ -106,7 +83,7 @@ def metric_names(study: optuna.Study) -> list[str]:
     if not names:
         raise AnalysisError(
             f"study {study.study_name!r} has no metric names; analysis needs objectives named "
-            f"from: {', '.join(METRIC_ATTRS)}")
+            f"from: {', '.join(METRICS)}")
     return list(names)
 
 
@@ -132,19 +109,20 @@ def require_usable(study: optuna.Study) -> list[FrozenTrial]:
 
 
 def metric_values(trials: Sequence[FrozenTrial], name: str, names: Sequence[str]) -> np.ndarray:
-    """One metric for each trial: its objective value, else its user attribute, else NaN."""
-    if name not in METRIC_ATTRS:
-        raise AnalysisError(f"unknown metric {name!r}; allowed: {', '.join(METRIC_ATTRS)}")
+    """One metric for each trial: its objective value, else its trial record's, else NaN."""
+    try:
+        metric(name)
+    except ValueError as error:
+        raise AnalysisError(str(error)) from None
     index = names.index(name) if name in names else None
-    attr = METRIC_ATTRS[name]
-    values = [trial.values[index] if index is not None else trial.user_attrs.get(attr, math.nan)
+    values = [trial.values[index] if index is not None else TrialRecord.of(trial).value(name)
               for trial in trials]
     return np.asarray(values, dtype=float)
 
 
 def losses(values: np.ndarray, name: str) -> np.ndarray:
     """A metric as a loss to minimise: the accuracy shortfall ``1 - accuracy``, or the cost."""
-    return 1.0 - values if name == ACCURACY else values
+    return metric(name).loss(values)
 
 
 def normalised_losses(matrix: np.ndarray) -> np.ndarray:
@@ -277,13 +255,13 @@ def payback(study: optuna.Study, *, weights: TradeOffWeights = TradeOffWeights()
     """
     names = metric_names(study)
     chosen = highlight(require_usable(study), "energy", names, weights=weights)
-    spent = [trial.user_attrs["train_energy_j"] for trial in study.get_trials(deepcopy=False)
-             if "train_energy_j" in trial.user_attrs]
+    trained = [record for record in map(TrialRecord.of, study.get_trials(deepcopy=False))
+               if record.train_energy_j is not None]
+    spent = [record.train_energy_j for record in trained]
     energy = {trial.number: value for trial, value in zip(
         (chosen.most_accurate, chosen.best_trade_off),
         metric_values([chosen.most_accurate, chosen.best_trade_off], "energy", names))}
-    sources = sorted({str(trial.user_attrs.get("energy_source", "unknown"))
-                      for trial in study.get_trials(deepcopy=False) if "train_energy_j" in trial.user_attrs})
+    sources = sorted({record.energy_source or "unknown" for record in trained})
     return Payback(
         search_energy_j=float(sum(spent)), most_accurate=chosen.most_accurate,
         best_trade_off=chosen.best_trade_off,
@@ -298,7 +276,9 @@ def hypervolume_history(study: optuna.Study) -> list[tuple[int, float]]:
     the reference point is 1.1 on every axis, so the volume lies in ``[0, 1.1 ** k]`` and
     grows as the front improves; it is comparable between runs only through the same study.
     """
-    from optuna._hypervolume import compute_hypervolume  # Optuna 5 has no public function
+    from optuna._hypervolume import (
+        compute_hypervolume,  # Optuna 5 has no public function
+    )
 
     names = metric_names(study)
     usable = require_usable(study)
@@ -323,12 +303,13 @@ def hypervolume_history(study: optuna.Study) -> list[tuple[int, float]]:
 def format_table(study: optuna.Study, trials: list[FrozenTrial]) -> str:
     """A plain-text table of trials with their objective values and topology."""
     names = study.metric_names or [f"value{i}" for i in range(len(study.directions))]
-    headers = ["trial", *(_COLUMNS.get(name, (name, None))[0] for name in names), "architecture"]
+    headers = ["trial", *(METRICS[name].header if name in METRICS else name for name in names),
+               "architecture"]
     rows = []
     for trial in trials:
-        values = [_COLUMNS.get(name, (name, lambda v: f"{v:.4g}"))[1](value)
+        values = [METRICS[name].format(value) if name in METRICS else f"{value:.4g}"
                   for name, value in zip(names, trial.values)]
-        rows.append([str(trial.number), *values, trial.user_attrs.get("architecture_summary", "")])
+        rows.append([str(trial.number), *values, TrialRecord.of(trial).architecture_summary or ""])
     return render_text(headers, rows, free_last=True)
 
 

@@ -11,14 +11,31 @@ from collections.abc import Callable, Sequence
 
 import optuna
 
-from optuna_energy.analysis import AnalysisError, TradeOffWeights, format_table, pareto_trials
-from optuna_energy.config import OBJECTIVES, SAMPLERS, ConfigError, StudyConfig, load_config
+from optuna_energy.analysis import (
+    AnalysisError,
+    TradeOffWeights,
+    format_table,
+    pareto_trials,
+)
+from optuna_energy.config import (
+    OBJECTIVES,
+    SAMPLERS,
+    ConfigError,
+    StudyConfig,
+    load_config,
+)
 from optuna_energy.data import DatasetError
 from optuna_energy.energy import EnergyMeterError
 from optuna_energy.export import FORMATS, ExportError
 from optuna_energy.storage import StorageError, mask_url, open_storage, remember_secrets
 from optuna_energy.study import create_or_load_study, run_study
-from optuna_energy.workers import STORAGE_ENV, count_gpus, launch, plan_workers, run_worker
+from optuna_energy.workers import (
+    STORAGE_ENV,
+    count_gpus,
+    launch,
+    plan_workers,
+    run_worker,
+)
 
 PROG = "optuna-energy"
 _USER_ERRORS = (ConfigError, DatasetError, StorageError, EnergyMeterError, AnalysisError, ExportError)
@@ -129,7 +146,12 @@ def load_stored_study(args: argparse.Namespace) -> tuple[optuna.Study, StudyConf
 
 
 def _report(args: argparse.Namespace) -> int:
-    from optuna_energy.report import build_report, payback_text, table_text, write_report
+    from optuna_energy.report import (
+        build_report,
+        payback_text,
+        table_text,
+        write_report,
+    )
 
     study, _ = load_stored_study(args)
     weights = TradeOffWeights(accuracy=args.accuracy_weight, cost=args.cost_weight)

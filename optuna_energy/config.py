@@ -15,13 +15,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-OBJECTIVES: dict[str, str] = {
-    "accuracy": "maximize",
-    "inference_time": "minimize",
-    "params": "minimize",
-    "energy": "minimize",
-}
-"""Objective names with their Optuna directions, in the paper's order."""
+from optuna_energy.metrics import DEFAULT_OBJECTIVES, METRICS
+
+OBJECTIVES: dict[str, str] = {name: metric.direction for name, metric in METRICS.items()}
+"""Objective names with their Optuna directions, from the metric registry."""
 
 SAMPLERS = ("tpe", "nsga2", "random", "evolution")
 DEVICES = ("auto", "cpu", "cuda")
@@ -50,7 +47,7 @@ class StudySection:
     timeout: float | None = None
     seed: int | None = 0
     device: str = "auto"
-    objectives: tuple[str, ...] = ("accuracy", "inference_time", "params", "energy")
+    objectives: tuple[str, ...] = DEFAULT_OBJECTIVES
     artifact_dir: str | None = None
     """Folder of Optuna's artifact store: trial drawings for optuna-dashboard, kept weights."""
     keep_weights: bool = False
@@ -116,13 +113,13 @@ class MeasureSection:
     """``auto`` (the best that works) or one energy source by name."""
 
 
-@dataclasses.dataclass(frozen=True)
-class ConstraintsSection:
-    """Upper limits; a trial over any of them is infeasible (Optuna's constraint API)."""
-
-    max_params: int | None = None
-    max_energy: float | None = None
-    max_inference_time: float | None = None
+ConstraintsSection = dataclasses.make_dataclass(
+    "ConstraintsSection",
+    [(metric.limit, "float | None", dataclasses.field(default=None))
+     for metric in METRICS.values() if metric.limit],
+    frozen=True, namespace={"__module__": __name__})
+ConstraintsSection.__doc__ = ("Upper limits, one per metric the registry lets cap (``max_params``, "
+                              "``max_energy``...); a trial over any is infeasible (Optuna's constraint API).")
 
 
 @dataclasses.dataclass(frozen=True)

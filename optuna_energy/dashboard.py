@@ -9,9 +9,11 @@ loopback interface with that store, so the drawings show on each trial's page.
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -22,6 +24,7 @@ from torch import nn
 
 from optuna_energy.analysis import AnalysisError, TradeOffWeights
 from optuna_energy.config import StudyConfig
+from optuna_energy.record import TrialRecord
 from optuna_energy.report import build_report, payback_text, table_markdown
 
 HOST = "127.0.0.1"
@@ -72,8 +75,8 @@ def upload_trial_artifacts(trial: optuna.Trial, model: nn.Module, artifact_dir: 
     """
     from optuna_energy import plots
 
-    spec = trial.user_attrs["architecture"]
-    accuracy = trial.user_attrs.get("accuracy")
+    stored = TrialRecord.of(trial)
+    spec, accuracy = stored.architecture or [], stored.accuracy
     title = f"trial {trial.number}" + (f"\n{100 * accuracy:.1f} %" if accuracy is not None else "")
     store = artifact_store(artifact_dir)
     with tempfile.TemporaryDirectory() as folder:
@@ -89,6 +92,14 @@ def upload_trial_artifacts(trial: optuna.Trial, model: nn.Module, artifact_dir: 
                 upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
 
 
+def trained_model_hook(config: StudyConfig) -> Callable[[optuna.Trial, nn.Module], None] | None:
+    """The objective's hook that uploads each trained model's artifacts, if ``artifact_dir`` is set."""
+    if config.study.artifact_dir is None:
+        return None
+    return functools.partial(upload_trial_artifacts, artifact_dir=config.study.artifact_dir,
+                             keep_weights=config.study.keep_weights)
+
+
 def study_callbacks(config: StudyConfig) -> list[ReportNote]:
     """The callbacks ``study.optimize`` needs for the dashboard: none without ``artifact_dir``."""
     return [ReportNote()] if config.study.artifact_dir is not None else []
@@ -96,8 +107,8 @@ def study_callbacks(config: StudyConfig) -> list[ReportNote]:
 
 def recorded_artifact_dir(storage: str) -> str | None:
     """The ``artifact_dir`` the storage's studies were run with (the first one, if several)."""
-    from optuna_energy.study import CONFIG_ATTR
     from optuna_energy.storage import open_storage
+    from optuna_energy.study import CONFIG_ATTR
 
     for summary in optuna.get_all_study_summaries(open_storage(storage), include_best_trial=False):
         directory = summary.user_attrs.get(CONFIG_ATTR, {}).get("study", {}).get("artifact_dir")

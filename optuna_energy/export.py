@@ -28,6 +28,7 @@ from optuna_energy.arch import build_model
 from optuna_energy.config import StudyConfig, load_config
 from optuna_energy.data import DeviceData
 from optuna_energy.objective import trial_seed
+from optuna_energy.record import TrialRecord
 from optuna_energy.space import TrainingParams
 from optuna_energy.study import CONFIG_ATTR, load_device_data, resolve_device
 from optuna_energy.train import evaluate, train
@@ -100,14 +101,15 @@ def rebuild(study: optuna.Study, trial_number: int, *, config: StudyConfig | str
     data = load_device_data(config, resolve_device(device))
     seed = trial_seed(config, trial.number)
     torch.manual_seed(seed)
-    network = build_model(trial.user_attrs["architecture"], data.input_shape, data.n_classes).to(
+    stored = TrialRecord.of(trial)
+    network = build_model(stored.architecture, data.input_shape, data.n_classes).to(
         data.device, memory_format=data.memory_format)
     weights = kept_weights(study, trial, config.study.artifact_dir)
     if weights is not None:
         network.load_state_dict(weights)
         source = "kept"
     else:
-        training = TrainingParams(**trial.user_attrs["training"])
+        training = TrainingParams(**stored.training)
         train(network, data, training, epochs=config.training.epochs, seed=seed,
               precision=config.training.precision)
         source = "retrained"
@@ -121,7 +123,7 @@ def _trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
         raise ExportError(f"study {study.study_name!r} has no trial {number}; it has trials "
                           f"0 to {max(trials, default=-1)}")
     trial = trials[number]
-    if trial.state != optuna.trial.TrialState.COMPLETE or "architecture" not in trial.user_attrs:
+    if trial.state != optuna.trial.TrialState.COMPLETE or TrialRecord.of(trial).architecture is None:
         raise ExportError(f"trial {number} is {trial.state.name}, not a completed optuna-energy "
                           "trial; export a completed one (see `optuna-energy report`)")
     return trial
@@ -214,7 +216,7 @@ def export_trial(study: optuna.Study, trial_number: int, *, fmt: str, path: str 
     # existing file as it was.
     draft = path.with_name(f".{path.name}.draft")
     try:
-        _write(model, draft, fmt, images, architecture=trial.user_attrs["architecture"],
+        _write(model, draft, fmt, images, architecture=TrialRecord.of(trial).architecture,
                n_classes=data.n_classes)
         with torch.inference_mode():
             expected = model(images).numpy()
@@ -227,7 +229,7 @@ def export_trial(study: optuna.Study, trial_number: int, *, fmt: str, path: str 
     finally:
         draft.unlink(missing_ok=True)
     return ExportResult(path=path, format=fmt, weights=source, accuracy=accuracy,
-                        search_accuracy=trial.user_attrs.get("accuracy"), max_abs_difference=difference)
+                        search_accuracy=TrialRecord.of(trial).accuracy, max_abs_difference=difference)
 
 
 def _write(model: Deployable, path: Path, fmt: str, example: torch.Tensor, *,

@@ -21,6 +21,7 @@ from typing import TypeVar
 import torch
 from torch import nn
 
+from optuna_energy.arch import ArchProfile
 from optuna_energy.data import DeviceData
 from optuna_energy.energy import EnergyMeter, EnergyWindow, GpuId, select_meter
 
@@ -37,6 +38,19 @@ class InferenceMeasurement:
     """The energy window, edge to edge: at least the minimum, and whole counter steps."""
     window_joules: float | None
     """Energy the meter counted in the window, or ``None`` without a hardware meter."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelUnderTest:
+    """A trained trial model with what a measurement function needs to measure it."""
+
+    model: nn.Module
+    data: DeviceData
+    batch_size: int
+    """The measuring batch size (``[measure] batch_size``)."""
+    costs: ArchProfile
+    """Costs computed from the spec: what a CPU measurement falls back on."""
+    precision: str
 
 
 def synchronize(device: torch.device) -> None:

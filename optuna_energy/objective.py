@@ -1,29 +1,34 @@
 """One trial: sample an architecture, train it, measure it, return the objective values.
 
-Everything a later reader needs is stored as user attributes, so that the database alone tells
-what each trial was and how it was measured: the architecture spec (rebuildable with
-``build_model``), its summary, parameters, MACs, the training hyperparameters, accuracy,
-inference time, energy (gross and net, its source and window) and the training energy.
+Everything is stored on the trial through :mod:`optuna_energy.record`; the objective values
+and the constraints come from the metric registry (:mod:`optuna_energy.metrics`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 
 import optuna
 import torch
+from torch import nn
 
+from optuna_energy import record
 from optuna_energy.arch import build_model, profile, summarize
 from optuna_energy.config import StudyConfig
-from optuna_energy.dashboard import upload_trial_artifacts
 from optuna_energy.data import DeviceData
 from optuna_energy.energy import EnergyMeter, estimate
-from optuna_energy.measure import measure_inference, metered
+from optuna_energy.measure import ModelUnderTest, measure_inference, metered
+from optuna_energy.metrics import METRICS
 from optuna_energy.space import sample_architecture, sample_training
-from optuna_energy.train import TrialFailure, evaluate, precision_context, train, trial_failures
-
-FAILURE_REASON = "failure_reason"
+from optuna_energy.train import (
+    TrialFailure,
+    evaluate,
+    precision_context,
+    train,
+    trial_failures,
+)
 
 LEARNED = "learned"
 """The constraint every trial carries: its accuracy must beat always answering the most frequent
@@ -31,11 +36,8 @@ class by at least one evaluation image. A model that does not is no trade-off at
 and without the constraint the cheapest chance-level networks fill every Pareto front and every
 sampler's idea of a good trial."""
 
-_CONSTRAINTS = {  # constraint key -> (config limit, measured user attribute)
-    "params": ("max_params", "params"),
-    "energy": ("max_energy", "energy_per_inference_j"),
-    "inference_time": ("max_inference_time", "inference_time_s"),
-}
+TrainedModelHook = Callable[[optuna.Trial, nn.Module], None]
+"""Called with each trained model before its trial ends (the dashboard's artifact upload)."""
 
 
 def trial_seed(config: StudyConfig, number: int) -> int:
@@ -47,17 +49,18 @@ class Objective:
     """The callable handed to ``study.optimize``; returns values in ``config.study.objectives`` order."""
 
     def __init__(self, config: StudyConfig, data: DeviceData, *, meter: EnergyMeter | None = None,
-                 idle_watts: float = 0.0) -> None:
+                 idle_watts: float = 0.0, on_trained: TrainedModelHook | None = None) -> None:
         self.config = config
         self.data = data
         self.meter = meter
         self.idle_watts = idle_watts
+        self.on_trained = on_trained
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         try:
             return self._run(trial)
         except TrialFailure as failure:
-            trial.set_user_attr(FAILURE_REASON, failure.reason)
+            record.write(trial, failure_reason=failure.reason)
             raise
 
     def _run(self, trial: optuna.Trial) -> tuple[float, ...]:
@@ -65,15 +68,10 @@ class Objective:
         training = sample_training(trial, config.training)
         sampled = sample_architecture(trial, config.space, data.input_shape)
         costs = profile(sampled.spec, data.input_shape, data.n_classes)
-        trial.set_user_attr("architecture", sampled.spec)
-        trial.set_user_attr("architecture_summary", summarize(sampled.spec))
-        trial.set_user_attr("skipped_slots", sampled.skipped_slots)
-        trial.set_user_attr("params", costs.params)
-        trial.set_user_attr("macs", costs.macs)
-        trial.set_user_attr("training", dataclasses.asdict(training))
-        trial.set_user_attr("device", str(data.device))
-        trial.set_user_attr("eval_split", data.eval_split)
-        trial.set_user_attr("precision", config.training.precision)
+        record.write(trial, architecture=sampled.spec, architecture_summary=summarize(sampled.spec),
+                     skipped_slots=sampled.skipped_slots, params=costs.params, macs=costs.macs,
+                     training=dataclasses.asdict(training), device=str(data.device),
+                     eval_split=data.eval_split, precision=config.training.precision)
 
         seed = trial_seed(config, trial.number)
         torch.manual_seed(seed)
@@ -111,14 +109,11 @@ class Objective:
             gross = inference.window_joules / inference.images
             idle = self.idle_watts * inference.window_seconds
             net = max(inference.window_joules - idle, 0.0) / inference.images
-        energy = net if config.measure.energy == "net" else gross
-        measure_seconds = time.perf_counter() - measure_start
-
-        attrs = {
+        measured = {
             "accuracy": accuracy,
             "inference_time_s": inference.seconds_per_pass,
             "energy_source": source,
-            "energy_per_inference_j": energy,
+            "energy_per_inference_j": net if config.measure.energy == "net" else gross,
             "energy_gross_j": gross,
             "energy_net_j": net,
             "energy_window_s": inference.window_seconds,
@@ -126,32 +121,32 @@ class Objective:
             "train_energy_j": train_joules,
             "train_window_s": train_window_s,
             "train_seconds": result.seconds,
-            "measure_seconds": measure_seconds,
             "idle_watts": self.idle_watts,
         }
+        under_test = ModelUnderTest(model=model, data=data, batch_size=config.measure.batch_size,
+                                    costs=costs, precision=precision)
+        with trial_failures():
+            measured |= {entry.field: entry.measure(under_test)
+                         for entry in METRICS.values() if entry.measure is not None}
+        measured["measure_seconds"] = time.perf_counter() - measure_start
         if self.meter is not None:
-            attrs["meter"] = self.meter.info()
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
-        self._set_constraints(trial, {**attrs, "params": costs.params})
-        if config.study.artifact_dir is not None:
-            upload_trial_artifacts(trial, model, config.study.artifact_dir,
-                                   keep_weights=config.study.keep_weights)
-
-        values = {"accuracy": accuracy, "inference_time": inference.seconds_per_pass,
-                  "params": float(costs.params), "energy": energy}
-        return tuple(values[name] for name in config.study.objectives)
+            measured["meter"] = self.meter.info()
+        record.write(trial, **measured)
+        by_field = {**measured, "params": costs.params}
+        self._set_constraints(trial, by_field)
+        if self.on_trained is not None:
+            self.on_trained(trial, model)
+        return tuple(float(by_field[METRICS[name].field]) for name in config.study.objectives)
 
     def _set_constraints(self, trial: optuna.Trial, measured: dict[str, float]) -> None:
-        """Optuna's constraint API, mirrored in user attributes where optuna-dashboard shows them."""
+        """Optuna's constraint API, mirrored in the trial record where optuna-dashboard shows it."""
         limits = self.config.constraints
         above_chance = self.data.chance_accuracy + 1 / len(self.data.eval_y)
         violations = {LEARNED: above_chance - measured["accuracy"]}
-        for key, (limit_name, attr) in _CONSTRAINTS.items():
-            limit = getattr(limits, limit_name)
+        for name, entry in METRICS.items():
+            limit = getattr(limits, entry.limit) if entry.limit else None
             if limit is not None:
-                violations[key] = float(measured[attr] - limit)
+                violations[name] = float(measured[entry.field] - limit)
         for key, violation in violations.items():
             trial.set_constraint(key, violation)
-        trial.set_user_attr("constraints", violations)
-        trial.set_user_attr("feasible", all(value <= 0 for value in violations.values()))
+        record.write(trial, constraints=violations, feasible=all(v <= 0 for v in violations.values()))

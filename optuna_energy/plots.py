@@ -20,8 +20,6 @@ from matplotlib.patches import FancyBboxPatch  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from optuna_energy.analysis import (  # noqa: E402
-    ACCURACY,
-    METRIC_LABELS,
     hypervolume_history,
     is_feasible,
     metric_names,
@@ -30,6 +28,8 @@ from optuna_energy.analysis import (  # noqa: E402
     usable_trials,
 )
 from optuna_energy.arch import describe  # noqa: E402
+from optuna_energy.metrics import ACCURACY, METRICS  # noqa: E402
+from optuna_energy.record import TrialRecord  # noqa: E402
 from optuna_energy.report import Report  # noqa: E402
 
 _KIND_COLOURS = {"conv": "#9ecae1", "inception": "#bcbddc", "pool": "#a1d99b",
@@ -74,9 +74,9 @@ def cost_figure(study: optuna.Study, report: Report) -> Figure:
             ax.annotate(report.labels[trial.number], (x[0], y[0]), xytext=(6, 6),
                         textcoords="offset points", fontsize=11, fontweight="bold", zorder=4)
         _log_if_wide(ax, points(usable)[1])
-        ax.set_xlabel(METRIC_LABELS[ACCURACY])
-        ax.set_ylabel(METRIC_LABELS[cost])
-        ax.set_title(f"{METRIC_LABELS[cost].split(' (')[0]} vs accuracy")
+        ax.set_xlabel(METRICS[ACCURACY].label)
+        ax.set_ylabel(METRICS[cost].label)
+        ax.set_title(f"{METRICS[cost].header} vs accuracy")
         ax.grid(alpha=0.3)
         # Under the axes: inside, it would hide trials or the front wherever it went.
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
@@ -119,12 +119,12 @@ def _draw_topology(ax: Any, spec: Sequence[Mapping[str, Any]], title: str) -> No
 def topology_figure(report: Report) -> Figure:
     """Fig. 2: the layer topology of every highlighted model, side by side."""
     rows = report.rows
-    depth = max(sum(layer["kind"] != "activation" for layer in row.trial.user_attrs.get("architecture", []))
+    depth = max(sum(layer["kind"] != "activation" for layer in TrialRecord.of(row.trial).architecture or [])
                 for row in rows) + 1
     figure, axes = plt.subplots(1, len(rows), figsize=(2.0 * len(rows), 0.5 * depth + 1.2), squeeze=False)
     for ax, row in zip(axes[0], rows):
         accuracy = 100 * row.metrics[ACCURACY]
-        _draw_topology(ax, row.trial.user_attrs.get("architecture", []),
+        _draw_topology(ax, TrialRecord.of(row.trial).architecture or [],
                        f"{row.label}: trial {row.trial.number}\n{accuracy:.1f} %")
         ax.set_ylim(-depth - 0.2, 0.05)
     figure.suptitle(f"Highlighted models of {report.study_name} (activations left out)", fontsize=10)

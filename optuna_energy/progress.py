@@ -7,7 +7,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
 from optuna_energy.budget import tally
-from optuna_energy.objective import FAILURE_REASON
+from optuna_energy.record import TrialRecord
 
 
 class TrialProgress:
@@ -21,10 +21,11 @@ class TrialProgress:
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         postfix = {}
-        if "accuracy" in trial.user_attrs:
-            postfix["acc"] = f"{trial.user_attrs['accuracy']:.3f}"
+        record = TrialRecord.of(trial)
+        if record.accuracy is not None:
+            postfix["acc"] = f"{record.accuracy:.3f}"
         if trial.state == TrialState.FAIL:
-            postfix["failed"] = trial.user_attrs.get(FAILURE_REASON, "error")[:40]
+            postfix["failed"] = (record.failure_reason or "error")[:40]
         postfix["pareto"] = len(study.best_trials)
         self._bar.set_postfix(postfix, refresh=False)
         self._bar.update(tally(study).finished - self._bar.n)

@@ -24,14 +24,15 @@ from optuna_energy.analysis import (
     roles,
     usable_trials,
 )
+from optuna_energy.metrics import ACCURACY, COSTS, METRICS
+from optuna_energy.record import TrialRecord
 
-TABLE_METRICS = ("inference_time", "params", "energy", "accuracy")
-"""Table I's rows in the paper's order; every trial records all four."""
+TABLE_METRICS = (*COSTS, ACCURACY)
+"""Table I's columns in the paper's order (costs, then accuracy); every trial records them all."""
 
-_HEADERS = ["model", "trial", "inference time (s)", "parameters", "energy per inference (J)",
-            "accuracy (%)", "highlighted as"]
-_CSV_HEADERS = ["model", "trial", "inference_time_s", "params", "energy_per_inference_j",
-                "accuracy_percent", "highlighted_as", "architecture"]
+_HEADERS = ["model", "trial", *(METRICS[name].header for name in TABLE_METRICS), "highlighted as"]
+_CSV_HEADERS = ["model", "trial", *(METRICS[name].field for name in TABLE_METRICS), "highlighted_as",
+                "architecture"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +41,7 @@ class ModelRow:
     trial: optuna.trial.FrozenTrial
     roles: str
     metrics: dict[str, float]
-    """Table I's four metrics; accuracy as a fraction."""
+    """Table I's metrics in SI units; accuracy as a fraction."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,14 +82,8 @@ def build_report(study: optuna.Study, *, weights: TradeOffWeights = TradeOffWeig
 
 
 def _cells(row: ModelRow) -> list[str]:
-    m = row.metrics
-    return [row.label, str(row.trial.number), _number(m["inference_time"], "{:.4g}"),
-            _number(m["params"], "{:,.0f}"), _number(m["energy"], "{:.3e}"),
-            _number(100 * m["accuracy"], "{:.2f}"), row.roles]
-
-
-def _number(value: float, pattern: str) -> str:
-    return "n/a" if math.isnan(value) else pattern.format(value)
+    return [row.label, str(row.trial.number),
+            *(METRICS[name].format(row.metrics[name]) for name in TABLE_METRICS), row.roles]
 
 
 def table_text(report: Report) -> str:
@@ -98,21 +93,29 @@ def table_text(report: Report) -> str:
 
 def table_markdown(report: Report) -> str:
     """Table I as a Markdown table."""
-    lines = ["| " + " | ".join(_HEADERS) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * 4 + ["---"]) + "|"]
+    lines = ["| " + " | ".join(_HEADERS) + " |",
+             "|" + "|".join(["---"] * 2 + ["---:"] * len(TABLE_METRICS) + ["---"]) + "|"]
     lines += ["| " + " | ".join(_cells(row)) + " |" for row in report.rows]
     return "\n".join(lines)
 
 
 def table_csv(report: Report) -> str:
-    """Table I as CSV with plain numbers in SI units (seconds, joules) and accuracy in percent."""
+    """Table I as CSV for machines: full-precision numbers in SI units, accuracy as a fraction."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(_CSV_HEADERS)
     for row in report.rows:
-        m = row.metrics
-        writer.writerow([row.label, row.trial.number, m["inference_time"], m["params"], m["energy"],
-                         100 * m["accuracy"], row.roles, row.trial.user_attrs.get("architecture_summary", "")])
+        writer.writerow([row.label, row.trial.number,
+                         *(_csv_number(row.metrics[name]) for name in TABLE_METRICS), row.roles,
+                         TrialRecord.of(row.trial).architecture_summary or ""])
     return buffer.getvalue()
+
+
+def _csv_number(value: float) -> int | float | str:
+    """Integers as integers (``18862``, not ``18862.0``); NaN as an empty cell."""
+    if math.isnan(value):
+        return ""
+    return int(value) if float(value).is_integer() else value
 
 
 def payback_text(report: Report) -> str:

@@ -12,10 +12,17 @@ from typing import Any
 import optuna
 import torch
 
-from optuna_energy.budget import Callback, optimize_within_budget, tally
-from optuna_energy.config import SAMPLERS, ConfigError, EvolutionSection, StudyConfig, load_config
-from optuna_energy.dashboard import study_callbacks
+from optuna_energy.budget import tally
+from optuna_energy.config import (
+    SAMPLERS,
+    ConfigError,
+    EvolutionSection,
+    StudyConfig,
+    load_config,
+)
+from optuna_energy.dashboard import study_callbacks, trained_model_hook
 from optuna_energy.data import ArraySplits, DeviceData, load_dataset
+from optuna_energy.loop import Callback, optimize_within_budget
 from optuna_energy.measure import measure_idle_watts, open_meter
 from optuna_energy.objective import Objective
 from optuna_energy.progress import TrialProgress
@@ -187,7 +194,8 @@ def optimize_study(study: optuna.Study, config: StudyConfig, *, dataset: ArraySp
                        meter=config.measure.meter)
     try:
         idle = measure_idle_watts(meter, config.measure.idle_seconds) if meter else 0.0
-        objective = Objective(config, data, meter=meter, idle_watts=idle)
+        objective = Objective(config, data, meter=meter, idle_watts=idle,
+                              on_trained=trained_model_hook(config))
         with TrialProgress(study, total=config.study.n_trials, enabled=show_progress_bar) as progress:
             optimize_within_budget(study, objective, n_trials=config.study.n_trials,
                                    timeout=config.study.timeout,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import warnings
 import os
 import signal
 import subprocess
@@ -22,9 +23,9 @@ from typing import IO
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from optuna_energy.budget import OVER_BUDGET, tally
+from optuna_energy.budget import tally
 from optuna_energy.config import StudyConfig
-from optuna_energy.objective import FAILURE_REASON
+from optuna_energy.record import TrialRecord
 from optuna_energy.storage import mask_text
 from optuna_energy.study import create_or_load_study, create_sampler, optimize_study
 
@@ -73,10 +74,12 @@ class _TrialLog:
                                for name, value in zip(study.metric_names or [], trial.values))
             outcome = f"complete in {seconds:.1f} s: {values}"
         else:
-            reason = ("the study's budget was already used" if OVER_BUDGET in trial.user_attrs
-                      else trial.user_attrs.get(FAILURE_REASON))
+            stored = TrialRecord.of(trial)
+            reason = "the study's budget was already used" if stored.over_budget else stored.failure_reason
             outcome = f"{trial.state.name.lower()} after {seconds:.1f} s" + (f" ({reason})" if reason else "")
-        retried = trial.system_attrs.get("failed_trial")
+        with warnings.catch_warnings():  # public since Optuna 2.8, still marked experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retried = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
         again = f" (retry of trial {retried})" if retried is not None else ""
         _logger.info("trial %d%s %s [%d/%d finished]", trial.number, again, outcome,
                      tally(study).finished, self.n_trials)

@@ -154,7 +154,7 @@ def test_metric_values_read_objectives_then_attributes():
     study = make_study()
     trials = usable_trials(study)
     assert metric_values(trials, "energy", study.metric_names).tolist() == [p[2] for p in POINTS]
-    with pytest.raises(AnalysisError, match="unknown metric 'flops'"):
+    with pytest.raises(AnalysisError, match="unknown objective 'flops'"):
         metric_values(trials, "flops", study.metric_names)
     bare = [create_trial(values=[0.5, 1.0])]
     assert math.isnan(metric_values(bare, "energy", ["accuracy", "params"])[0])

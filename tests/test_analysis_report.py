@@ -11,7 +11,13 @@ from PIL import Image
 
 import optuna_energy
 from optuna_energy.cli import main
-from optuna_energy.report import build_report, table_csv, table_markdown, table_text, write_report
+from optuna_energy.report import (
+    build_report,
+    table_csv,
+    table_markdown,
+    table_text,
+    write_report,
+)
 from tests.helpers import tiny_config
 
 FIGURES = ("fig1_costs_vs_accuracy.png", "fig2_topologies.png", "hypervolume.png")
@@ -48,8 +54,9 @@ def test_table_formats_agree(study):
     rows = list(csv.DictReader(io.StringIO(table_csv(report))))
     assert [int(row["trial"]) for row in rows] == [row.trial.number for row in report.rows]
     for parsed, row in zip(rows, report.rows):
-        assert float(parsed["accuracy_percent"]) == pytest.approx(100 * row.metrics["accuracy"])
+        assert float(parsed["accuracy"]) == pytest.approx(row.metrics["accuracy"])
         assert float(parsed["energy_per_inference_j"]) == pytest.approx(row.metrics["energy"])
+        assert parsed["params"] == str(int(row.metrics["params"]))  # an integer, not 18862.0
         assert parsed["architecture"] == row.trial.user_attrs["architecture_summary"]
         assert f"| {row.label} | {row.trial.number} |" in table_markdown(report)
     assert len(table_text(report).splitlines()) == len(report.rows) + 2

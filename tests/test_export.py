@@ -11,7 +11,13 @@ from optuna.trial import TrialState
 
 import optuna_energy
 from optuna_energy.cli import main
-from optuna_energy.export import FORMATS, ExportError, export_trial, predict_file, rebuild
+from optuna_energy.export import (
+    FORMATS,
+    ExportError,
+    export_trial,
+    predict_file,
+    rebuild,
+)
 from tests.helpers import tiny_config
 
 

@@ -12,9 +12,11 @@ import pytest
 import sqlalchemy.exc
 from optuna.trial import TrialState
 
-from optuna_energy.budget import OVER_BUDGET, _WithinBudget, optimize_within_budget, tally
+from optuna_energy import record
+from optuna_energy.budget import WithinBudget, tally
 from optuna_energy.config import StorageSection
-from optuna_energy.objective import FAILURE_REASON
+from optuna_energy.loop import optimize_within_budget
+from optuna_energy.record import TrialRecord
 from optuna_energy.storage import StorageError, open_storage
 from optuna_energy.workers import plan_workers
 
@@ -33,12 +35,12 @@ def test_trials_created_past_the_budget_by_racing_workers_never_run(tmp_path: Pa
     study = make_study(tmp_path)
     racing = [study.ask() for _ in range(3)]  # three workers asked before anyone counted
     ran = []
-    guarded = _WithinBudget(lambda trial: ran.append(trial.number) or 0.5, n_trials=2)
+    guarded = WithinBudget(lambda trial: ran.append(trial.number) or 0.5, n_trials=2)
 
     assert guarded(racing[0]) == 0.5 and guarded(racing[1]) == 0.5
     with pytest.raises(optuna.TrialPruned):
         guarded(racing[2])
-    assert ran == [0, 1] and racing[2].user_attrs[OVER_BUDGET] is True
+    assert ran == [0, 1] and TrialRecord.of(racing[2]).over_budget is True
     study.tell(racing[2], state=TrialState.PRUNED)
     for trial in racing[:2]:
         study.tell(trial, 0.5)
@@ -49,7 +51,7 @@ def test_budget_counts_the_whole_study_and_deliberate_failures(tmp_path: Path) -
     study = make_study(tmp_path)
     study.optimize(objective, n_trials=2)
     failed = study.ask()
-    failed.set_user_attr(FAILURE_REASON, "out of memory")
+    record.write(failed, failure_reason="out of memory")
     study.tell(failed, state=TrialState.FAIL)
     study.tell(study.ask(), state=TrialState.FAIL)  # lost worker: not counted, run again
 

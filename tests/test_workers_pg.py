@@ -14,8 +14,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from optuna_energy.budget import WORKER, tally
+from optuna_energy.budget import tally
 from optuna_energy.cli import main
+from optuna_energy.record import TrialRecord
 from optuna_energy.storage import open_storage
 from tests.pg import PASSWORD, PostgresServer
 
@@ -109,7 +110,7 @@ def test_four_workers_finish_exactly_the_budget(postgres_url: str, tmp_path: Pat
     # Trials a racing worker created past the budget never ran and are marked so.
     assert all(trial.user_attrs.get("over_budget") for trial in trials
                if trial.state != TrialState.COMPLETE)
-    assert len({trial.user_attrs[WORKER] for trial in trials
+    assert len({TrialRecord.of(trial).worker for trial in trials
                 if trial.state == TrialState.COMPLETE}) > 1
 
 
@@ -125,7 +126,7 @@ def test_killed_worker_trial_is_failed_by_heartbeat_and_retried(postgres_url: st
         return next((trial for trial in running if "architecture" in trial.user_attrs), None)
 
     victim = wait_for(measuring_trial, "a trial in its measurement window")
-    pid = int(victim.user_attrs[WORKER].rsplit(":", 1)[1])
+    pid = int(TrialRecord.of(victim).worker.rsplit(":", 1)[1])
     workers.pop(pid).send_signal(signal.SIGKILL)
     finish(list(workers.values()))
 

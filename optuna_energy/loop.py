@@ -1,0 +1,109 @@
+"""The run loop: trials until the study as a whole has its budget, from any number of processes.
+
+A worker stops when the finished trials reach the budget. While the budget is only reached
+counting trials that still run elsewhere, a worker with a heartbeat waits: if one of those
+trials' worker dies, its re-queued copy must still be run by someone.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable, Sequence
+
+import optuna
+from optuna.storages import fail_stale_trials
+from optuna.storages._heartbeat import is_heartbeat_enabled
+from optuna.trial import FrozenTrial
+
+from optuna_energy.budget import WithinBudget, tally
+from optuna_energy.interrupts import STOP, deferred_interrupts
+from optuna_energy.recovery import (
+    Outage,
+    fail_abandoned,
+    fail_orphans,
+    failed_elsewhere,
+    lost_database,
+    requeue_interrupted,
+)
+
+_POLL_SECONDS = 5.0
+"""Longest pause between looks at trials running elsewhere, while waiting for them to end."""
+
+Callback = Callable[[optuna.Study, FrozenTrial], None]
+
+
+def optimize_within_budget(study: optuna.Study, objective: Callable[[optuna.Trial], Sequence[float]],
+                           *, n_trials: int, timeout: float | None = None,
+                           callbacks: Sequence[Callback] = (),
+                           catch: tuple[type[Exception], ...] = (),
+                           reconnect_timeout: float = 600.0) -> None:
+    """Run trials until the study as a whole has ``n_trials`` finished ones.
+
+    Safe to call from many processes on one study. A database that stops answering is retried
+    with back-off for ``reconnect_timeout`` seconds; the trial in flight is lost (marked failed,
+    so another takes its place). Ctrl-C or SIGTERM (``deferred_interrupts``) ends the running
+    trial as FAIL, queues a copy with the same parameters for later and raises
+    ``KeyboardInterrupt``.
+
+    Raises:
+        StorageError: The database stayed unreachable for ``reconnect_timeout`` seconds.
+    """
+    with deferred_interrupts():
+        _optimize(study, objective, n_trials=n_trials, timeout=timeout, callbacks=callbacks,
+                  catch=catch, reconnect_timeout=reconnect_timeout)
+
+
+def _optimize(study: optuna.Study, objective: Callable[[optuna.Trial], Sequence[float]],
+              *, n_trials: int, timeout: float | None, callbacks: Sequence[Callback],
+              catch: tuple[type[Exception], ...], reconnect_timeout: float) -> None:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    guarded = WithinBudget(objective, n_trials)
+    outage = Outage(reconnect_timeout)
+    abandoned: int | None = None
+    while deadline is None or time.monotonic() < deadline:
+        try:
+            STOP.deliver()
+            if abandoned is not None:
+                fail_abandoned(study, abandoned)
+                abandoned = None
+            if not _needs_trial(study, n_trials, deadline):
+                return
+            guarded.trial_id = None
+            study.optimize(guarded, n_trials=1, callbacks=list(callbacks), catch=catch)
+        except KeyboardInterrupt:
+            requeue_interrupted(study, guarded.trial_id)
+            raise
+        except ValueError:  # "Cannot tell a FAIL trial": was this one declared dead meanwhile?
+            if not failed_elsewhere(study, guarded.trial_id):
+                raise
+        except Exception as error:
+            lost = lost_database(error)
+            if lost is None:
+                raise
+            abandoned = guarded.trial_id if abandoned is None else abandoned
+            guarded.trial_id = None
+            outage.wait(lost)
+        else:
+            outage.reset()
+
+
+def _needs_trial(study: optuna.Study, n_trials: int, deadline: float | None) -> bool:
+    """Whether to start a trial now; waits while only trials running elsewhere fill the budget."""
+    heartbeat = is_heartbeat_enabled(study._storage)
+    while deadline is None or time.monotonic() < deadline:
+        STOP.deliver()
+        counted = tally(study)
+        if counted.finished >= n_trials:
+            return False
+        if counted.counted < n_trials or counted.waiting:  # ask() runs queued trials first
+            return True
+        if not heartbeat:  # nothing could tell us that another worker died
+            return False
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            fail_stale_trials(study)
+        fail_orphans(study)
+        if tally(study) == counted:
+            time.sleep(min(study._storage.get_heartbeat_interval(), _POLL_SECONDS))
+    return False

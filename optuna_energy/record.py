@@ -1,0 +1,87 @@
+"""The trial record: the only code that writes and reads a trial's user attributes.
+
+Everything a later reader needs is stored on the trial, so that the database alone tells what
+each trial was and how it was measured. Field names are the user attribute keys, so a study
+written by an older version reads back as far as it has the fields, and optuna-dashboard shows
+them as they are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from optuna_energy.metrics import metric
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialRecord:
+    """What optuna-energy stored on one trial; ``None`` where the trial has no such value."""
+
+    # What the trial is: written before training, so a failed trial still shows it.
+    architecture: list[dict[str, Any]] | None = None
+    architecture_summary: str | None = None
+    skipped_slots: list[int] | None = None
+    params: int | None = None
+    macs: int | None = None
+    training: dict[str, Any] | None = None
+    device: str | None = None
+    eval_split: str | None = None
+    precision: str | None = None
+    # What it measured (SI units).
+    accuracy: float | None = None
+    inference_time_s: float | None = None
+    energy_source: str | None = None
+    energy_per_inference_j: float | None = None
+    energy_gross_j: float | None = None
+    energy_net_j: float | None = None
+    energy_window_s: float | None = None
+    energy_window_images: int | None = None
+    train_energy_j: float | None = None
+    train_window_s: float | None = None
+    train_seconds: float | None = None
+    measure_seconds: float | None = None
+    idle_watts: float | None = None
+    meter: dict[str, Any] | None = None
+    memory_bytes: float | None = None
+    # How it ended.
+    constraints: dict[str, float] | None = None
+    """Constraint key -> violation (> 0 violated), mirroring Optuna's ``set_constraint``."""
+    feasible: bool | None = None
+    failure_reason: str | None = None
+    """Why the objective failed the trial on purpose (diverged, out of memory...)."""
+    worker: str | None = None
+    """``host:pid`` of the process that ran it."""
+    over_budget: bool | None = None
+    """Created after the study's budget was used; never ran and never counts."""
+
+    @classmethod
+    def of(cls, trial: FrozenTrial | optuna.Trial) -> TrialRecord:
+        """The record stored on a finished or a running trial."""
+        attrs = trial.user_attrs
+        return cls(**{name: attrs[name] for name in _FIELDS if name in attrs})
+
+    def value(self, name: str) -> float:
+        """A metric's recorded value, NaN when the trial did not record it."""
+        value = getattr(self, metric(name).field)
+        return math.nan if value is None else float(value)
+
+
+_FIELDS = frozenset(field.name for field in dataclasses.fields(TrialRecord))
+
+
+def write(trial: optuna.Trial, **fields: Any) -> None:
+    """Store fields of the trial record on a running trial.
+
+    Raises:
+        TypeError: A name that is not a field of :class:`TrialRecord`.
+    """
+    unknown = sorted(set(fields) - _FIELDS)
+    if unknown:
+        raise TypeError(f"not trial record fields: {', '.join(unknown)}")
+    for name, value in fields.items():
+        trial.set_user_attr(name, value)

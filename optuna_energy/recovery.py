@@ -1,0 +1,126 @@
+"""Recovering from what kills trials from outside: dead workers, lost connections, interrupts.
+
+A trial whose worker died is failed and re-queued (Optuna's heartbeat, and ``fail_orphans`` for
+trials that never got a heartbeat); a trial cut off by a database outage is failed once the
+database answers again; an interrupted trial is re-queued as the heartbeat retry would.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+import warnings
+
+import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+from optuna_energy.budget import counts
+from optuna_energy.record import TrialRecord
+from optuna_energy.storage import StorageError, database_errors, mask_url
+
+_logger = logging.getLogger(__name__)
+
+
+def lost_database(error: BaseException) -> BaseException | None:
+    """The database error behind ``error``, if any.
+
+    Optuna sometimes raises a different error while handling a lost connection (an unbound
+    local in its trial clean-up), so the whole chain of causes is searched.
+    """
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, database_errors()):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def fail_orphans(study: optuna.Study) -> None:
+    """Fail and retry running trials that never reached their objective.
+
+    A connection lost between creating a trial and its first heartbeat leaves a RUNNING trial
+    that Optuna's heartbeat check skips (it has no heartbeat at all). Such a trial also lacks
+    the ``worker`` field every started trial records at once; after the grace period (by the
+    creating machine's clock) it is treated like a trial whose worker died.
+    """
+    storage = study._storage
+    backend = getattr(storage, "_backend", storage)
+    grace = getattr(backend, "grace_period", None) or 2 * storage.get_heartbeat_interval()
+    retry = storage.get_heartbeat_stale_trial_callback()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        started = trial.datetime_start
+        if TrialRecord.of(trial).worker is not None or started is None:
+            continue
+        if (datetime.datetime.now(started.tzinfo) - started).total_seconds() < grace:
+            continue
+        try:
+            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker got there first
+        _logger.warning("trial %d never started its objective (connection lost?); failed it",
+                        trial.number)
+        if retry is not None:
+            retry(study, storage.get_trial(trial._trial_id))
+
+
+def requeue_interrupted(study: optuna.Study, trial_id: int | None) -> None:
+    """Queue a copy of a trial stopped by an interrupt, as the heartbeat retry would."""
+    if trial_id is None:
+        return
+    trial = study._storage.get_trial(trial_id)
+    if trial.state == TrialState.FAIL and not counts(trial) and not TrialRecord.of(trial).over_budget:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            RetryHeartbeatStaleTrialCallback()(study, trial)
+
+
+def failed_elsewhere(study: optuna.Study, trial_id: int | None) -> bool:
+    """Whether another worker's heartbeat check failed this process's (live) trial."""
+    if trial_id is None:
+        return False
+    trial = study._storage.get_trial(trial_id)
+    if trial.state != TrialState.FAIL or counts(trial):
+        return False
+    _logger.warning("trial %d was failed by another worker (no heartbeat for grace_period "
+                    "seconds; is this machine overloaded?); its result is dropped and its retry "
+                    "will run", trial.number)
+    return True
+
+
+def fail_abandoned(study: optuna.Study, trial_id: int) -> None:
+    """Fail this process's trial that an outage left RUNNING, so the budget does not wait on it."""
+    try:
+        if study._storage.get_trial(trial_id).state == TrialState.RUNNING:
+            study._storage.set_trial_state_values(trial_id, TrialState.FAIL)
+            _logger.warning("trial id %d was lost with the database connection; marked failed",
+                            trial_id)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass  # another worker's heartbeat check failed it first
+
+
+class Outage:
+    """Back-off between attempts to reach a database that stopped answering."""
+
+    def __init__(self, limit_seconds: float) -> None:
+        self.limit_seconds = limit_seconds
+        self.since: float | None = None
+        self.pause = 1.0
+
+    def wait(self, error: BaseException) -> None:
+        now = time.monotonic()
+        self.since = self.since if self.since is not None else now
+        if now - self.since >= self.limit_seconds:
+            raise StorageError(f"the database did not answer for {self.limit_seconds:.0f} s; "
+                               f"last error: {_one_line(error)}")
+        _logger.warning("database unavailable, retrying in %.0f s: %s", self.pause, _one_line(error))
+        time.sleep(self.pause)
+        self.pause = min(self.pause * 2, 30.0)
+
+    def reset(self) -> None:
+        self.since, self.pause = None, 1.0
+
+
+def _one_line(error: BaseException) -> str:
+    return mask_url(" ".join(str(getattr(error, "orig", None) or error).split()))[:300]
