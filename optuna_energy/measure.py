@@ -137,6 +137,31 @@ def measure_inference(model: nn.Module, data: DeviceData, *, batch_size: int, wa
     )
 
 
+@torch.inference_mode()
+def peak_inference_memory(under_test: ModelUnderTest) -> float:
+    """Peak memory of one forward pass at the measuring batch size, in bytes.
+
+    On CUDA, what the caching allocator really held at its peak (``max_memory_allocated``) above
+    what was allocated before, plus the parameters. Elsewhere, computed from the spec: the
+    parameters in fp32 and every layer's output for the batch at the training precision (an upper
+    bound, since a framework frees activations it no longer needs).
+    """
+    data, model = under_test.data, under_test.model
+    device = data.device
+    params = sum(parameter.numel() * parameter.element_size() for parameter in model.parameters())
+    if device.type != "cuda":
+        activation_bytes = 2 if under_test.precision == "bf16" else 4
+        return float(params + under_test.batch_size * under_test.costs.activations * activation_bytes)
+    synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    images = data.eval_x_host[:under_test.batch_size].to(device)
+    model.eval()
+    model(data.normalize(images))
+    synchronize(device)
+    return float(torch.cuda.max_memory_allocated(device) - before + params)
+
+
 def measure_idle_watts(meter: EnergyMeter, seconds: float) -> float:
     """Average power while nothing runs: subtracted from inference windows for net energy.
 

@@ -76,6 +76,12 @@ class Metric:
         return value if self.is_cost else 1.0 - value
 
 
+def _peak_inference_memory(model: ModelUnderTest) -> float:
+    from optuna_energy.measure import peak_inference_memory  # torch only when a trial measures
+
+    return peak_inference_memory(model)
+
+
 METRICS: dict[str, Metric] = {metric.name: metric for metric in (
     Metric("accuracy", "maximize", "accuracy", "accuracy", "accuracy (%)", _percent),
     Metric("inference_time", "minimize", "inference_time_s", "inference time",
@@ -83,6 +89,8 @@ METRICS: dict[str, Metric] = {metric.name: metric for metric in (
     Metric("params", "minimize", "params", "parameters", "parameters", _count, limit="max_params"),
     Metric("energy", "minimize", "energy_per_inference_j", "energy/inference",
            "energy per inference (J)", _si("J"), limit="max_energy"),
+    Metric("memory", "minimize", "memory_bytes", "peak memory", "peak inference memory (B)",
+           _si("B"), limit="max_memory", measure=lambda model: _peak_inference_memory(model)),
 )}
 """Every metric, in the paper's order (accuracy first, then the costs), then the later ones."""
 

@@ -138,3 +138,45 @@ def test_seeded_runs_repeat(tmp_path):
     accuracies = [[t.user_attrs["accuracy"] for t in s.trials] for s in (first, second)]
     assert accuracies[0] == accuracies[1]
     assert not any(math.isnan(a) for a in accuracies[0])
+
+
+def test_memory_objective_from_the_cli_to_the_report_with_its_constraint(tmp_path, capsys):
+    from optuna_energy.cli import main
+    from optuna_energy.record import TrialRecord
+
+    config = tmp_path / "memory.toml"
+    config.write_text(f"""
+[study]
+name = "memory"
+storage = "sqlite:///{tmp_path / 'study.db'}"
+n_trials = 4
+device = "cpu"
+objectives = ["accuracy", "memory"]
+[training]
+epochs = 1
+batch_sizes = [128]
+[space]
+conv_channels = [4, 16]
+inception_width = [2, 8]
+linear_width = [8, 64]
+[measure]
+min_window_seconds = 0.01
+idle_seconds = 0.0
+meter = "estimate"
+batch_size = 50
+[constraints]
+max_memory = 1e12
+""")
+    assert main(["run", str(config)]) == 0
+    assert "peak memory" in capsys.readouterr().out
+    study = optuna.load_study(study_name="memory", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    assert study.metric_names == ["accuracy", "memory"]
+    for trial in study.get_trials(states=(TrialState.COMPLETE,)):
+        stored = TrialRecord.of(trial)
+        profile_ = profile(stored.architecture, (1, 8, 8), 10)
+        # On a CPU: fp32 parameters plus every layer's output for a batch of 50.
+        assert trial.values[1] == stored.memory_bytes == 4 * (profile_.params + 50 * profile_.activations)
+        assert "memory" in trial.constraints and trial.constraints["memory"] < 0
+    assert main(["report", str(config), "--out", str(tmp_path / "report")]) == 0
+    assert "peak memory" in capsys.readouterr().out
+    assert "memory_bytes" in (tmp_path / "report" / "table.csv").read_text().splitlines()[0]
