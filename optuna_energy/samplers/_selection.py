@@ -23,11 +23,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from optuna._hypervolume import compute_hypervolume
-from optuna._hypervolume.hssp import _solve_hssp
 from optuna.study import StudyDirection
-from optuna.study._multi_objective import _fast_non_domination_rank
 from optuna.trial import FrozenTrial
+
+from optuna_energy.samplers._optuna_compat import (
+    hypervolume,
+    non_domination_rank,
+    select_by_hypervolume,
+)
 
 _REFERENCE = 1.1  # reference point in every normalised objective: the worst candidate still counts
 
@@ -54,7 +57,7 @@ class ElitePopulation:
         candidates = self.members + new
         losses = self._normalised_losses(np.array([t.values for t in candidates], dtype=float))
         penalty = np.array([sum(max(v, 0.0) for v in t.constraints.values()) for t in candidates])
-        rank = _fast_non_domination_rank(losses, penalty=penalty)
+        rank = non_domination_rank(losses, penalty=penalty)
         kept: list[int] = []
         for level in np.unique(rank):
             front = np.flatnonzero(rank == level)
@@ -93,7 +96,7 @@ class ElitePopulation:
     def _best_of_front(self, losses: np.ndarray, front: np.ndarray, count: int) -> np.ndarray:
         if self.selection == "hypervolume":
             reference = np.full(losses.shape[1], _REFERENCE)
-            return np.sort(_solve_hssp(losses[front], front, count, reference))
+            return np.sort(select_by_hypervolume(losses[front], front, count, reference))
         order = np.argsort(-crowding_distance(losses[front]), kind="stable")
         return np.sort(front[order[:count]])
 
@@ -107,8 +110,8 @@ def hypervolume_contributions(losses: np.ndarray, reference: np.ndarray) -> np.n
     """The hypervolume each point alone adds to the set (its exclusive contribution)."""
     if len(losses) == 1:
         return np.array([float(np.prod(reference - losses[0]))])
-    total = compute_hypervolume(losses, reference)
-    return np.array([total - compute_hypervolume(np.delete(losses, i, axis=0), reference)
+    total = hypervolume(losses, reference)
+    return np.array([total - hypervolume(np.delete(losses, i, axis=0), reference)
                      for i in range(len(losses))])
 
 

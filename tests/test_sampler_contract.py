@@ -1,0 +1,71 @@
+"""``EvolutionSampler``'s contract with Optuna: Optuna's own sampler test suite and the private
+Optuna APIs it relies on (issues 11 and 12).
+
+The objectives are cheap and synthetic (no model is built), so every study takes milliseconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.samplers import BaseSampler
+from optuna.testing.pytest_samplers import BasicSamplerTestCase, MultiObjectiveSamplerTestCase
+from optuna.trial import TrialState
+
+from optuna_energy.samplers import EvolutionSampler
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+# Optuna's generic sampler suite. Not inherited, on purpose:
+# * RelativeSamplerTestCase: this sampler breeds a whole child in ``before_trial`` and hands it
+#   out through ``sample_independent``; its relative search space is always empty, which
+#   ``test_relative_sampling_is_unused`` pins down instead.
+# * SingleOnlySamplerTestCase: for samplers that refuse multi-objective studies; this one is
+#   made for them.
+class TestOptunaSamplerSuite(BasicSamplerTestCase, MultiObjectiveSamplerTestCase):
+    @pytest.fixture(params=[2, 16], ids=["population-2", "population-16"])
+    def sampler(self, request: pytest.FixtureRequest) -> Callable[[], BaseSampler]:
+        # A population of 2 breeds from the third trial on, so the suite's 3- to 20-trial
+        # studies exercise breeding; 16 is the default, where they stay random.
+        return lambda: EvolutionSampler(seed=0, population_size=request.param)
+
+
+def test_relative_sampling_is_unused() -> None:
+    study = optuna.create_study(sampler=EvolutionSampler(seed=0, population_size=2))
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=4)
+    trial = study.trials[-1]
+    assert study.sampler.infer_relative_search_space(study, trial) == {}
+    assert study.sampler.sample_relative(study, trial, {"x": FloatDistribution(0, 1)}) == {}
+
+
+# Optuna's private APIs, all reached through one module: if this fails, mend that module.
+
+def test_optuna_private_apis_behave_as_the_sampler_expects() -> None:
+    from optuna_energy.samplers import _optuna_compat as compat
+
+    losses = np.array([[0.0, 1.0], [1.0, 0.0], [0.5, 0.5], [1.0, 1.0]])
+    reference = np.array([2.0, 2.0])
+    assert compat.hypervolume(losses, reference) == pytest.approx(3.25)
+    # Alone, the middle point adds most (1.5 x 1.5 against 2 x 1); indices come back as given.
+    chosen = compat.select_by_hypervolume(losses[:3], np.array([10, 11, 12]), 1, reference)
+    assert chosen.tolist() == [12]
+    # Trial 3 is dominated; trial 4 dominates all but breaks a constraint, so it ranks last.
+    ranked = compat.non_domination_rank(np.vstack([losses, [[-1.0, -1.0]]]),
+                                        penalty=np.array([0.0, 0.0, -1.0, 0.0, 0.5]))
+    assert ranked.tolist() == [0, 0, 0, 1, 2]
+
+    study = optuna.create_study()
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    running = study.ask()
+    frozen = compat.study_trials(study, states=(TrialState.RUNNING,))
+    assert [t.number for t in frozen] == [2]
+    assert compat.trial_id(frozen[0]) == running._trial_id
+    assert compat.study_id(study) == study._study_id
+    compat.set_trial_user_attr(study, frozen[0], "key", [1, 2])
+    assert study.trials[2].user_attrs == {"key": [1, 2]}
+    assert [t.number for t in compat.study_trials(study, states=None)] == [0, 1, 2]
