@@ -1,11 +1,14 @@
-"""``EvolutionSampler``'s contract with Optuna: Optuna's own sampler test suite and the private
-Optuna APIs it relies on (issues 11 and 12).
+"""``EvolutionSampler``'s contract with Optuna: Optuna's own sampler test suite, its own argument
+checks and imports, and the private Optuna APIs it relies on (issues 11 and 12).
 
 The objectives are cheap and synthetic (no model is built), so every study takes milliseconds.
 """
 
 from __future__ import annotations
 
+import math
+import subprocess
+import sys
 from collections.abc import Callable
 
 import numpy as np
@@ -16,6 +19,7 @@ from optuna.samplers import BaseSampler
 from optuna.testing.pytest_samplers import BasicSamplerTestCase, MultiObjectiveSamplerTestCase
 from optuna.trial import TrialState
 
+from optuna_energy import ConfigError
 from optuna_energy.samplers import EvolutionSampler
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -41,6 +45,52 @@ def test_relative_sampling_is_unused() -> None:
     trial = study.trials[-1]
     assert study.sampler.infer_relative_search_space(study, trial) == {}
     assert study.sampler.sample_relative(study, trial, {"x": FloatDistribution(0, 1)}) == {}
+
+
+# The sampler's own arguments and imports.
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    ({"population_size": 1}, "population_size must be >= 2, got 1"),
+    ({"population_size": 2.5}, "population_size must be >= 2, got 2.5"),
+    ({"population_size": True}, "population_size must be >= 2, got True"),
+    ({"population_size": 4, "tournament_size": 5},
+     "tournament_size must be between 1 and population_size (4), got 5"),
+    ({"tournament_size": 0}, "tournament_size must be between 1 and population_size (16), got 0"),
+    ({"selection": "pareto"}, "selection is 'pareto'; allowed: hypervolume, crowding"),
+    ({"crossover_rate": -0.1}, "crossover_rate must be between 0 and 1, got -0.1"),
+    ({"slot_toggle_rate": math.nan}, "slot_toggle_rate must be between 0 and 1, got nan"),
+    ({"type_change_rate": math.inf}, "type_change_rate must be between 0 and 1, got inf"),
+    ({"gene_mutation_rate": "0.2"}, "gene_mutation_rate must be between 0 and 1, got '0.2'"),
+    ({"perturbation_scale": 1.5}, "perturbation_scale must be between 0 and 1, got 1.5"),
+])
+def test_bad_arguments_are_value_errors_naming_the_argument(arguments: dict, message: str) -> None:
+    with pytest.raises(ValueError) as raised:
+        EvolutionSampler(**arguments)
+    assert str(raised.value) == message
+    assert not isinstance(raised.value, ConfigError)  # the sampler knows nothing of config files
+
+
+def test_importing_the_sampler_imports_neither_torch_nor_the_application() -> None:
+    """``optuna_energy/__init__.py`` imports torch (models, export) for its own API, so the
+    check loads ``optuna_energy.samplers`` under an empty parent package: only the samplers'
+    own modules, and what they import, run."""
+    script = """
+import importlib.util, sys, types
+spec = importlib.util.find_spec("optuna_energy")
+parent = types.ModuleType("optuna_energy")
+parent.__path__ = list(spec.submodule_search_locations)
+sys.modules["optuna_energy"] = parent
+from optuna_energy.samplers import EvolutionSampler
+EvolutionSampler(seed=0)
+print(sorted(name for name in sys.modules if name.startswith("optuna_energy")))
+print("torch" in sys.modules)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            check=True, timeout=120)
+    modules, torch_loaded = result.stdout.splitlines()
+    assert torch_loaded == "False"
+    assert all(name in ("optuna_energy", "optuna_energy.samplers")
+               or name.startswith("optuna_energy.samplers.") for name in eval(modules))
 
 
 # Optuna's private APIs, all reached through one module: if this fails, mend that module.

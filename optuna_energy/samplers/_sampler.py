@@ -13,15 +13,15 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
-from optuna_energy.config import EvolutionSection, load_config
 from optuna_energy.samplers._genome import Genome
 from optuna_energy.samplers._selection import ElitePopulation
+from optuna_energy.samplers._settings import EvolutionSettings
 from optuna_energy.samplers._variation import VariationRates, crossover, fit_to, mutate
 
 PARENTS_ATTR = "parents"
 """User attribute holding the trial numbers of a trial's parents (empty for random or seeded)."""
 
-_DEFAULTS = EvolutionSection()
+_DEFAULTS = EvolutionSettings()
 
 
 class EvolutionSampler(BaseSampler):
@@ -59,7 +59,9 @@ class EvolutionSampler(BaseSampler):
         seed: Seed for reproducible runs in one process.
 
     Raises:
-        optuna_energy.ConfigError: A rate outside ``[0, 1]`` or a population under 2.
+        ValueError: A setting outside its range, naming it and what is allowed: a rate
+            outside ``[0, 1]``, a population under 2, a tournament larger than the population,
+            an unknown selection.
 
     Example:
         >>> import optuna_energy
@@ -78,23 +80,26 @@ class EvolutionSampler(BaseSampler):
                  gene_mutation_rate: float = _DEFAULTS.gene_mutation_rate,
                  perturbation_scale: float = _DEFAULTS.perturbation_scale,
                  seed: int | None = None) -> None:
-        settings = load_config({"evolution": {
-            "population_size": population_size, "tournament_size": tournament_size,
-            "selection": selection,
-            "crossover_rate": crossover_rate, "slot_toggle_rate": slot_toggle_rate,
-            "type_change_rate": type_change_rate, "gene_mutation_rate": gene_mutation_rate,
-            "perturbation_scale": perturbation_scale,
-        }}).evolution
-        self._population_size = settings.population_size
-        self._tournament_size = settings.tournament_size
-        self._selection = settings.selection
-        self._rates = VariationRates(**{field.name: getattr(settings, field.name)
+        self._settings = EvolutionSettings(
+            population_size=population_size, tournament_size=tournament_size,
+            selection=selection, crossover_rate=crossover_rate,
+            slot_toggle_rate=slot_toggle_rate, type_change_rate=type_change_rate,
+            gene_mutation_rate=gene_mutation_rate, perturbation_scale=perturbation_scale)
+        self._population_size = self._settings.population_size
+        self._tournament_size = self._settings.tournament_size
+        self._selection = self._settings.selection
+        self._rates = VariationRates(**{field.name: getattr(self._settings, field.name)
                                         for field in dataclasses.fields(VariationRates)})
         self._rng = np.random.default_rng(seed)
         self._random_sampler = RandomSampler(seed=seed)
         self._populations: dict[int, ElitePopulation] = {}
         self._children: dict[int, Genome] = {}
         self._lock = threading.Lock()
+
+    @property
+    def settings(self) -> EvolutionSettings:
+        """The population and variation settings this sampler was made with."""
+        return self._settings
 
     def reseed_rng(self) -> None:
         self._rng = np.random.default_rng()
