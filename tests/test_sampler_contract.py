@@ -1,5 +1,5 @@
-"""``EvolutionSampler``'s contract with Optuna: Optuna's own sampler test suite, its own argument
-checks and imports, and the private Optuna APIs it relies on (issues 11 and 12).
+"""``EvolutionSampler``'s contract with Optuna: Optuna's own sampler test suite, infinite objective
+values, its own argument checks and imports, and the private Optuna APIs it relies on (issues 11 and 12).
 
 The objectives are cheap and synthetic (no model is built), so every study takes milliseconds.
 """
@@ -16,11 +16,13 @@ import optuna
 import pytest
 from optuna.distributions import FloatDistribution
 from optuna.samplers import BaseSampler
+from optuna.study import StudyDirection
 from optuna.testing.pytest_samplers import BasicSamplerTestCase, MultiObjectiveSamplerTestCase
 from optuna.trial import TrialState
 
 from optuna_energy import ConfigError
-from optuna_energy.samplers import EvolutionSampler
+from optuna_energy.samplers import PARENTS_ATTR, EvolutionSampler
+from optuna_energy.samplers._selection import ElitePopulation
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -45,6 +47,74 @@ def test_relative_sampling_is_unused() -> None:
     trial = study.trials[-1]
     assert study.sampler.infer_relative_search_space(study, trial) == {}
     assert study.sampler.sample_relative(study, trial, {"x": FloatDistribution(0, 1)}) == {}
+
+
+def toy(trial: optuna.Trial) -> tuple[float, float]:
+    """A conditional two-objective problem with the space's naming: slot and training genes."""
+    rate = trial.suggest_float("train_lr", 1e-4, 1e-1, log=True)
+    width = 0
+    if trial.suggest_categorical("s00_on", [False, True]):
+        width = trial.suggest_int("s00_conv_width", 1, 64, log=True)
+    shift = trial.suggest_float("y", -1.0, 1.0)
+    return width + math.log10(rate) + shift, width + shift * shift
+
+
+def bred(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in study.trials if t.user_attrs.get(PARENTS_ATTR)]
+
+
+# Infinite objective values: Optuna accepts them; only NaN fails a trial.
+
+MIN_MIN = [StudyDirection.MINIMIZE, StudyDirection.MINIMIZE]
+ACCURACY_AND_PARAMS = [StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE]
+
+
+def made_trial(number: int, values: list[float]) -> optuna.trial.FrozenTrial:
+    trial = optuna.trial.create_trial(values=values)
+    trial.number = number
+    return trial
+
+
+def survivors(size: int, directions: list[StudyDirection], values: list[list[float]]) -> set[int]:
+    population = ElitePopulation(size, directions)
+    population.update([made_trial(i, v) for i, v in enumerate(values)])
+    return {t.number for t in population.members}
+
+
+def test_an_infinitely_bad_value_adds_no_hypervolume() -> None:
+    # All three on the first front; trial 0 is best in one objective but infinitely bad in the
+    # other, so its box reaches the reference point and it is the one left out.
+    assert survivors(2, MIN_MIN, [[0.0, math.inf], [1.0, 1.0], [2.0, 0.5]]) == {1, 2}
+
+
+def test_an_infinite_cost_leaves_the_finite_trials_ranked_as_before() -> None:
+    """A broken trial with infinite parameters must not squash the other costs onto 0."""
+    finite = [[0.97, 1e5], [0.95, 1e4], [0.93, 100], [0.10, 90]]
+    assert survivors(2, ACCURACY_AND_PARAMS, finite) == {1, 2}
+    assert survivors(2, ACCURACY_AND_PARAMS, [*finite, [0.99, math.inf]]) == {1, 2}
+
+
+def test_an_infinitely_good_value_survives() -> None:
+    assert 0 in survivors(2, MIN_MIN, [[-math.inf, 9.0], [2.0, 1.0], [3.0, 0.5], [0.5, 5.0]])
+
+
+@pytest.mark.parametrize("selection", ["hypervolume", "crowding"])
+def test_a_study_with_infinite_values_runs_to_the_end(selection: str) -> None:
+    """+inf in before_trial's selection used to abort ``optimize``, leaving a RUNNING trial."""
+    def sometimes_infinite(trial: optuna.Trial) -> tuple[float, float]:
+        x = trial.suggest_float("x", -1.0, 1.0)
+        if trial.number % 4 == 1:
+            return math.inf, -x
+        if trial.number % 4 == 2:
+            return x, -math.inf
+        return x, -x  # one front: subset selection runs on every update
+
+    study = optuna.create_study(directions=["minimize", "minimize"],
+                                sampler=EvolutionSampler(seed=0, population_size=4,
+                                                         selection=selection))
+    study.optimize(sometimes_infinite, n_trials=30)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 30
+    assert len(bred(study)) == 26
 
 
 # The sampler's own arguments and imports.
@@ -80,7 +150,8 @@ spec = importlib.util.find_spec("optuna_energy")
 parent = types.ModuleType("optuna_energy")
 parent.__path__ = list(spec.submodule_search_locations)
 sys.modules["optuna_energy"] = parent
-from optuna_energy.samplers import EvolutionSampler
+from optuna_energy.samplers import PARENTS_ATTR, EvolutionSampler
+from optuna_energy.samplers._selection import ElitePopulation
 EvolutionSampler(seed=0)
 print(sorted(name for name in sys.modules if name.startswith("optuna_energy")))
 print("torch" in sys.modules)
