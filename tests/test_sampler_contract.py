@@ -1,4 +1,4 @@
-"""``EvolutionSampler``'s contract with Optuna: Optuna's own sampler test suite, infinite objective
+"""``EvolutionSampler``'s contract with Optuna: Optuna's own sampler test suite, pickling, infinite objective
 values, its own argument checks and imports, and the private Optuna APIs it relies on (issues 11 and 12).
 
 The objectives are cheap and synthetic (no model is built), so every study takes milliseconds.
@@ -6,10 +6,14 @@ The objectives are cheap and synthetic (no model is built), so every study takes
 
 from __future__ import annotations
 
+import copy
 import math
+import pickle
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -61,6 +65,34 @@ def toy(trial: optuna.Trial) -> tuple[float, float]:
 
 def bred(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return [t for t in study.trials if t.user_attrs.get(PARENTS_ATTR)]
+
+
+# Pickling and deep copies (Optuna's FAQ pickles a sampler to resume a seeded study).
+
+@pytest.mark.parametrize("duplicate", [lambda s: pickle.loads(pickle.dumps(s)), copy.deepcopy],
+                         ids=["pickle", "deepcopy"])
+def test_a_copied_sampler_continues_a_study_exactly_as_the_original(
+        tmp_path: Path, duplicate: Callable[[EvolutionSampler], EvolutionSampler]) -> None:
+    """Copy the study's file and the sampler mid-run: both halves go on identically."""
+    original_url, copy_url = f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
+    sampler = EvolutionSampler(seed=3, population_size=4)
+    study = optuna.create_study(study_name="nas", storage=original_url,
+                                directions=["maximize", "minimize"], sampler=sampler)
+    study.optimize(toy, n_trials=10)
+    shutil.copy(tmp_path / "a.db", tmp_path / "b.db")
+    restored = duplicate(sampler)
+    assert restored is not sampler
+    # Loaded through a new storage object, as a resumed process would.
+    resumed = optuna.load_study(study_name="nas", storage=copy_url, sampler=restored)
+    study.optimize(toy, n_trials=10)
+    resumed.optimize(toy, n_trials=10, n_jobs=1)
+    assert [t.params for t in resumed.trials] == [t.params for t in study.trials]
+    assert [t.user_attrs[PARENTS_ATTR] for t in resumed.trials] == \
+        [t.user_attrs[PARENTS_ATTR] for t in study.trials]
+    assert len(bred(study)[10:]) > 0  # the compared trials were bred, not drawn at random
+    # The copy has its own working lock, not the original's.
+    assert restored._lock is not sampler._lock and restored._lock.acquire(blocking=False)
+    restored._lock.release()
 
 
 # Infinite objective values: Optuna accepts them; only NaN fails a trial.

@@ -58,6 +58,9 @@ class EvolutionSampler(BaseSampler):
             distribution's range (log range for log distributions).
         seed: Seed for reproducible runs in one process.
 
+    It can be pickled or deep-copied, to resume a seeded study as with Optuna's samplers: the
+    copy carries the random state, the populations and the pending children.
+
     Raises:
         ValueError: A setting outside its range, naming it and what is allowed: a rate
             outside ``[0, 1]``, a population under 2, a tournament larger than the population,
@@ -100,6 +103,16 @@ class EvolutionSampler(BaseSampler):
     def settings(self) -> EvolutionSettings:
         """The population and variation settings this sampler was made with."""
         return self._settings
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A lock cannot be pickled; like Optuna's samplers, leave it out and make a new one.
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def reseed_rng(self) -> None:
         self._rng = np.random.default_rng()
