@@ -1,5 +1,6 @@
-"""``EvolutionSampler``'s contract with Optuna: Optuna's own sampler test suite, pickling, infinite objective
-values, its own argument checks and imports, and the private Optuna APIs it relies on (issues 11 and 12).
+"""``EvolutionSampler``'s contract with Optuna: Optuna's own sampler test suite, pickling, one
+sampler for several studies, infinite objective values, pending children, its own argument
+checks and imports, and the private Optuna APIs it relies on (issues 11 and 12).
 
 The objectives are cheap and synthetic (no model is built), so every study takes milliseconds.
 """
@@ -7,6 +8,7 @@ The objectives are cheap and synthetic (no model is built), so every study takes
 from __future__ import annotations
 
 import copy
+import gc
 import math
 import pickle
 import shutil
@@ -26,6 +28,7 @@ from optuna.trial import TrialState
 
 from optuna_energy import ConfigError
 from optuna_energy.samplers import PARENTS_ATTR, EvolutionSampler
+from optuna_energy.samplers._genome import Genome
 from optuna_energy.samplers._selection import ElitePopulation
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -95,6 +98,59 @@ def test_a_copied_sampler_continues_a_study_exactly_as_the_original(
     restored._lock.release()
 
 
+# One sampler, two studies.
+
+def _two_studies(kind: str, tmp_path: Path, directions: tuple[list[str], list[str]],
+                 sampler: EvolutionSampler) -> tuple[optuna.Study, optuna.Study]:
+    """Two studies that share name and id where the storage allows: two SQLite files."""
+    studies = []
+    for index, study_directions in enumerate(directions):
+        storage = None if kind == "memory" else f"sqlite:///{tmp_path / f'{index}.db'}"
+        studies.append(optuna.create_study(study_name=None if kind == "memory" else "nas",
+                                           storage=storage, directions=study_directions,
+                                           sampler=sampler))
+    return studies[0], studies[1]
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_one_sampler_breeds_each_study_from_its_own_trials(kind: str, tmp_path: Path) -> None:
+    """Each study's children inherit their gene from their own study's parents.
+
+    The two studies ask for one gene with disjoint choices: a child bred from the other
+    study's trials could not inherit it, and would draw it at random.
+    """
+    sampler = EvolutionSampler(seed=0, population_size=3, gene_mutation_rate=0.0)
+    first, second = _two_studies(kind, tmp_path, (["minimize", "minimize"],) * 2, sampler)
+    assert first._study_id == second._study_id  # what used to mix them
+
+    def objective(offset: int) -> Callable[[optuna.Trial], tuple[float, float]]:
+        def gene(trial: optuna.Trial) -> tuple[float, float]:
+            value = trial.suggest_categorical("gene", list(range(offset, offset + 50)))
+            return float(value % 7), float(-value % 11)
+        return gene
+
+    for _ in range(12):  # interleaved, as two studies driven side by side would be
+        first.optimize(objective(0), n_trials=1)
+        second.optimize(objective(1000), n_trials=1)
+    for study in (first, second):
+        children = bred(study)
+        assert len(children) == 9
+        for child in children:
+            parents = {study.trials[p].params["gene"] for p in child.user_attrs[PARENTS_ATTR]}
+            assert child.params["gene"] in parents
+
+
+def test_one_sampler_serves_studies_with_different_numbers_of_objectives() -> None:
+    sampler = EvolutionSampler(seed=0, population_size=3)
+    two = optuna.create_study(directions=["minimize"] * 2, sampler=sampler)
+    two.optimize(lambda t: toy(t), n_trials=6)
+    three = optuna.create_study(directions=["minimize"] * 3, sampler=sampler)
+    three.optimize(lambda t: (*toy(t), t.suggest_float("z", 0, 1)), n_trials=10)
+    assert all(t.state == TrialState.COMPLETE for t in three.trials)
+    assert all(set(t.user_attrs[PARENTS_ATTR]) < set(range(t.number)) for t in bred(three))
+    assert len(bred(three)) >= 5
+
+
 # Infinite objective values: Optuna accepts them; only NaN fails a trial.
 
 MIN_MIN = [StudyDirection.MINIMIZE, StudyDirection.MINIMIZE]
@@ -149,6 +205,44 @@ def test_a_study_with_infinite_values_runs_to_the_end(selection: str) -> None:
     assert len(bred(study)) == 26
 
 
+# Children of trials that never come back.
+
+def genomes_alive() -> int:
+    gc.collect()
+    # type(), not isinstance(): isinstance would touch torch's lazy modules, which warn.
+    return sum(type(o) is Genome for o in gc.get_objects())
+
+
+def started_study(sampler: EvolutionSampler) -> optuna.Study:
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    study.optimize(toy, n_trials=4)
+    return study
+
+
+def test_children_of_trials_told_or_failed_elsewhere_are_dropped() -> None:
+    study = started_study(EvolutionSampler(seed=0, population_size=2))
+    before = genomes_alive()
+    told = study.ask()
+    study.tell(told, toy(told))
+    assert genomes_alive() == before  # after_trial forgets a told trial's child
+    for _ in range(5):
+        # Failed by another process (as a heartbeat check does): this sampler never hears of it.
+        trial = study.ask()
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    study.ask()
+    assert genomes_alive() == before + 1  # only the child of the trial still running
+
+
+def test_children_of_never_told_trials_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("optuna_energy.samplers._sampler.MAX_PENDING_CHILDREN", 8, raising=False)
+    study = started_study(EvolutionSampler(seed=0, population_size=2))
+    before = genomes_alive()
+    asked = [study.ask() for _ in range(30)]  # asked, left RUNNING, never told
+    assert genomes_alive() - before == 8
+    # The newest keep their children; the oldest go on with random genes.
+    assert asked[-1].suggest_float("y", -1.0, 1.0) is not None
+
+
 # The sampler's own arguments and imports.
 
 @pytest.mark.parametrize(("arguments", "message"), [
@@ -182,8 +276,7 @@ spec = importlib.util.find_spec("optuna_energy")
 parent = types.ModuleType("optuna_energy")
 parent.__path__ = list(spec.submodule_search_locations)
 sys.modules["optuna_energy"] = parent
-from optuna_energy.samplers import PARENTS_ATTR, EvolutionSampler
-from optuna_energy.samplers._selection import ElitePopulation
+from optuna_energy.samplers import EvolutionSampler
 EvolutionSampler(seed=0)
 print(sorted(name for name in sys.modules if name.startswith("optuna_energy")))
 print("torch" in sys.modules)
