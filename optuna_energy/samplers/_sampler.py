@@ -220,9 +220,11 @@ class EvolutionSampler(BaseSampler):
         trials = study_trials(study, states=None)
         state = self._state_of(study, trials)
         # Children of trials that ended without ``after_trial`` here (failed by another worker,
-        # told through another sampler) are dropped, and never-told ones are bounded.
-        running = {_trial_key(t) for t in trials if t.state == TrialState.RUNNING}
-        for key in [key for key in state.children if key not in running]:
+        # told through another sampler) are dropped, and never-told ones are bounded below.
+        # Only trials seen finished: one another thread started after ``trials`` was read
+        # is missing from it, and its child is still wanted.
+        finished = {_trial_key(t) for t in trials if t.state.is_finished()}
+        for key in [key for key in state.children if key in finished]:
             del state.children[key]
         state.population.update([t for t in trials if t.state == TrialState.COMPLETE])
         population = state.population
