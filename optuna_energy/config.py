@@ -3,7 +3,9 @@
 A config file has the sections ``[study]``, ``[dataset]``, ``[training]``, ``[space]``,
 ``[measure]``, ``[constraints]``, ``[storage]`` and ``[evolution]``; every key is optional
 and documented in ``studies/digits.toml``. Validation happens once, here, so that the rest of the package can
-trust the values it is handed.
+trust the values it is handed; ``[evolution]`` is the sampler's own ``EvolutionSettings``, whose
+ranges the sampler checks itself (this module only turns its ``ValueError`` into a one-line
+``ConfigError``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from optuna_energy.metrics import DEFAULT_OBJECTIVES, METRICS
+from optuna_energy.samplers import EvolutionSettings
 
 OBJECTIVES: dict[str, str] = {name: metric.direction for name, metric in METRICS.items()}
 """Objective names with their Optuna directions, from the metric registry."""
@@ -30,8 +33,6 @@ ENERGY_KINDS = ("net", "gross")
 PRECISIONS = ("fp32", "bf16")
 AUGMENTATIONS = ("crop", "flip")
 """``crop``: random crop of the zero-padded image; ``flip``: random horizontal flip."""
-SELECTIONS = ("hypervolume", "crowding")
-"""How the evolution sampler ranks trials within a front (see ``optuna_energy.samplers``)."""
 
 
 class ConfigError(ValueError):
@@ -138,28 +139,8 @@ class StorageSection:
     reconnect_timeout: float = 600.0
 
 
-@dataclasses.dataclass(frozen=True)
-class EvolutionSection:
-    """Population and variation rates of the ``evolution`` sampler (``EvolutionSampler``).
-
-    The rates started at about one structural change per child, as in MENNDL: 32 slots toggled
-    with 0.03 each, a type change with 0.05 per active layer, each hyperparameter perturbed
-    with 0.1. On the digits benchmark's first round (commit 91e7a87) doubling all three raised the
-    mean hypervolume from 0.47 to 0.56 and tripling gave 0.51, so the defaults are the doubled
-    rates: about two slots switched, one layer retyped and a fifth of the numeric genes moved
-    (a Gaussian step of 0.15 of the log range) per child. Less variation converged early:
-    crossover at 0.3 instead of 0.9 dropped the hypervolume to 0.35. A population of 16, the
-    first 16 trials random, leaves most of a 100-trial budget to evolution.
-    """
-
-    population_size: int = 16
-    tournament_size: int = 2
-    selection: str = "hypervolume"
-    crossover_rate: float = 0.9
-    slot_toggle_rate: float = 0.06
-    type_change_rate: float = 0.1
-    gene_mutation_rate: float = 0.2
-    perturbation_scale: float = 0.15
+EvolutionSection = EvolutionSettings
+"""``[evolution]``: the sampler's own settings, which check themselves (``EvolutionSettings``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,8 +225,13 @@ def _build(cls: type, raw: Mapping[str, Any], section: str) -> Any:
     fields = {field.name: field for field in dataclasses.fields(cls)}
     _reject_unknown(raw, fields, f"[{section}]")
     values = {name: _coerce(raw[name], fields[name], section) for name in raw}
-    instance = cls(**values)
-    _VALIDATORS[cls](instance, section)
+    try:
+        instance = cls(**values)
+    except ValueError as error:  # a section that checks itself, as the sampler's settings do
+        raise ConfigError(f"[{section}] {error}") from None
+    validate = _VALIDATORS.get(cls)
+    if validate is not None:
+        validate(instance, section)
     return instance
 
 
@@ -406,20 +392,6 @@ def _validate_storage(section: StorageSection, name: str) -> None:
         raise ConfigError(f"[{name}] reconnect_timeout must be >= 0, got {section.reconnect_timeout}")
 
 
-def _validate_evolution(section: EvolutionSection, name: str) -> None:
-    _choice(section.selection, SELECTIONS, f"[{name}] selection")
-    if section.population_size < 2:
-        raise ConfigError(f"[{name}] population_size must be >= 2, got {section.population_size}")
-    if not 1 <= section.tournament_size <= section.population_size:
-        raise ConfigError(f"[{name}] tournament_size must be between 1 and population_size "
-                          f"({section.population_size}), got {section.tournament_size}")
-    for key in ("crossover_rate", "slot_toggle_rate", "type_change_rate", "gene_mutation_rate",
-                "perturbation_scale"):
-        value = getattr(section, key)
-        if not 0.0 <= value <= 1.0:
-            raise ConfigError(f"[{name}] {key} must be between 0 and 1, got {value}")
-
-
 _VALIDATORS = {
     StudySection: _validate_study,
     DatasetSection: _validate_dataset,
@@ -428,5 +400,4 @@ _VALIDATORS = {
     MeasureSection: _validate_measure,
     ConstraintsSection: _validate_constraints,
     StorageSection: _validate_storage,
-    EvolutionSection: _validate_evolution,
 }
