@@ -19,6 +19,7 @@ from typing import Any
 
 from optuna_energy.metrics import DEFAULT_OBJECTIVES, METRICS
 from optuna_energy.samplers import EvolutionSettings
+from optuna_energy.space import SpaceSection
 
 OBJECTIVES: dict[str, str] = {name: metric.direction for name, metric in METRICS.items()}
 """Objective names with their Optuna directions, from the metric registry."""
@@ -26,9 +27,6 @@ OBJECTIVES: dict[str, str] = {name: metric.direction for name, metric in METRICS
 SAMPLERS = ("tpe", "nsga2", "random", "evolution")
 DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("sgd", "adam", "adamw")
-ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoid")
-FEATURE_TYPES = ("conv", "inception", "pool", "activation", "dropout")
-CLASSIFIER_TYPES = ("linear", "activation", "dropout")
 ENERGY_KINDS = ("net", "gross")
 PRECISIONS = ("fp32", "bf16")
 AUGMENTATIONS = ("crop", "flip")
@@ -79,26 +77,6 @@ class TrainingSection:
     channels_last: bool = False
     augment: tuple[str, ...] = ()
     crop_padding: int = 4
-
-
-@dataclasses.dataclass(frozen=True)
-class SpaceSection:
-    """Ranges of the 32-slot search space; ``[low, high]`` pairs are inclusive."""
-
-    feature_slots: int = 16
-    classifier_slots: int = 16
-    feature_types: tuple[str, ...] = FEATURE_TYPES
-    classifier_types: tuple[str, ...] = CLASSIFIER_TYPES
-    conv_channels: tuple[int, int] = (8, 128)
-    kernel_size: tuple[int, int] = (1, 21)
-    conv_stride: tuple[int, int] = (1, 2)
-    padding_max: int = 3
-    inception_width: tuple[int, int] = (4, 64)
-    pool_kernel: tuple[int, int] = (2, 3)
-    pool_stride: tuple[int, int] = (1, 2)
-    activations: tuple[str, ...] = ACTIVATIONS
-    dropout: tuple[float, float] = (0.0, 0.6)
-    linear_width: tuple[int, int] = (16, 1024)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -343,25 +321,6 @@ def _validate_training(section: TrainingSection, name: str) -> None:
         raise ConfigError(f"[{name}] crop_padding must be >= 0, got {section.crop_padding}")
 
 
-def _validate_space(section: SpaceSection, name: str) -> None:
-    for slots in ("feature_slots", "classifier_slots"):
-        count = getattr(section, slots)
-        if not 0 <= count <= 64:
-            raise ConfigError(f"[{name}] {slots} must be between 0 and 64, got {count}")
-    _choices(section.feature_types, FEATURE_TYPES, f"[{name}] feature_types")
-    _choices(section.classifier_types, CLASSIFIER_TYPES, f"[{name}] classifier_types")
-    _choices(section.activations, ACTIVATIONS, f"[{name}] activations")
-    for key in ("conv_channels", "kernel_size", "conv_stride", "inception_width", "pool_stride",
-                "linear_width"):
-        _interval(getattr(section, key), f"[{name}] {key}", low=1)
-    _interval(section.pool_kernel, f"[{name}] pool_kernel", low=2)
-    _interval(section.dropout, f"[{name}] dropout", low=0)
-    if section.dropout[1] >= 1:
-        raise ConfigError(f"[{name}] dropout must stay below 1, got {list(section.dropout)}")
-    if section.padding_max < 0:
-        raise ConfigError(f"[{name}] padding_max must be >= 0, got {section.padding_max}")
-
-
 def _validate_measure(section: MeasureSection, name: str) -> None:
     from optuna_energy.energy import METER_CHOICES  # the meters own the list of names
 
@@ -396,7 +355,6 @@ _VALIDATORS = {
     StudySection: _validate_study,
     DatasetSection: _validate_dataset,
     TrainingSection: _validate_training,
-    SpaceSection: _validate_space,
     MeasureSection: _validate_measure,
     ConstraintsSection: _validate_constraints,
     StorageSection: _validate_storage,
