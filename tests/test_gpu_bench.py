@@ -81,7 +81,7 @@ def test_dry_run_search_reports_its_rate_time_split_and_sampled_utilisation(
     assert summary["trials_per_gpu_hour"] == pytest.approx(3600 * 2 / summary["trials_s"])
     split = summary["median_s"]
     assert split["training"] > 0 and split["measuring"] > 0
-    assert split["trial"] >= split["training"] + split["measuring"]
+    assert split["overhead"] >= 0  # a trial's own training and measuring lie inside its wall time
     assert search["utilisation"]["samples"] > 0
     assert search["utilisation"]["gpu_mean_percent"] == FakeNvml().utilization_percent
     assert search["energy"]["mean_watts"] == pytest.approx(250, rel=0.05)
