@@ -17,6 +17,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from optuna_energy.data.device import AUGMENTATIONS
+from optuna_energy.data.registry import check_dataset
+from optuna_energy.data.settings import DatasetSection
 from optuna_energy.metrics import DEFAULT_OBJECTIVES, METRICS
 from optuna_energy.samplers import EvolutionSettings
 from optuna_energy.space import SpaceSection
@@ -29,8 +32,6 @@ DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 ENERGY_KINDS = ("net", "gross")
 PRECISIONS = ("fp32", "bf16")
-AUGMENTATIONS = ("crop", "flip")
-"""``crop``: random crop of the zero-padded image; ``flip``: random horizontal flip."""
 
 
 class ConfigError(ValueError):
@@ -51,19 +52,6 @@ class StudySection:
     """Folder of Optuna's artifact store: trial drawings for optuna-dashboard, kept weights."""
     keep_weights: bool = False
     """Store each trial's trained weights as an artifact, so that export need not retrain."""
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetSection:
-    name: str = "digits"
-    root: str | None = None
-    download: bool = False
-    validation_fraction: float = 0.2
-    eval_split: str | None = None
-    """The split accuracy, inference time and energy are measured on; ``None``: the paper's."""
-    cache_dir: str | None = None
-    image_size: int | None = None
-    channels: int = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -292,19 +280,10 @@ def _validate_study(section: StudySection, name: str) -> None:
 
 
 def _validate_dataset(section: DatasetSection, name: str) -> None:
-    from optuna_energy.data import DATASETS  # the registry owns the list of names
-
-    _choice(section.name, tuple(DATASETS), f"[{name}] name")
-    problem = DATASETS[section.name].problem(section)
-    if problem:
-        raise ConfigError(f"[{name}] {problem}")
-    _positive(section.image_size, f"[{name}] image_size")
-    if section.channels not in (1, 3):
-        raise ConfigError(f"[{name}] channels is {section.channels}; allowed: 1 (grey), 3 (RGB)")
-    if not 0.0 < section.validation_fraction < 1.0:
-        raise ConfigError(
-            f"[{name}] validation_fraction must be between 0 and 1, got {section.validation_fraction}"
-        )
+    try:
+        check_dataset(section)
+    except ValueError as error:  # the data package owns what each dataset accepts
+        raise ConfigError(f"[{name}] {error}") from None
 
 
 def _validate_training(section: TrainingSection, name: str) -> None:

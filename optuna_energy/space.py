@@ -20,7 +20,12 @@ from typing import Any
 import optuna
 
 from optuna_energy.arch import ArchSpec, Shape
-from optuna_energy.layers import ACTIVATIONS, CLASSIFIER_TYPES, FEATURE_TYPES, LAYER_KINDS
+from optuna_energy.layers import (
+    ACTIVATIONS,
+    CLASSIFIER_TYPES,
+    FEATURE_TYPES,
+    LAYER_KINDS,
+)
 from optuna_energy.slots import SlotLayout, slot_of, slot_prefix
 
 __all__ = ["SampledArchitecture", "SpaceSection", "TrainingParams", "sample_architecture",

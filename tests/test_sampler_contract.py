@@ -315,3 +315,20 @@ def test_optuna_private_apis_behave_as_the_sampler_expects() -> None:
     compat.set_trial_user_attr(study, frozen[0], "key", [1, 2])
     assert study.trials[2].user_attrs == {"key": [1, 2]}
     assert [t.number for t in compat.study_trials(study, states=None)] == [0, 1, 2]
+
+
+def test_optuna_private_apis_behave_as_the_run_loop_expects(tmp_path) -> None:
+    from optuna_energy.samplers import _optuna_compat as compat
+
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+        beating = optuna.storages.RDBStorage(url, heartbeat_interval=5, grace_period=20)
+    study = optuna.create_study(storage=beating, study_name="h")
+    assert compat.heartbeat_enabled(study)
+    assert compat.storage_of(study).get_heartbeat_interval() == 5
+    assert compat.storage_behind_cache(study).grace_period == 20
+    quiet = optuna.create_study(storage=url, study_name="q")
+    assert not compat.heartbeat_enabled(quiet) and compat.storage_behind_cache(quiet).url == url
+    quiet.enqueue_trial({"x": 0.5})
+    quiet.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    assert [compat.is_enqueued(trial) for trial in quiet.trials] == [True, False]

@@ -4,7 +4,10 @@ Nothing here imports the rest of the application (config, torch): ``EvolutionSam
 in any Optuna study.
 """
 
+from optuna_energy.samplers._optuna_compat import hypervolume
 from optuna_energy.samplers._sampler import PARENTS_ATTR, EvolutionSampler
+from optuna_energy.samplers._selection import REFERENCE, normalised_losses
 from optuna_energy.samplers._settings import SELECTIONS, EvolutionSettings
 
-__all__ = ["EvolutionSampler", "EvolutionSettings", "PARENTS_ATTR", "SELECTIONS"]
+__all__ = ["EvolutionSampler", "EvolutionSettings", "PARENTS_ATTR", "REFERENCE", "SELECTIONS",
+           "hypervolume", "normalised_losses"]

@@ -17,6 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optuna_energy.samplers._genome import Genome
 from optuna_energy.samplers._optuna_compat import (
+    is_enqueued,
     set_trial_user_attr,
     study_id,
     study_trials,
@@ -167,7 +168,7 @@ class EvolutionSampler(BaseSampler):
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         """Breed this trial's child (or decide it is random) and record its parents."""
         parents: list[int] = []
-        if "fixed_params" not in trial.system_attrs and trial.number >= self._settings.population_size:
+        if not is_enqueued(trial) and trial.number >= self._settings.population_size:
             with self._lock:
                 parents = self._breed(study, trial)
         set_trial_user_attr(study, trial, PARENTS_ATTR, parents)

@@ -39,8 +39,30 @@ from optuna_energy.samplers._optuna_compat import (
     select_by_hypervolume,
 )
 
-_REFERENCE = 1.1  # reference point in every normalised objective: the worst candidate still counts
-_BEYOND_BEST = 1.0 - _REFERENCE  # where an infinitely good value goes: as far beyond 0 as 1.1 beyond 1
+REFERENCE = 1.1  # reference point in every normalised objective: the worst candidate still counts
+_BEYOND_BEST = 1.0 - REFERENCE  # where an infinitely good value goes: as far beyond 0 as 1.1 beyond 1
+
+
+def normalised_losses(values: np.ndarray, *, maximize: np.ndarray) -> np.ndarray:
+    """Objective values as losses in [0, 1] for hypervolumes: the one normalisation that the
+    sampler's selection and the report's hypervolume share, with :data:`REFERENCE` as reference.
+
+    Maximised objectives are negated; positive costs are taken on a log scale (they span
+    decades); each column is min-max scaled over its finite values. ``+inf`` losses go to the
+    reference point, ``-inf`` ones just below 0.
+    """
+    costs = ~maximize & np.all(values > 0, axis=0)  # +inf is positive, -inf is not
+    losses = np.where(maximize, -values, values)
+    losses[:, costs] = np.log10(losses[:, costs])  # log10(+inf) is +inf, without a warning
+    finite = np.isfinite(losses)
+    # Over the finite values only: one infinity would otherwise squash the rest onto 0.
+    low = np.min(losses, axis=0, where=finite, initial=np.inf)
+    high = np.max(losses, axis=0, where=finite, initial=-np.inf)
+    low, high = np.where(high >= low, low, 0.0), np.where(high >= low, high, 0.0)
+    scaled = (np.where(finite, losses, low) - low) / np.where(high > low, high - low, 1.0)
+    scaled[losses == np.inf] = REFERENCE
+    scaled[losses == -np.inf] = _BEYOND_BEST
+    return scaled
 
 
 class ElitePopulation:
@@ -63,7 +85,8 @@ class ElitePopulation:
             return
         self._seen.update(trial.number for trial in new)
         candidates = self.members + new
-        losses = self._normalised_losses(np.array([t.values for t in candidates], dtype=float))
+        losses = normalised_losses(np.array([t.values for t in candidates], dtype=float),
+                                   maximize=self._maximize)
         penalty = np.array([sum(max(v, 0.0) for v in t.constraints.values()) for t in candidates])
         rank = non_domination_rank(losses, penalty=penalty)
         kept: list[int] = []
@@ -93,22 +116,6 @@ class ElitePopulation:
         best = min(drawn, key=lambda i: (self._rank[i], -self._worth[i]))
         return self.members[best]
 
-    def _normalised_losses(self, values: np.ndarray) -> np.ndarray:
-        """Objectives to minimise, finite ones in [0, 1]; positive costs on a log scale (they
-        span decades). ``+inf`` losses go to the reference point, ``-inf`` ones just below 0."""
-        costs = ~self._maximize & np.all(values > 0, axis=0)  # +inf is positive, -inf is not
-        losses = np.where(self._maximize, -values, values)
-        losses[:, costs] = np.log10(losses[:, costs])  # log10(+inf) is +inf, without a warning
-        finite = np.isfinite(losses)
-        # Over the finite values only: one infinity would otherwise squash the rest onto 0.
-        low = np.min(losses, axis=0, where=finite, initial=np.inf)
-        high = np.max(losses, axis=0, where=finite, initial=-np.inf)
-        low, high = np.where(high >= low, low, 0.0), np.where(high >= low, high, 0.0)
-        scaled = (np.where(finite, losses, low) - low) / np.where(high > low, high - low, 1.0)
-        scaled[losses == np.inf] = _REFERENCE
-        scaled[losses == -np.inf] = _BEYOND_BEST
-        return scaled
-
     def _best_of_front(self, losses: np.ndarray, front: np.ndarray, count: int) -> np.ndarray:
         if self.selection == "hypervolume":
             # An infinitely good value (normalised below 0) adds infinite hypervolume: such
@@ -117,7 +124,7 @@ class ElitePopulation:
             if len(unbounded) >= count:
                 return unbounded[:count]
             rest = front[~_infinitely_good(losses[front])]
-            reference = np.full(losses.shape[1], _REFERENCE)
+            reference = np.full(losses.shape[1], REFERENCE)
             chosen = select_by_hypervolume(losses[rest], rest, count - len(unbounded), reference)
             return np.sort(np.concatenate([unbounded, chosen]))
         order = np.argsort(-crowding_distance(losses[front]), kind="stable")
@@ -126,7 +133,7 @@ class ElitePopulation:
     def _worth_in_front(self, front_losses: np.ndarray) -> np.ndarray:
         if self.selection == "hypervolume":
             worth = hypervolume_contributions(front_losses,
-                                              np.full(front_losses.shape[1], _REFERENCE))
+                                              np.full(front_losses.shape[1], REFERENCE))
             worth[_infinitely_good(front_losses)] = np.inf
             return worth
         return crowding_distance(front_losses)
