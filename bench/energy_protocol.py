@@ -37,8 +37,21 @@ import torch
 
 from optuna_energy.arch import build_model, profile
 from optuna_energy.data import ArraySplits, DeviceData
-from optuna_energy.energy import EnergyMeter, GpuId, NvmlCounterMeter, NvmlPowerMeter, estimate, select_meter
-from optuna_energy.measure import gpu_id, measure_idle_watts, measure_inference, synchronize
+from optuna_energy.devices import identity as gpu_id
+from optuna_energy.devices import synchronize
+from optuna_energy.energy import (
+    EnergyMeter,
+    EstimateMeter,
+    GpuId,
+    NvmlCounterMeter,
+    NvmlPowerMeter,
+    select_meter,
+)
+from optuna_energy.measure import (
+    energy_per_inference,
+    measure_idle_watts,
+    measure_inference,
+)
 
 MODELS: dict[str, list[dict[str, Any]]] = {
     # About 0.2 M multiply-accumulates per image: launch overhead and copies dominate on a GPU.
@@ -92,8 +105,8 @@ def spread(values: list[float]) -> dict[str, float]:
             "min": min(values), "max": max(values)}
 
 
-def counter_against_power(model: torch.nn.Module, data: DeviceData, gpu: GpuId, *, repeats: int,
-                          min_window: float) -> list[dict[str, float]]:
+def counter_against_power(model: torch.nn.Module, spec: list[dict[str, Any]], data: DeviceData,
+                          gpu: GpuId, *, repeats: int, min_window: float) -> list[dict[str, float]]:
     """The same windows metered by the energy counter and by 100 ms power sampling."""
     rows = []
     with NvmlCounterMeter(gpu) as counter, NvmlPowerMeter(gpu, interval_s=0.1) as power:
@@ -102,7 +115,8 @@ def counter_against_power(model: torch.nn.Module, data: DeviceData, gpu: GpuId, 
             counter.begin_window("pair")  # waits for a counter step; power starts right after
             power.begin_window("pair")
             result = measure_inference(model, data, batch_size=BATCH_SIZE, warmup_batches=0,
-                                       min_window_seconds=min_window, meter=None)
+                                       min_window_seconds=min_window, meter=EstimateMeter(),
+                                       costs=profile(spec, INPUT_SHAPE, 10))
             counted = counter.end_window("pair")  # waits for the next step; power ends right after
             sampled = power.end_window("pair")
             rows.append({"seconds": counted.seconds, "counter_j": counted.joules,
@@ -113,19 +127,14 @@ def counter_against_power(model: torch.nn.Module, data: DeviceData, gpu: GpuId, 
 
 
 def protocol_spread(model: torch.nn.Module, spec: list[dict[str, Any]], data: DeviceData,
-                    meter: EnergyMeter | None, *, idle_watts: float, repeats: int,
+                    meter: EnergyMeter, *, idle_watts: float, repeats: int,
                     min_window: float) -> list[dict[str, float]]:
     rows = []
     for _ in range(repeats):
         result = measure_inference(model, data, batch_size=BATCH_SIZE, warmup_batches=5,
-                                   min_window_seconds=min_window, meter=meter)
-        if result.window_joules is None:
-            costs = profile(spec, INPUT_SHAPE, 10)
-            gross = net = estimate.inference_joules(macs=costs.macs, params=costs.params,
-                                                    activations=costs.activations, batch_size=BATCH_SIZE)
-        else:
-            gross = result.window_joules / result.images
-            net = (result.window_joules - idle_watts * result.window_seconds) / result.images
+                                   min_window_seconds=min_window, meter=meter,
+                                   costs=profile(spec, INPUT_SHAPE, 10))
+        gross, net = energy_per_inference(result, idle_watts=idle_watts)
         rows.append({"window_s": result.window_seconds, "passes": result.passes,
                      "gross_mj_per_image": 1e3 * gross, "net_mj_per_image": 1e3 * net,
                      "ms_per_pass": 1e3 * result.seconds_per_pass})
@@ -157,18 +166,19 @@ def run(device: torch.device, *, gpu: GpuId | None = None, models: list[str] | N
     with warnings.catch_warnings(record=True) as fallbacks:
         warnings.simplefilter("always")
         meter = select_meter("cuda" if gpu is not None else str(device), gpu=gpu)
-    source = meter.source if meter else estimate.SOURCE
+    source = meter.source
     report: dict[str, Any] = {
         "device": str(device), "host": platform.node(), "energy_source": source,
-        "meter_info": meter.info() if meter else {}, "fallbacks": [str(w.message) for w in fallbacks],
-        "hardware": ((meter.info().get("device_name") if meter else None)
+        "meter_info": meter.info(), "fallbacks": [str(w.message) for w in fallbacks],
+        "hardware": (meter.info().get("device_name")
                      or (torch.cuda.get_device_name(device) if device.type == "cuda" else None)
                      or platform.processor() or platform.machine()),
         "torch": torch.__version__, "min_window_s": min_window, "batch_size": BATCH_SIZE,
         "images": images, "repeats": repeats, "models": {},
     }
     try:
-        report["idle_watts"] = {source: measure_idle_watts(meter, idle_seconds)} if meter else {}
+        report["idle_watts"] = ({source: measure_idle_watts(meter, idle_seconds)}
+                                if meter.counts_hardware else {})
         if source == "nvml-counter":
             with NvmlPowerMeter(gpu) as power:
                 report["idle_watts"]["nvml-power"] = measure_idle_watts(power, idle_seconds)
@@ -178,7 +188,7 @@ def run(device: torch.device, *, gpu: GpuId | None = None, models: list[str] | N
             costs = profile(spec, INPUT_SHAPE, 10)
             measured: dict[str, Any] = {"params": costs.params, "macs": costs.macs}
             if source == "nvml-counter":
-                pairs = counter_against_power(model, data, gpu, repeats=repeats, min_window=min_window)
+                pairs = counter_against_power(model, spec, data, gpu, repeats=repeats, min_window=min_window)
                 measured["counter_vs_power"] = {"windows": pairs, "power_over_counter": spread(
                     [row["power_over_counter"] for row in pairs])}
             runs = protocol_spread(model, spec, data, meter, idle_watts=report["idle_watts"].get(source, 0.0),
@@ -188,8 +198,7 @@ def run(device: torch.device, *, gpu: GpuId | None = None, models: list[str] | N
                                                                  "ms_per_pass")}}
             report["models"][name] = measured
     finally:
-        if meter is not None:
-            meter.close()
+        meter.close()
     return report
 
 

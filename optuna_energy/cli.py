@@ -25,20 +25,21 @@ from optuna_energy.config import (
     load_config,
 )
 from optuna_energy.data import DatasetError
+from optuna_energy.devices import BACKENDS, DeviceError
 from optuna_energy.energy import EnergyMeterError
 from optuna_energy.export import FORMATS, ExportError
 from optuna_energy.storage import StorageError, mask_url, open_storage, remember_secrets
 from optuna_energy.study import create_or_load_study, run_study
 from optuna_energy.workers import (
     STORAGE_ENV,
-    count_gpus,
     launch,
     plan_workers,
     run_worker,
 )
 
 PROG = "optuna-energy"
-_USER_ERRORS = (ConfigError, DatasetError, StorageError, EnergyMeterError, AnalysisError, ExportError)
+_USER_ERRORS = (ConfigError, DatasetError, DeviceError, StorageError, EnergyMeterError, AnalysisError,
+                ExportError)
 
 
 def _number(kind: Callable[[str], float], *, zero_allowed: bool = False) -> Callable[[str], float]:
@@ -107,7 +108,7 @@ def _launch(args: argparse.Namespace) -> int:
     config = _config(args)
     try:
         slots = plan_workers(args.gpus, workers_per_gpu=args.workers_per_gpu,
-                             cpu_workers=args.workers, available_gpus=count_gpus())
+                             cpu_workers=args.workers, available_gpus=BACKENDS["cuda"].count_on_node())
     except ValueError as error:
         raise ConfigError(str(error)) from None
     create_or_load_study(config)  # once here: bad URLs and passwords fail once, not per worker

@@ -11,7 +11,6 @@ ranges the sampler checks itself (this module only turns its ``ValueError`` into
 from __future__ import annotations
 
 import dataclasses
-import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 from optuna_energy.data.device import AUGMENTATIONS
 from optuna_energy.data.registry import check_dataset
 from optuna_energy.data.settings import DatasetSection
+from optuna_energy.devices import DeviceError, parse_device_name
 from optuna_energy.metrics import DEFAULT_OBJECTIVES, METRICS
 from optuna_energy.samplers import EvolutionSettings
 from optuna_energy.space import SpaceSection
@@ -28,7 +28,6 @@ OBJECTIVES: dict[str, str] = {name: metric.direction for name, metric in METRICS
 """Objective names with their Optuna directions, from the metric registry."""
 
 SAMPLERS = ("tpe", "nsga2", "random", "evolution")
-DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 ENERGY_KINDS = ("net", "gross")
 PRECISIONS = ("fp32", "bf16")
@@ -261,8 +260,10 @@ def _positive(value: float | None, where: str) -> None:
 
 def _validate_study(section: StudySection, name: str) -> None:
     _choice(section.sampler, SAMPLERS, f"[{name}] sampler")
-    if section.device not in DEVICES and not re.fullmatch(r"cuda:\d+", section.device):
-        raise ConfigError(f"[{name}] device is {section.device!r}; allowed: auto, cpu, cuda, cuda:N")
+    try:
+        parse_device_name(section.device)
+    except DeviceError as error:
+        raise ConfigError(f"[{name}] {error}") from None
     _choices(section.objectives, tuple(OBJECTIVES), f"[{name}] objectives")
     if len(section.objectives) < 2:
         raise ConfigError(

@@ -27,11 +27,12 @@ from torch import nn
 from optuna_energy.arch import build_model
 from optuna_energy.config import StudyConfig, load_config
 from optuna_energy.data import DeviceData
+from optuna_energy.devices import resolve_device
 from optuna_energy.objective import trial_seed
 from optuna_energy.record import TrialRecord, stored_config
 from optuna_energy.samplers._optuna_compat import storage_behind_cache, storage_of
 from optuna_energy.space import TrainingParams
-from optuna_energy.study import load_device_data, resolve_device
+from optuna_energy.study import load_device_data
 from optuna_energy.train import evaluate, train
 
 FORMATS = ("torchscript", "onnx", "state_dict")

@@ -6,8 +6,9 @@ one-second average), so one pass is too short to meter: after warm-up batches, p
 repeated inside one window until it lasts at least ``min_window_seconds``, with the device
 synchronised at both edges, and the energy is divided by the images actually inferred.
 
-This is also where torch meets the meters: :func:`open_meter` tells NVML which GPU a torch
-device is, by UUID and PCI bus id, so ``optuna_energy.energy`` stays free of torch.
+This is also where torch meets the meters: :func:`open_meter` tells a meter which physical
+device a torch device is (``optuna_energy.devices.identity``), so ``optuna_energy.energy`` stays
+free of torch.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from torch import nn
 
 from optuna_energy.arch import ArchProfile
 from optuna_energy.data import DeviceData
-from optuna_energy.energy import EnergyMeter, EnergyWindow, GpuId, select_meter
+from optuna_energy.devices import backend, identity, synchronize
+from optuna_energy.energy import EnergyMeter, EnergyWindow, Work, select_meter
 
 T = TypeVar("T")
 
@@ -36,8 +38,8 @@ class InferenceMeasurement:
     images: int
     window_seconds: float
     """The energy window, edge to edge: at least the minimum, and whole counter steps."""
-    window_joules: float | None
-    """Energy the meter counted in the window, or ``None`` without a hardware meter."""
+    window_joules: float
+    """Energy the meter counted (or, for the estimate, computed) in the window."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,58 +55,42 @@ class ModelUnderTest:
     precision: str
 
 
-def synchronize(device: torch.device) -> None:
-    """Wait until the device has finished its queued work, so a window edge is where it says."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def gpu_id(device: torch.device) -> GpuId:
-    """The UUID and PCI bus id of a CUDA device: how NVML finds it under ``CUDA_VISIBLE_DEVICES``."""
-    properties = torch.cuda.get_device_properties(device)
-    uuid = getattr(properties, "uuid", None)
-    bus = getattr(properties, "pci_bus_id", None)
-    pci_bus_id = None
-    if bus is not None:
-        pci_bus_id = f"{properties.pci_domain_id:04x}:{bus:02x}:{properties.pci_device_id:02x}.0"
-    return GpuId(uuid=str(uuid) if uuid is not None else None, pci_bus_id=pci_bus_id)
-
-
 def open_meter(device: torch.device, *, power_interval_s: float = 0.1,
-               meter: str = "auto") -> EnergyMeter | None:
-    """The energy meter for ``device`` (see ``select_meter``), or ``None`` for the estimate."""
-    gpu = gpu_id(device) if device.type == "cuda" else None
-    return select_meter(str(device), gpu=gpu, power_interval_s=power_interval_s, meter=meter)
+               meter: str = "auto") -> EnergyMeter:
+    """The energy meter for ``device`` (see ``select_meter``): the estimate when no hardware
+    meter can read it."""
+    return select_meter(str(device), gpu=identity(device), power_interval_s=power_interval_s,
+                        meter=meter)
 
 
-def metered(meter: EnergyMeter | None, name: str, device: torch.device,
-            work: Callable[[], T]) -> tuple[T, EnergyWindow | None]:
-    """Run ``work`` inside the energy window ``name``, the device synchronised at both edges.
+def metered(meter: EnergyMeter, name: str, device: torch.device, run: Callable[[], T], *,
+            work: Callable[[T], Work] | None = None) -> tuple[T, EnergyWindow]:
+    """Run ``run`` inside the energy window ``name``, the device synchronised at both edges.
 
-    Returns ``work``'s result and the window, or ``None`` for the window without a meter. If
-    ``work`` raises, the window is cancelled, so the next trial can open it again.
+    Returns ``run``'s result and the window. ``work`` says, from the result, what ran (for a
+    meter that estimates rather than counts). If ``run`` raises, the window is cancelled, so
+    the next trial can open it again.
     """
     synchronize(device)
-    if meter is not None:
-        meter.begin_window(name)
+    meter.begin_window(name)
     try:
-        result = work()
+        result = run()
         synchronize(device)
     except BaseException:
-        if meter is not None:
-            meter.cancel_window(name)
+        meter.cancel_window(name)
         raise
-    return result, meter.end_window(name) if meter is not None else None
+    return result, meter.end_window(name, work=work(result) if work is not None else None)
 
 
 @torch.inference_mode()
 def measure_inference(model: nn.Module, data: DeviceData, *, batch_size: int, warmup_batches: int,
-                      min_window_seconds: float, meter: EnergyMeter | None,
+                      min_window_seconds: float, meter: EnergyMeter, costs: ArchProfile,
                       autocast: contextlib.AbstractContextManager | None = None) -> InferenceMeasurement:
-    """Time (and meter) repeated passes over the evaluation set, each batch copied from the host.
+    """Time and meter repeated passes over the evaluation set, each batch copied from the host.
 
-    ``autocast`` (e.g. ``train.precision_context``) wraps each forward pass, so a model trained
-    in bf16 is measured in bf16.
+    ``costs`` describe the model's work for a meter that estimates; ``autocast`` (e.g.
+    ``train.precision_context``) wraps each forward pass, so a model trained in bf16 is measured
+    in bf16.
     """
     model.eval()
     host = data.eval_x_host
@@ -129,37 +115,40 @@ def measure_inference(model: nn.Module, data: DeviceData, *, batch_size: int, wa
 
     for index in range(warmup_batches):
         one_batch((index * batch_size) % len(host))
-    (passes, elapsed), window = metered(meter, "inference", device, passes_for_the_minimum_window)
-    return InferenceMeasurement(
-        seconds_per_pass=elapsed / passes, passes=passes, images=passes * len(host),
-        window_seconds=window.seconds if window else elapsed,
-        window_joules=window.joules if window else None,
-    )
+    (passes, elapsed), window = metered(
+        meter, "inference", device, passes_for_the_minimum_window,
+        work=lambda done: Work(macs=costs.macs, params=costs.params, activations=costs.activations,
+                               batch_size=batch_size, images=done[0] * len(host)))
+    return InferenceMeasurement(seconds_per_pass=elapsed / passes, passes=passes,
+                                images=passes * len(host), window_seconds=window.seconds,
+                                window_joules=window.joules)
+
+
+def energy_per_inference(inference: InferenceMeasurement, *, idle_watts: float) -> tuple[float, float]:
+    """Gross and net (idle power subtracted, never below 0) joules per image of a window."""
+    idle = idle_watts * inference.window_seconds
+    return (inference.window_joules / inference.images,
+            max(inference.window_joules - idle, 0.0) / inference.images)
 
 
 @torch.inference_mode()
 def peak_inference_memory(under_test: ModelUnderTest) -> float:
     """Peak memory of one forward pass at the measuring batch size, in bytes.
 
-    On CUDA, what the caching allocator really held at its peak (``max_memory_allocated``) above
-    what was allocated before, plus the parameters. Elsewhere, computed from the spec: the
-    parameters in fp32 and every layer's output for the batch at the training precision (an upper
-    bound, since a framework frees activations it no longer needs).
+    Where the device's allocator can tell (CUDA: ``max_memory_allocated``), what it really held at
+    its peak above what was allocated before, plus the parameters. Elsewhere, computed from the
+    spec: the parameters in fp32 and every layer's output for the batch at the training precision
+    (an upper bound, since a framework frees activations it no longer needs).
     """
     data, model = under_test.data, under_test.model
-    device = data.device
     params = sum(parameter.numel() * parameter.element_size() for parameter in model.parameters())
-    if device.type != "cuda":
+    peak_memory = backend(data.device).peak_memory
+    if peak_memory is None:
         activation_bytes = 2 if under_test.precision == "bf16" else 4
         return float(params + under_test.batch_size * under_test.costs.activations * activation_bytes)
-    synchronize(device)
-    before = torch.cuda.memory_allocated(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    images = data.eval_x_host[:under_test.batch_size].to(device)
     model.eval()
-    model(data.normalize(images))
-    synchronize(device)
-    return float(torch.cuda.max_memory_allocated(device) - before + params)
+    batch = data.eval_x_host[:under_test.batch_size]
+    return float(peak_memory(data.device, lambda: model(data.normalize(batch.to(data.device)))) + params)
 
 
 def measure_idle_watts(meter: EnergyMeter, seconds: float) -> float:

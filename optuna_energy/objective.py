@@ -18,8 +18,13 @@ from optuna_energy import record
 from optuna_energy.arch import build_model, profile, summarize
 from optuna_energy.config import StudyConfig
 from optuna_energy.data import DeviceData
-from optuna_energy.energy import EnergyMeter, estimate
-from optuna_energy.measure import ModelUnderTest, measure_inference, metered
+from optuna_energy.energy import EnergyMeter, Work
+from optuna_energy.measure import (
+    ModelUnderTest,
+    energy_per_inference,
+    measure_inference,
+    metered,
+)
 from optuna_energy.metrics import METRICS
 from optuna_energy.space import sample_architecture, sample_training
 from optuna_energy.train import (
@@ -48,7 +53,7 @@ def trial_seed(config: StudyConfig, number: int) -> int:
 class Objective:
     """The callable handed to ``study.optimize``; returns values in ``config.study.objectives`` order."""
 
-    def __init__(self, config: StudyConfig, data: DeviceData, *, meter: EnergyMeter | None = None,
+    def __init__(self, config: StudyConfig, data: DeviceData, *, meter: EnergyMeter,
                  idle_watts: float = 0.0, on_trained: TrainedModelHook | None = None) -> None:
         self.config = config
         self.data = data
@@ -82,14 +87,10 @@ class Objective:
         result, train_window = metered(
             self.meter, "training", data.device,
             lambda: train(model, data, training, epochs=config.training.epochs, seed=seed,
-                          precision=precision))
-        if train_window is not None:
-            train_joules, train_window_s = train_window.joules, train_window.seconds
-        else:
-            train_window_s = result.seconds
-            train_joules = estimate.training_joules(
-                macs=costs.macs, params=costs.params, activations=costs.activations,
-                batch_size=training.batch_size, images=result.images)
+                          precision=precision),
+            work=lambda trained: Work(macs=costs.macs, params=costs.params,
+                                      activations=costs.activations, batch_size=training.batch_size,
+                                      images=trained.images, training=True))
         measure_start = time.perf_counter()
         accuracy = evaluate(model, data, precision=precision)
         with trial_failures():
@@ -97,29 +98,19 @@ class Objective:
                 model, data, batch_size=config.measure.batch_size,
                 warmup_batches=config.measure.warmup_batches,
                 min_window_seconds=config.measure.min_window_seconds, meter=self.meter,
-                autocast=precision_context(data.device, precision))
-
-        if inference.window_joules is None:
-            source = estimate.SOURCE
-            gross = net = estimate.inference_joules(
-                macs=costs.macs, params=costs.params, activations=costs.activations,
-                batch_size=config.measure.batch_size)
-        else:
-            source = self.meter.source
-            gross = inference.window_joules / inference.images
-            idle = self.idle_watts * inference.window_seconds
-            net = max(inference.window_joules - idle, 0.0) / inference.images
+                costs=costs, autocast=precision_context(data.device, precision))
+        gross, net = energy_per_inference(inference, idle_watts=self.idle_watts)
         measured = {
             "accuracy": accuracy,
             "inference_time_s": inference.seconds_per_pass,
-            "energy_source": source,
+            "energy_source": self.meter.source,
             "energy_per_inference_j": net if config.measure.energy == "net" else gross,
             "energy_gross_j": gross,
             "energy_net_j": net,
             "energy_window_s": inference.window_seconds,
             "energy_window_images": inference.images,
-            "train_energy_j": train_joules,
-            "train_window_s": train_window_s,
+            "train_energy_j": train_window.joules,
+            "train_window_s": train_window.seconds,
             "train_seconds": result.seconds,
             "idle_watts": self.idle_watts,
         }
@@ -129,8 +120,7 @@ class Objective:
             measured |= {entry.field: entry.measure(under_test)
                          for entry in METRICS.values() if entry.measure is not None}
         measured["measure_seconds"] = time.perf_counter() - measure_start
-        if self.meter is not None:
-            measured["meter"] = self.meter.info()
+        measured["meter"] = self.meter.info()
         record.write(trial, **measured)
         by_field = {**measured, "params": costs.params}
         self._set_constraints(trial, by_field)

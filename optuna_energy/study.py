@@ -21,6 +21,7 @@ from optuna_energy.config import (
 )
 from optuna_energy.dashboard import study_callbacks, trained_model_hook
 from optuna_energy.data import ArraySplits, DeviceData, load_dataset
+from optuna_energy.devices import resolve_device
 from optuna_energy.loop import Callback, optimize_within_budget
 from optuna_energy.measure import measure_idle_watts, open_meter
 from optuna_energy.objective import Objective
@@ -50,24 +51,6 @@ def create_sampler(name: str, *, seed: int | None = None,
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     raise ConfigError(f"unknown sampler {name!r}; allowed: {', '.join(SAMPLERS)}")
-
-
-def resolve_device(name: str) -> torch.device:
-    """The torch device for ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-
-    Raises:
-        ConfigError: Another name, or a CUDA device this machine does not have.
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    kind, _, index = name.partition(":")
-    if name == "cpu" or (kind == "cuda" and (index == "" or index.isdigit())):
-        gpus = torch.cuda.device_count() if kind == "cuda" else 0
-        if kind == "cuda" and int(index or 0) >= gpus:
-            raise ConfigError(f"device is {name!r} but this machine has "
-                              f"{f'{gpus} CUDA GPU(s)' if gpus else 'no CUDA GPU'}; use 'auto' or 'cpu'")
-        return torch.device(name)
-    raise ConfigError(f"unknown device {name!r}; allowed: auto, cpu, cuda, cuda:N")
 
 
 def create_or_load_study(config: StudyConfig, *, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
@@ -162,7 +145,7 @@ def optimize_study(study: optuna.Study, config: StudyConfig, *, dataset: ArraySp
     meter = open_meter(torch_device, power_interval_s=config.measure.power_interval_s,
                        meter=config.measure.meter)
     try:
-        idle = measure_idle_watts(meter, config.measure.idle_seconds) if meter else 0.0
+        idle = measure_idle_watts(meter, config.measure.idle_seconds) if meter.counts_hardware else 0.0
         objective = Objective(config, data, meter=meter, idle_watts=idle,
                               on_trained=trained_model_hook(config))
         with TrialProgress(study, total=config.study.n_trials, enabled=show_progress_bar) as progress:
@@ -172,5 +155,4 @@ def optimize_study(study: optuna.Study, config: StudyConfig, *, dataset: ArraySp
                                    catch=(TrialFailure,),
                                    reconnect_timeout=config.storage.reconnect_timeout)
     finally:
-        if meter is not None:
-            meter.close()
+        meter.close()

@@ -25,12 +25,16 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optuna_energy.budget import tally
 from optuna_energy.config import StudyConfig
+from optuna_energy.devices import BACKENDS
 from optuna_energy.record import TrialRecord
 from optuna_energy.storage import mask_text
 from optuna_energy.study import create_or_load_study, create_sampler, optimize_study
 
 STORAGE_ENV = "OPTUNA_ENERGY_STORAGE"
 """Environment variable holding the storage URL, so that passwords stay out of ``ps`` output."""
+
+_GPUS = BACKENDS["cuda"]
+"""The launcher places workers on NVIDIA GPUs (indices in nvidia-smi's order)."""
 
 STOP_SECONDS = 30.0
 """How long the launcher waits for stopped workers to record their trials before killing them."""
@@ -94,20 +98,6 @@ class WorkerSlot:
     env: dict[str, str]
 
 
-def count_gpus() -> int:
-    """NVIDIA GPUs on this node, as NVML sees them (0 without a driver)."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-    except Exception:  # no library, no driver, no device: all mean "no GPU"
-        return 0
-    try:
-        return pynvml.nvmlDeviceGetCount()
-    finally:
-        pynvml.nvmlShutdown()
-
-
 def plan_workers(gpus: str | None, *, workers_per_gpu: int = 1, cpu_workers: int = 1,
                  available_gpus: int) -> list[WorkerSlot]:
     """The workers to start on this node.
@@ -117,7 +107,7 @@ def plan_workers(gpus: str | None, *, workers_per_gpu: int = 1, cpu_workers: int
             ``None``: all GPUs when there are any, else ``cpu_workers`` CPU workers.
         workers_per_gpu: Workers sharing each GPU (small models rarely fill a big GPU).
         cpu_workers: Workers when there is no GPU; the CPU cores are divided among them.
-        available_gpus: GPUs on this node, from ``count_gpus()``.
+        available_gpus: GPUs on this node (``devices.BACKENDS["cuda"].count_on_node()``).
 
     Raises:
         ValueError: A GPU index is malformed or not on this node, or ``all`` finds none.
@@ -125,12 +115,12 @@ def plan_workers(gpus: str | None, *, workers_per_gpu: int = 1, cpu_workers: int
     if gpus is None and available_gpus == 0:
         threads = str(max(1, (os.cpu_count() or 1) // cpu_workers))
         return [WorkerSlot(f"cpu{index}", "cpu",
-                           {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": threads})
+                           {_GPUS.visible_devices_env: "", "OMP_NUM_THREADS": threads})
                 for index in range(cpu_workers)]
     indices = _gpu_indices(gpus or "all", available_gpus)
     # CUDA numbers devices fastest-first by default; PCI order matches nvidia-smi and NVML.
     return [WorkerSlot(f"gpu{gpu}" + (f".{k}" if workers_per_gpu > 1 else ""), "cuda",
-                       {"CUDA_VISIBLE_DEVICES": str(gpu), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"})
+                       {_GPUS.visible_devices_env: str(gpu), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"})
             for gpu in indices for k in range(workers_per_gpu)]
 
 

@@ -79,7 +79,7 @@ def test_bad_arguments_are_named(capsys, argv, expected):
 def test_bad_device_and_objectives_from_the_command_line(tmp_path, capsys):
     storage = f"sqlite:///{tmp_path / 'x.db'}"
     line = _error_line(capsys, ["run", "--storage", storage, "--device", "tpu"])
-    assert "[study] device is 'tpu'; allowed: auto, cpu, cuda, cuda:N" in line
+    assert "[study] unknown device 'tpu'; allowed: auto, cpu, cuda, cuda:N" in line
     line = _error_line(capsys, ["run", "--storage", storage, "--objectives", "accuracy,joules"])
     assert "[study] objectives entry is 'joules'" in line
 

@@ -10,7 +10,13 @@ from torch import nn
 
 from optuna_energy import run_study
 from optuna_energy.config import ConfigError, load_config
-from optuna_energy.data import ArraySplits, DatasetError, DeviceData, from_datasets, from_tensors
+from optuna_energy.data import (
+    ArraySplits,
+    DatasetError,
+    DeviceData,
+    from_datasets,
+    from_tensors,
+)
 from optuna_energy.data.device import random_crop, random_flip
 from optuna_energy.space import TrainingParams
 from optuna_energy.train import evaluate, precision_context, train

@@ -25,8 +25,7 @@ import torchvision
 from PIL import Image
 
 from optuna_energy.config import load_config
-from optuna_energy.data import DatasetError, load_dataset
-from optuna_energy.data import cache
+from optuna_energy.data import DatasetError, cache, load_dataset
 
 CINIC_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

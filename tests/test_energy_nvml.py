@@ -17,9 +17,17 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from optuna_energy.energy import (EnergyEstimateWarning, EnergyMeterError, EnergyMeterWarning, GpuId,
-                                  NvmlCounterMeter, NvmlPowerMeter, select_meter)
-from optuna_energy.measure import gpu_id, open_meter
+from optuna_energy.devices import identity as gpu_id
+from optuna_energy.energy import (
+    EnergyEstimateWarning,
+    EnergyMeterError,
+    EnergyMeterWarning,
+    GpuId,
+    NvmlCounterMeter,
+    NvmlPowerMeter,
+    select_meter,
+)
+from optuna_energy.measure import open_meter
 from tests.nvml_standin import DRIVER_NOT_LOADED, NOT_SUPPORTED, FakeNvml
 
 # The stand-in's second GPU, as torch gives its UUID (no GPU- prefix).
@@ -165,7 +173,7 @@ def test_selection_falls_back_to_power_sampling_without_the_counter(nvml: FakeNv
 def test_selection_falls_back_to_the_estimate_without_any_power_reading(nvml: FakeNvml) -> None:
     nvml.counter_error = nvml.instant_error = nvml.average_error = NOT_SUPPORTED
     with pytest.warns(EnergyMeterWarning) as caught:
-        assert select_meter("cuda:1", gpu=SECOND_GPU) is None
+        assert select_meter("cuda:1", gpu=SECOND_GPU).source == "estimate"
     assert caught[-1].category is EnergyEstimateWarning
     assert str(caught[-1].message) == (
         "no hardware energy meter works for device 'cuda:1' (nvml-power: NVML gives no power "
@@ -178,7 +186,7 @@ def test_selection_falls_back_to_the_estimate_without_any_power_reading(nvml: Fa
 def test_selection_falls_back_to_the_estimate_when_nvml_cannot_start(nvml: FakeNvml) -> None:
     nvml.init_error = DRIVER_NOT_LOADED
     with pytest.warns(EnergyMeterWarning) as caught:
-        assert select_meter("cuda", gpu=SECOND_GPU) is None
+        assert select_meter("cuda", gpu=SECOND_GPU).source == "estimate"
     assert [str(warning.message) for warning in caught] == [
         "nvml-counter: NVML cannot start: Driver Not Loaded; measuring with nvml-power instead",
         "no hardware energy meter works for device 'cuda' (nvml-power: NVML cannot start: Driver "
@@ -189,7 +197,7 @@ def test_selection_falls_back_to_the_estimate_when_nvml_cannot_start(nvml: FakeN
 def test_selection_falls_back_to_the_estimate_without_nvidia_ml_py(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", None)  # what an absent package looks like to import
     with pytest.warns(EnergyMeterWarning) as caught:
-        assert select_meter("cuda", gpu=SECOND_GPU) is None
+        assert select_meter("cuda", gpu=SECOND_GPU).source == "estimate"
     assert "(nvml-power: the nvidia-ml-py package is not installed (pip install nvidia-ml-py))" in str(
         caught[-1].message)
 
@@ -200,7 +208,7 @@ def test_a_named_meter_is_used_even_where_a_better_one_works(nvml: FakeNvml) -> 
     with meter:
         assert meter.source == "nvml-power"
     with _no_warnings():
-        assert select_meter("cuda:0", gpu=SECOND_GPU, meter="estimate") is None
+        assert select_meter("cuda:0", gpu=SECOND_GPU, meter="estimate").source == "estimate"
 
 
 def test_a_named_meter_that_cannot_open_is_an_error_not_a_fallback(nvml: FakeNvml) -> None:

@@ -9,16 +9,27 @@ from pathlib import Path
 import pytest
 import torch
 from optuna.trial import TrialState
-from tests.test_energy_rapl import PowercapTree
-from torch import nn
 
 from optuna_energy import run_study
+from optuna_energy.arch import build_model, profile
 from optuna_energy.config import ConfigError, DatasetSection, load_config
 from optuna_energy.data import DeviceData, load_dataset
-from optuna_energy.energy import EnergyMeterWarning, RaplMeter
+from optuna_energy.energy import (
+    EnergyMeterWarning,
+    EstimateMeter,
+    RaplMeter,
+    Work,
+    estimate,
+)
 from optuna_energy.energy.rapl import POWERCAP_ROOT_ENV
-from optuna_energy.measure import measure_idle_watts, measure_inference, metered
+from optuna_energy.measure import (
+    energy_per_inference,
+    measure_idle_watts,
+    measure_inference,
+    metered,
+)
 from optuna_energy.train import TrialFailure
+from tests.test_energy_rapl import PowercapTree
 
 WATTS = 40.0
 ONE_PACKAGE = {"intel-rapl:0": ("package-0", WATTS, 10**12)}
@@ -36,10 +47,11 @@ def digits() -> DeviceData:
 
 def test_window_lasts_the_minimum_and_energy_is_per_image_inferred(
         tree: PowercapTree, digits: DeviceData) -> None:
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    spec = [{"slot": 0, "kind": "linear", "out_features": 10}]
+    model = build_model(spec, (1, 8, 8), 10)
     with RaplMeter(tree.root) as meter, tree.advancing():
         result = measure_inference(model, digits, batch_size=100, warmup_batches=1,
-                                   min_window_seconds=0.3, meter=meter)
+                                   min_window_seconds=0.3, meter=meter, costs=profile(spec, (1, 8, 8), 10))
     assert result.window_seconds >= 0.3
     assert result.images == result.passes * len(digits.eval_y)
     assert result.seconds_per_pass * result.passes <= result.window_seconds
@@ -120,10 +132,27 @@ def test_with_the_estimate_every_trial_says_so(
     assert attrs["energy_source"] == "estimate"
     assert attrs["energy_gross_j"] == attrs["energy_net_j"] == trial.values[energy_index] > 0
     assert attrs["train_energy_j"] > 0
-    assert "meter" not in attrs
+    assert attrs["meter"]["joules_per_mac"] == estimate.JOULES_PER_MAC  # says how it was computed
 
 
 def test_an_unknown_meter_in_the_config_is_a_one_line_error() -> None:
     with pytest.raises(ConfigError, match=r"^\[measure\] meter is 'nvml'; allowed: auto, nvml-counter, "
                                           "nvml-power, rapl, estimate$"):
         load_config({"measure": {"meter": "nvml"}})
+
+
+def test_the_estimate_is_a_meter_whose_windows_are_computed_from_their_work(digits: DeviceData) -> None:
+    spec = [{"slot": 0, "kind": "linear", "out_features": 10}]
+    costs = profile(spec, (1, 8, 8), 10)
+    result = measure_inference(build_model(spec, (1, 8, 8), 10), digits, batch_size=100,
+                               warmup_batches=0, min_window_seconds=0.05, meter=EstimateMeter(),
+                               costs=costs)
+    per_image = estimate.inference_joules(macs=costs.macs, params=costs.params,
+                                          activations=costs.activations, batch_size=100)
+    assert energy_per_inference(result, idle_watts=0.0) == pytest.approx((per_image, per_image))
+    _, window = metered(EstimateMeter(), "training", torch.device("cpu"), lambda: "trained",
+                        work=lambda _: Work(macs=costs.macs, params=costs.params,
+                                            activations=costs.activations, batch_size=32,
+                                            images=1000, training=True))
+    assert window.joules == pytest.approx(estimate.training_joules(
+        macs=costs.macs, params=costs.params, activations=costs.activations, batch_size=32, images=1000))

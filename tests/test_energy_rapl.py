@@ -15,7 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from optuna_energy.energy import EnergyEstimateWarning, EnergyMeterError, RaplMeter, select_meter
+from optuna_energy.energy import (
+    EnergyEstimateWarning,
+    EnergyMeterError,
+    RaplMeter,
+    select_meter,
+)
 from optuna_energy.energy.rapl import POWERCAP_ROOT_ENV
 
 REPO = Path(__file__).resolve().parent.parent
@@ -136,7 +141,7 @@ def test_selection_falls_back_to_the_estimate_without_a_tree(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(POWERCAP_ROOT_ENV, str(tmp_path / "absent"))
     with pytest.warns(EnergyEstimateWarning) as caught:
-        assert select_meter("cpu") is None
+        assert select_meter("cpu").source == "estimate"
     assert str(caught[0].message) == (
         f"no hardware energy meter works for device 'cpu' (rapl: no powercap tree at "
         f"{tmp_path / 'absent'} (set OPTUNA_ENERGY_POWERCAP_ROOT to another root)); energy per "
@@ -149,12 +154,12 @@ def test_selection_falls_back_when_only_psys_is_there(
     laptop = PowercapTree(tmp_path / "powercap", {"intel-rapl:0": ("psys", 9.0, 10**9)})
     monkeypatch.setenv(POWERCAP_ROOT_ENV, str(laptop.root))
     with pytest.warns(EnergyEstimateWarning, match=r"no RAPL package domain under .* \(found: psys\)"):
-        assert select_meter("cpu") is None
+        assert select_meter("cpu").source == "estimate"
 
 
 def test_a_device_no_meter_knows_gets_the_estimate() -> None:
     with pytest.warns(EnergyEstimateWarning, match="device 'mps' .no meter knows this kind of device"):
-        assert select_meter("mps") is None
+        assert select_meter("mps").source == "estimate"
 
 
 def _without_root_read_override() -> None:
@@ -170,12 +175,12 @@ def test_unreadable_counters_fall_back_and_say_why(tree: PowercapTree) -> None:
     for directory in TWO_SOCKETS:
         os.chmod(tree.root / directory / "energy_uj", 0o000)
     code = ("import warnings; warnings.simplefilter('always'); "
-            "from optuna_energy.energy import select_meter; print(select_meter('cpu'))")
+            "from optuna_energy.energy import select_meter; print(select_meter('cpu').source)")
     env = {**os.environ, POWERCAP_ROOT_ENV: str(tree.root), "PYTHONPATH": str(REPO)}
     result = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60,
         check=True, preexec_fn=_without_root_read_override if os.geteuid() == 0 else None)
-    assert result.stdout.strip() == "None"
+    assert result.stdout.strip() == "estimate"
     assert (f"(rapl: cannot read {tree.root}/intel-rapl:0/energy_uj: permission denied (RAPL "
             f"counters are root-only since Linux 5.10; run as root or `sudo chmod a+r "
             f"{tree.root}/intel-rapl:*/energy_uj`)); energy per inference is the analytical "

@@ -14,7 +14,11 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import (
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 from optuna.trial import TrialState
 
 from optuna_energy import ConfigError, create_sampler, load_config, profile
@@ -22,8 +26,19 @@ from optuna_energy.config import SpaceSection, TrainingSection
 from optuna_energy.samplers import PARENTS_ATTR, EvolutionSampler
 from optuna_energy.samplers._genome import Genome, block_of
 from optuna_energy.samplers._selection import ElitePopulation
-from optuna_energy.samplers._variation import VariationRates, crossover, fit_to, mutate, perturb
-from optuna_energy.space import sample_architecture, sample_training, slot_of, slot_prefix
+from optuna_energy.samplers._variation import (
+    VariationRates,
+    crossover,
+    fit_to,
+    mutate,
+    perturb,
+)
+from optuna_energy.space import (
+    sample_architecture,
+    sample_training,
+    slot_of,
+    slot_prefix,
+)
 from optuna_energy.workers import run_worker
 from tests.helpers import tiny_config
 

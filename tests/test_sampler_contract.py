@@ -23,7 +23,10 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.samplers import BaseSampler
 from optuna.study import StudyDirection
-from optuna.testing.pytest_samplers import BasicSamplerTestCase, MultiObjectiveSamplerTestCase
+from optuna.testing.pytest_samplers import (
+    BasicSamplerTestCase,
+    MultiObjectiveSamplerTestCase,
+)
 from optuna.trial import TrialState
 
 from optuna_energy import ConfigError

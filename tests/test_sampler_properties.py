@@ -21,9 +21,15 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from optuna_energy.samplers._settings import EvolutionSettings
 from optuna_energy.samplers._genome import Genome
-from optuna_energy.samplers._variation import VariationRates, crossover, fit_to, mutate, perturb
+from optuna_energy.samplers._settings import EvolutionSettings
+from optuna_energy.samplers._variation import (
+    VariationRates,
+    crossover,
+    fit_to,
+    mutate,
+    perturb,
+)
 
 
 def contains(distribution: BaseDistribution, value: Any) -> bool:

@@ -10,6 +10,7 @@ import pytest
 from optuna.trial import TrialState
 
 import optuna_energy
+from optuna_energy.devices import DeviceError
 from optuna_energy.arch import build_model, profile
 from optuna_energy.config import load_config
 from optuna_energy.data import from_tensors, load_dataset
@@ -85,7 +86,7 @@ def test_resuming_with_settings_that_define_trials_is_refused_naming_them(tmp_pa
 
 def test_a_first_run_that_ran_no_trial_does_not_fix_the_stored_config(tmp_path):
     config = tiny_config(tmp_path, n_trials=1)
-    with pytest.raises(optuna_energy.ConfigError):  # fails before any trial (no such device)
+    with pytest.raises(DeviceError):  # fails before any trial (no such device)
         optuna_energy.run_study({**config, "study": {**config["study"], "device": "cuda:7"}},
                                 show_progress_bar=False)
     changed = {**config, "training": {**config["training"], "epochs": 2}}

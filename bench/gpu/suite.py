@@ -56,9 +56,9 @@ from optuna.trial import FrozenTrial, TrialState
 from bench import data_path, energy_protocol
 from bench.core_overhead import trial_time_split
 from optuna_energy.config import load_config
+from optuna_energy.devices import identity as gpu_id
 from optuna_energy.energy import GpuId, NvmlCounterMeter
 from optuna_energy.energy.nvml import _Session
-from optuna_energy.measure import gpu_id
 from optuna_energy.study import create_or_load_study, optimize_study
 
 REPO = Path(__file__).resolve().parents[2]

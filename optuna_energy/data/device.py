@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from optuna_energy.data.splits import ArraySplits
+from optuna_energy.devices import backend
 
 AUGMENTATIONS = ("crop", "flip")
 """``crop``: random crop of the zero-padded image; ``flip``: random horizontal flip."""
@@ -53,7 +54,7 @@ class DeviceData:
         self.eval_x = torch.from_numpy(splits.eval_x).to(self.device)
         self.eval_y = torch.from_numpy(splits.eval_y).to(self.device)
         host = torch.from_numpy(splits.eval_x).contiguous()
-        self.eval_x_host = host.pin_memory() if self.device.type == "cuda" else host
+        self.eval_x_host = host.pin_memory() if backend(self.device).pins_host_memory else host
         self.mean, self.std = _channel_stats(self.train_x)
         """Per-channel training statistics, ``(1, C, 1, 1)``; exported models carry them too."""
         self.chance_accuracy = float(torch.bincount(self.eval_y).max()) / len(self.eval_y)

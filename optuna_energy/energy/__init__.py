@@ -1,4 +1,7 @@
-"""Energy meters behind one interface, and the choice of meter for a device.
+"""Energy meters behind one interface, registered with the device kinds they can read, and the
+choice of meter for a device. A meter for another vendor is one module implementing
+``EnergyMeter`` plus one :data:`METERS` entry (and, for a new kind of device, one backend in
+``optuna_energy.devices``).
 
 | ``energy_source`` | device | what is read |
 |---|---|---|
@@ -10,10 +13,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
+from collections.abc import Callable
 
 from optuna_energy.energy import estimate
-from optuna_energy.energy.base import EnergyMeter, EnergyMeterError, EnergyWindow
+from optuna_energy.energy.base import EnergyMeter, EnergyMeterError, EnergyWindow, Work
+from optuna_energy.energy.estimate import EstimateMeter
 from optuna_energy.energy.nvml import (
     COUNTER_SOURCE,
     POWER_SOURCE,
@@ -30,13 +36,17 @@ __all__ = [
     "EnergyMeterError",
     "EnergyMeterWarning",
     "EnergyWindow",
+    "EstimateMeter",
     "GpuId",
+    "METERS",
     "METER_CHOICES",
+    "MeterEntry",
     "NvmlCounterMeter",
     "NvmlPowerMeter",
     "RaplMeter",
     "estimate",
     "select_meter",
+    "Work",
 ]
 
 
@@ -48,54 +58,85 @@ class EnergyEstimateWarning(EnergyMeterWarning):
     """No hardware meter could be read, so energy is the analytical estimate."""
 
 
-METER_CHOICES = ("auto", COUNTER_SOURCE, POWER_SOURCE, RAPL_SOURCE, estimate.SOURCE)
+@dataclasses.dataclass(frozen=True)
+class MeterRequest:
+    """What opening a meter may need: the device, its GPU identity, the sampling interval."""
+
+    device: str
+    gpu: GpuId | None
+    power_interval_s: float
+
+
+@dataclasses.dataclass(frozen=True)
+class MeterEntry:
+    """A registered hardware meter: the device kinds it reads and how to open it.
+
+    ``open`` is also the availability probe: it raises ``EnergyMeterError`` saying why the meter
+    cannot read this device (no library, no driver, no permission, no counter).
+    """
+
+    device_kinds: tuple[str, ...]
+    open: Callable[[MeterRequest], EnergyMeter]
+
+
+def _nvml(kind: type[NvmlCounterMeter] | type[NvmlPowerMeter]) -> Callable[[MeterRequest], EnergyMeter]:
+    def open_(request: MeterRequest) -> EnergyMeter:
+        if request.gpu is None:
+            raise EnergyMeterError("NVML meters need a CUDA device and its GpuId")
+        if kind is NvmlPowerMeter:
+            return NvmlPowerMeter(request.gpu, interval_s=request.power_interval_s)
+        return kind(request.gpu)
+
+    return open_
+
+
+METERS: dict[str, MeterEntry] = {
+    COUNTER_SOURCE: MeterEntry(("cuda",), _nvml(NvmlCounterMeter)),
+    POWER_SOURCE: MeterEntry(("cuda",), _nvml(NvmlPowerMeter)),
+    RAPL_SOURCE: MeterEntry(("cpu",), lambda request: RaplMeter()),
+}
+"""Hardware meters by ``energy_source``, best first for each kind of device."""
+
+METER_CHOICES = ("auto", *METERS, estimate.SOURCE)
 """What ``[measure] meter`` may name: ``auto`` picks the best that works."""
-
-_CANDIDATES = {"cuda": (COUNTER_SOURCE, POWER_SOURCE), "cpu": (RAPL_SOURCE,)}
-"""Meters to try for each kind of device, best first."""
-
-
-def _open(source: str, *, gpu: GpuId | None, power_interval_s: float) -> EnergyMeter:
-    if source == RAPL_SOURCE:
-        return RaplMeter()
-    if source not in (COUNTER_SOURCE, POWER_SOURCE):
-        raise ValueError(f"unknown energy meter {source!r}; allowed: {', '.join(METER_CHOICES)}")
-    if gpu is None:
-        raise EnergyMeterError("NVML meters need a CUDA device and its GpuId")
-    if source == COUNTER_SOURCE:
-        return NvmlCounterMeter(gpu)
-    return NvmlPowerMeter(gpu, interval_s=power_interval_s)
 
 
 def select_meter(device: str, *, gpu: GpuId | None = None, power_interval_s: float = 0.1,
-                 meter: str = "auto") -> EnergyMeter | None:
-    """The energy meter for ``device``, or ``None`` for the analytical estimate.
+                 meter: str = "auto") -> EnergyMeter:
+    """The energy meter for ``device``: the best registered meter that opens, else the estimate.
 
-    With ``meter="auto"``, a CUDA device tries ``nvml-counter`` then ``nvml-power``, the CPU
-    tries ``rapl``, and every step down warns and says why. A named meter is opened or fails.
+    With ``meter="auto"``, the meters registered for the device's kind are tried best first
+    (a CUDA device: ``nvml-counter`` then ``nvml-power``; the CPU: ``rapl``), and every step
+    down warns and says why; when none opens, the analytical estimate (``EstimateMeter``)
+    measures, with an ``EnergyEstimateWarning``. A named meter is opened or fails.
 
     Args:
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``, as ``str(torch.device)`` gives it.
-        gpu: For a CUDA device, its UUID or PCI bus id (see ``optuna_energy.measure.gpu_id``).
+        gpu: For a CUDA device, its UUID or PCI bus id (see ``optuna_energy.devices.identity``).
         power_interval_s: Seconds between power samples of ``nvml-power``.
-        meter: ``auto`` or one of the sources; ``estimate`` returns ``None`` without a warning.
+        meter: ``auto`` or one of :data:`METER_CHOICES`; ``estimate`` gives the estimate
+            without a warning.
 
     Raises:
         EnergyMeterError: The named meter cannot be opened; the message says why.
+        ValueError: ``meter`` is not one of :data:`METER_CHOICES`.
 
     Example:
         >>> meter = select_meter("cpu")  # RaplMeter where the powercap tree is readable
         >>> meter.begin_window("idle"); time.sleep(1); meter.end_window("idle").watts
     """
+    request = MeterRequest(device=device, gpu=gpu, power_interval_s=power_interval_s)
     if meter == estimate.SOURCE:
-        return None
+        return EstimateMeter()
     if meter != "auto":
-        return _open(meter, gpu=gpu, power_interval_s=power_interval_s)
-    candidates = _CANDIDATES.get(device.split(":")[0], ())
+        if meter not in METERS:
+            raise ValueError(f"unknown energy meter {meter!r}; allowed: {', '.join(METER_CHOICES)}")
+        return METERS[meter].open(request)
+    candidates = [source for source, entry in METERS.items() if device.split(":")[0] in entry.device_kinds]
     reason = "no meter knows this kind of device"
     for index, source in enumerate(candidates):
         try:
-            return _open(source, gpu=gpu, power_interval_s=power_interval_s)
+            return METERS[source].open(request)
         except EnergyMeterError as error:
             reason = f"{source}: {error}"
         if index + 1 < len(candidates):
@@ -107,4 +148,4 @@ def select_meter(device: str, *, gpu: GpuId | None = None, power_interval_s: flo
         EnergyEstimateWarning,
         stacklevel=2,
     )
-    return None
+    return EstimateMeter()

@@ -5,6 +5,9 @@ Modelled on Zeus's ``ZeusMonitor``: a measurement is a named window, opened with
 only has to say how much energy its hardware has counted so far (``total_joules``); the
 windows are the same for every meter. Synchronising the compute device at both edges is the
 caller's job (see ``optuna_energy.measure``): meters know nothing of torch or architectures.
+The caller may say what ran in a window (``Work``): hardware meters ignore it, the analytical
+estimate (``estimate.EstimateMeter``) computes its joules from it, so that "no hardware meter"
+is a meter like the others and not a special case in every caller.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 
 class EnergyMeterError(RuntimeError):
@@ -31,6 +34,22 @@ class EnergyWindow:
         return self.joules / self.seconds if self.seconds > 0 else 0.0
 
 
+@dataclasses.dataclass(frozen=True)
+class Work:
+    """What ran inside a window, for meters that estimate energy instead of counting it."""
+
+    macs: int
+    """Multiply-accumulates of one image's forward pass."""
+    params: int
+    activations: int
+    """Elements one image's forward pass writes."""
+    batch_size: int
+    images: int
+    """Images processed in the window."""
+    training: bool = False
+    """Forward and backward passes (training) rather than forward passes alone."""
+
+
 class EnergyMeter(abc.ABC):
     """A hardware energy counter read through named measurement windows.
 
@@ -42,6 +61,8 @@ class EnergyMeter(abc.ABC):
 
     source: str
     """Recorded on every trial as ``energy_source``."""
+    counts_hardware: ClassVar[bool] = True
+    """Reads a hardware counter (idle power is worth measuring); ``False`` for the estimate."""
 
     step_timeout_s: float | None = None
     """For counters that move in steps: how long a window edge waits for the next step."""
@@ -86,8 +107,9 @@ class EnergyMeter(abc.ABC):
             raise ValueError(f"energy window {name!r} is already open")
         self._open[name] = self._edge()
 
-    def end_window(self, name: str) -> EnergyWindow:
-        """Close the window ``name`` and return its duration and joules.
+    def end_window(self, name: str, *, work: Work | None = None) -> EnergyWindow:
+        """Close the window ``name`` and return its duration and joules (``work`` is a hint that
+        only estimating meters use).
 
         Raises:
             EnergyMeterError: The meter counted no energy: a powered chip always uses some, so
