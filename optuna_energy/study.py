@@ -70,7 +70,8 @@ CONFIG_ATTR = "config"
 
 
 _RESUMABLE = {
-    "study": {"name", "sampler", "n_trials", "timeout", "device", "artifact_dir", "keep_weights"},
+    "study": {"name", "sampler", "n_trials", "timeout", "device", "artifact_dir", "keep_weights",
+              "max_train_epochs", "max_train_energy"},
     "dataset": {"root", "cache_dir", "download"},
     "storage": None,  # None: the whole section
     "evolution": None,
@@ -196,12 +197,14 @@ def optimize_study(study: optuna.Study, config: StudyConfig, *, dataset: ArraySp
         idle = measure_idle_watts(meter, config.measure.idle_seconds) if meter else 0.0
         objective = Objective(config, data, meter=meter, idle_watts=idle,
                               on_trained=trained_model_hook(config))
-        with TrialProgress(study, total=config.study.n_trials, enabled=show_progress_bar) as progress:
+        with TrialProgress(study, total=config.study.n_trials, enabled=show_progress_bar,
+                           training=objective.training_budget) as progress:
             optimize_within_budget(study, objective, n_trials=config.study.n_trials,
                                    timeout=config.study.timeout,
                                    callbacks=[progress, *callbacks, *study_callbacks(config)],
                                    catch=(TrialFailure,),
-                                   reconnect_timeout=config.storage.reconnect_timeout)
+                                   reconnect_timeout=config.storage.reconnect_timeout,
+                                   training=objective.training_budget)
     finally:
         if meter is not None:
             meter.close()
