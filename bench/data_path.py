@@ -28,6 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import numpy as np
@@ -41,15 +42,23 @@ from optuna_energy.data import DeviceData, load_dataset
 BATCH_SIZE = 100
 
 
-def write_cifar10(root: Path, *, train_images: int, test_images: int) -> None:
-    """CIFAR-10's python layout: five pickled training batches, a test batch and the meta file."""
+def write_cifar10(root: Path, *, train_images: int, test_images: int, signal: float = 0.0) -> None:
+    """CIFAR-10's python layout: five pickled training batches, a test batch and the meta file.
+
+    With ``signal`` 0 the pixels are noise; above 0 each image is that fraction its class's own
+    fixed pattern, so networks can learn the labels (a search then behaves like a real one).
+    """
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
+    patterns = np.random.default_rng(1).integers(0, 256, (10, 3072)).astype(np.float32)
     sizes = {f"data_batch_{index}": train_images // 5 for index in range(1, 6)} | {"test_batch": test_images}
     for name, count in sizes.items():
-        content = {"batch_label": name, "data": rng.integers(0, 256, (count, 3072), dtype=np.uint8),
-                   "labels": rng.integers(0, 10, count).tolist(),
+        data = rng.integers(0, 256, (count, 3072), dtype=np.uint8)
+        labels = rng.integers(0, 10, count)
+        if signal:
+            data = ((1 - signal) * data + signal * patterns[labels]).astype(np.uint8)
+        content = {"batch_label": name, "data": data, "labels": labels.tolist(),
                    "filenames": [f"{index}.png" for index in range(count)]}
         with (folder / name).open("wb") as handle:
             pickle.dump(content, handle, protocol=2)
@@ -157,23 +166,23 @@ def _first(batches: Iterable, count: int) -> Iterator:
         yield batch
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--images", type=int, default=10_000)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    device = torch.device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    print(f"device {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{args.images} images, batch {BATCH_SIZE}, median of {args.repeats}")
+def run(device: torch.device, *, images: int = 10_000, repeats: int = 3,
+        full_layout: bool = True) -> dict[str, Any]:
+    """Images per second of the three pipelines (medians), and the full-layout load times.
 
+    ``full_layout=False`` skips writing and loading the 60,000-image layout (the dry run's
+    shortcut; the pipelines are measured either way).
+    """
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    report: dict[str, Any] = {"device": str(device), "hardware": name, "torch": torch.__version__,
+                              "threads": torch.get_num_threads(), "images": images,
+                              "batch_size": BATCH_SIZE, "repeats": repeats}
     with tempfile.TemporaryDirectory() as work:
         workdir = Path(work)
-        first, cached = time_loads(workdir)
-        print(f"full CIFAR-10 layout (60,000 images): first load {first:.2f} s, cached load {cached:.2f} s")
+        if full_layout:
+            report["full_layout_first_load_s"], report["full_layout_cached_load_s"] = time_loads(workdir)
         root = workdir / "bench"
-        write_cifar10(root, train_images=args.images, test_images=1000)
+        write_cifar10(root, train_images=images, test_images=1000)
         with accepting_written_checksums(root):
             pipelines = {
                 "device (this package)": device_path(root, workdir / "cache", device),
@@ -185,17 +194,41 @@ def main() -> None:
             models = {key: small_cnn().to(device) for key in pipelines}
             for key, batches in pipelines.items():  # warm-up: worker start, allocator, kernels
                 train_epoch(lambda: _first(batches(), 3), models[key], device)
-            for _ in range(args.repeats):
+            for _ in range(repeats):
                 for key, batches in pipelines.items():
                     rates[key]["data"].append(data_epoch(batches, device))
                     rates[key]["train"].append(train_epoch(batches, models[key], device))
-
     baseline = statistics.median(rates["DataLoader, num_workers=0"]["train"])
-    print("\n| pipeline | data only (images/s) | training (images/s) | training vs DataLoader nw=0 |")
-    print("|---|---:|---:|---:|")
-    for key, measured in rates.items():
-        data, trained = statistics.median(measured["data"]), statistics.median(measured["train"])
-        print(f"| {key} | {data:,.0f} | {trained:,.0f} | {trained / baseline:.2f}x |")
+    report["pipelines"] = {
+        key: {"data_images_per_s": statistics.median(measured["data"]),
+              "train_images_per_s": statistics.median(measured["train"]),
+              "train_vs_dataloader_nw0": statistics.median(measured["train"]) / baseline}
+        for key, measured in rates.items()}
+    return report
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    lines = [f"device {report['device']} ({report['hardware']}), torch {report['torch']}, "
+             f"{report['threads']} threads, {report['images']} images, batch {report['batch_size']}, "
+             f"median of {report['repeats']}"]
+    if "full_layout_first_load_s" in report:
+        lines.append(f"full CIFAR-10 layout (60,000 images): first load {report['full_layout_first_load_s']:.2f} s, "
+                     f"cached load {report['full_layout_cached_load_s']:.2f} s")
+    lines += ["", "| pipeline | data only (images/s) | training (images/s) | training vs DataLoader nw=0 |",
+              "|---|---:|---:|---:|"]
+    for key, rates in report["pipelines"].items():
+        lines.append(f"| {key} | {rates['data_images_per_s']:,.0f} | {rates['train_images_per_s']:,.0f} | "
+                     f"{rates['train_vs_dataloader_nw0']:.2f}x |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--images", type=int, default=10_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    print(report_markdown(run(torch.device(args.device), images=args.images, repeats=args.repeats)))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ from optuna_energy.arch import build_model, profile, summarize
 from optuna_energy.config import ConfigError, StudyConfig, load_config
 from optuna_energy.data import DatasetError, from_datasets, from_tensors
 from optuna_energy.export import export_trial
-from optuna_energy.report import build_report, write_report
+from optuna_energy.report import build_report
+from optuna_energy.report_files import write_report
 from optuna_energy.storage import StorageError, mask_url
 from optuna_energy.study import create_or_load_study, create_sampler, run_study
 

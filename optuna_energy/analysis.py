@@ -23,6 +23,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optuna_energy.metrics import ACCURACY, COSTS, METRICS, metric
 from optuna_energy.record import TrialRecord
+from optuna_energy.samplers import REFERENCE, hypervolume
+from optuna_energy.samplers import (
+    normalised_losses as normalised_losses_for_hypervolume,
+)
 
 
 class AnalysisError(ValueError):
@@ -272,19 +276,19 @@ def payback(study: optuna.Study, *, weights: TradeOffWeights = TradeOffWeights()
 def hypervolume_history(study: optuna.Study) -> list[tuple[int, float]]:
     """The hypervolume of the front after each usable trial, as ``(trial number, volume)``.
 
-    Objectives are the normalised losses of the whole study (ideal 0, worst 1 per axis) and
-    the reference point is 1.1 on every axis, so the volume lies in ``[0, 1.1 ** k]`` and
+    The objectives are normalised over the study's usable trials exactly as the evolution
+    sampler normalises them (``optuna_energy.samplers.normalised_losses``: error, log10 of the
+    costs, min-max to [0, 1]) and the reference point is the sampler's too
+    (``samplers.REFERENCE`` on every axis), so the volume lies in ``[0, REFERENCE ** k]`` and
     grows as the front improves; it is comparable between runs only through the same study.
     """
-    from optuna._hypervolume import (
-        compute_hypervolume,  # Optuna 5 has no public function
-    )
-
     names = metric_names(study)
     usable = require_usable(study)
-    trials, matrix = _complete_rows(usable, _loss_matrix(usable, names, names))
-    normal = normalised_losses(matrix)
-    reference = np.full(normal.shape[1], 1.1)
+    trials, matrix = _complete_rows(usable, np.column_stack(
+        [metric_values(usable, name, names) for name in names]))
+    maximize = np.array([METRICS[name].direction == "maximize" for name in names])
+    normal = normalised_losses_for_hypervolume(matrix, maximize=maximize)
+    reference = np.full(normal.shape[1], REFERENCE)
     history: list[tuple[int, float]] = []
     volume = 0.0
     front = np.empty((0, normal.shape[1]))
@@ -293,7 +297,7 @@ def hypervolume_history(study: optuna.Study) -> list[tuple[int, float]]:
             # The new point adds its box less the part the front already covers, which is the
             # volume of the front clipped to that box: far cheaper than recomputing the union.
             clipped = np.maximum(front, point)
-            covered = float(compute_hypervolume(clipped, reference)) if len(clipped) else 0.0
+            covered = hypervolume(clipped, reference) if len(clipped) else 0.0
             volume += float(np.prod(reference - point)) - covered
             front = np.vstack([front[~np.all(point <= front, axis=1)], point])
         history.append((trial.number, volume))

@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from optuna_energy import record
 from optuna_energy.interrupts import STOP
 from optuna_energy.record import TrialRecord
+from optuna_energy.samplers._optuna_compat import trial_id
 
 
 def counts(trial: FrozenTrial) -> bool:
@@ -68,7 +69,7 @@ class WithinBudget:
         self.trial_id: int | None = None  # the trial in flight, to clean up after an outage
 
     def __call__(self, trial: optuna.Trial) -> Sequence[float]:
-        self.trial_id = trial._trial_id
+        self.trial_id = trial_id(trial)
         STOP.in_objective = True
         try:
             STOP.deliver()

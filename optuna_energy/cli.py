@@ -148,12 +148,8 @@ def load_stored_study(args: argparse.Namespace) -> tuple[optuna.Study, StudyConf
 
 
 def _report(args: argparse.Namespace) -> int:
-    from optuna_energy.report import (
-        build_report,
-        payback_text,
-        table_text,
-        write_report,
-    )
+    from optuna_energy.report import build_report, payback_text, table_text
+    from optuna_energy.report_files import write_report
 
     study, _ = load_stored_study(args)
     weights = TradeOffWeights(accuracy=args.accuracy_weight, cost=args.cost_weight)

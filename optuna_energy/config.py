@@ -3,7 +3,9 @@
 A config file has the sections ``[study]``, ``[dataset]``, ``[training]``, ``[space]``,
 ``[measure]``, ``[constraints]``, ``[storage]``, ``[evolution]`` and ``[early_stopping]``; every key is optional
 and documented in ``studies/digits.toml``. Validation happens once, here, so that the rest of the package can
-trust the values it is handed.
+trust the values it is handed; ``[evolution]`` is the sampler's own ``EvolutionSettings``, whose
+ranges the sampler checks itself (this module only turns its ``ValueError`` into a one-line
+``ConfigError``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from optuna_energy.data.device import AUGMENTATIONS
+from optuna_energy.data.registry import check_dataset
+from optuna_energy.data.settings import DatasetSection
 from optuna_energy.metrics import DEFAULT_OBJECTIVES, METRICS
+from optuna_energy.samplers import EvolutionSettings
+from optuna_energy.space import SpaceSection
 
 OBJECTIVES: dict[str, str] = {name: metric.direction for name, metric in METRICS.items()}
 """Objective names with their Optuna directions, from the metric registry."""
@@ -23,15 +30,8 @@ OBJECTIVES: dict[str, str] = {name: metric.direction for name, metric in METRICS
 SAMPLERS = ("tpe", "nsga2", "random", "evolution")
 DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("sgd", "adam", "adamw")
-ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoid")
-FEATURE_TYPES = ("conv", "inception", "pool", "activation", "dropout")
-CLASSIFIER_TYPES = ("linear", "activation", "dropout")
 ENERGY_KINDS = ("net", "gross")
 PRECISIONS = ("fp32", "bf16")
-AUGMENTATIONS = ("crop", "flip")
-"""``crop``: random crop of the zero-padded image; ``flip``: random horizontal flip."""
-SELECTIONS = ("hypervolume", "crowding")
-"""How the evolution sampler ranks trials within a front (see ``optuna_energy.samplers``)."""
 
 
 class ConfigError(ValueError):
@@ -59,19 +59,6 @@ class StudySection:
 
 
 @dataclasses.dataclass(frozen=True)
-class DatasetSection:
-    name: str = "digits"
-    root: str | None = None
-    download: bool = False
-    validation_fraction: float = 0.2
-    eval_split: str | None = None
-    """The split accuracy, inference time and energy are measured on; ``None``: the paper's."""
-    cache_dir: str | None = None
-    image_size: int | None = None
-    channels: int = 3
-
-
-@dataclasses.dataclass(frozen=True)
 class TrainingSection:
     epochs: int = 8
     learning_rate: tuple[float, float] = (1e-4, 3e-2)
@@ -82,26 +69,6 @@ class TrainingSection:
     channels_last: bool = False
     augment: tuple[str, ...] = ()
     crop_padding: int = 4
-
-
-@dataclasses.dataclass(frozen=True)
-class SpaceSection:
-    """Ranges of the 32-slot search space; ``[low, high]`` pairs are inclusive."""
-
-    feature_slots: int = 16
-    classifier_slots: int = 16
-    feature_types: tuple[str, ...] = FEATURE_TYPES
-    classifier_types: tuple[str, ...] = CLASSIFIER_TYPES
-    conv_channels: tuple[int, int] = (8, 128)
-    kernel_size: tuple[int, int] = (1, 21)
-    conv_stride: tuple[int, int] = (1, 2)
-    padding_max: int = 3
-    inception_width: tuple[int, int] = (4, 64)
-    pool_kernel: tuple[int, int] = (2, 3)
-    pool_stride: tuple[int, int] = (1, 2)
-    activations: tuple[str, ...] = ACTIVATIONS
-    dropout: tuple[float, float] = (0.0, 0.6)
-    linear_width: tuple[int, int] = (16, 1024)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,28 +109,8 @@ class StorageSection:
     reconnect_timeout: float = 600.0
 
 
-@dataclasses.dataclass(frozen=True)
-class EvolutionSection:
-    """Population and variation rates of the ``evolution`` sampler (``EvolutionSampler``).
-
-    The rates started at about one structural change per child, as in MENNDL: 32 slots toggled
-    with 0.03 each, a type change with 0.05 per active layer, each hyperparameter perturbed
-    with 0.1. On the digits benchmark's first round (commit 91e7a87) doubling all three raised the
-    mean hypervolume from 0.47 to 0.56 and tripling gave 0.51, so the defaults are the doubled
-    rates: about two slots switched, one layer retyped and a fifth of the numeric genes moved
-    (a Gaussian step of 0.15 of the log range) per child. Less variation converged early:
-    crossover at 0.3 instead of 0.9 dropped the hypervolume to 0.35. A population of 16, the
-    first 16 trials random, leaves most of a 100-trial budget to evolution.
-    """
-
-    population_size: int = 16
-    tournament_size: int = 2
-    selection: str = "hypervolume"
-    crossover_rate: float = 0.9
-    slot_toggle_rate: float = 0.06
-    type_change_rate: float = 0.1
-    gene_mutation_rate: float = 0.2
-    perturbation_scale: float = 0.15
+EvolutionSection = EvolutionSettings
+"""``[evolution]``: the sampler's own settings, which check themselves (``EvolutionSettings``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,8 +212,13 @@ def _build(cls: type, raw: Mapping[str, Any], section: str) -> Any:
     fields = {field.name: field for field in dataclasses.fields(cls)}
     _reject_unknown(raw, fields, f"[{section}]")
     values = {name: _coerce(raw[name], fields[name], section) for name in raw}
-    instance = cls(**values)
-    _VALIDATORS[cls](instance, section)
+    try:
+        instance = cls(**values)
+    except ValueError as error:  # a section that checks itself, as the sampler's settings do
+        raise ConfigError(f"[{section}] {error}") from None
+    validate = _VALIDATORS.get(cls)
+    if validate is not None:
+        validate(instance, section)
     return instance
 
 
@@ -351,19 +303,10 @@ def _validate_study(section: StudySection, name: str) -> None:
 
 
 def _validate_dataset(section: DatasetSection, name: str) -> None:
-    from optuna_energy.data import DATASETS  # the registry owns the list of names
-
-    _choice(section.name, tuple(DATASETS), f"[{name}] name")
-    problem = DATASETS[section.name].problem(section)
-    if problem:
-        raise ConfigError(f"[{name}] {problem}")
-    _positive(section.image_size, f"[{name}] image_size")
-    if section.channels not in (1, 3):
-        raise ConfigError(f"[{name}] channels is {section.channels}; allowed: 1 (grey), 3 (RGB)")
-    if not 0.0 < section.validation_fraction < 1.0:
-        raise ConfigError(
-            f"[{name}] validation_fraction must be between 0 and 1, got {section.validation_fraction}"
-        )
+    try:
+        check_dataset(section)
+    except ValueError as error:  # the data package owns what each dataset accepts
+        raise ConfigError(f"[{name}] {error}") from None
 
 
 def _validate_training(section: TrainingSection, name: str) -> None:
@@ -378,25 +321,6 @@ def _validate_training(section: TrainingSection, name: str) -> None:
         _choice(augmentation, AUGMENTATIONS, f"[{name}] augment entry")
     if section.crop_padding < 0:
         raise ConfigError(f"[{name}] crop_padding must be >= 0, got {section.crop_padding}")
-
-
-def _validate_space(section: SpaceSection, name: str) -> None:
-    for slots in ("feature_slots", "classifier_slots"):
-        count = getattr(section, slots)
-        if not 0 <= count <= 64:
-            raise ConfigError(f"[{name}] {slots} must be between 0 and 64, got {count}")
-    _choices(section.feature_types, FEATURE_TYPES, f"[{name}] feature_types")
-    _choices(section.classifier_types, CLASSIFIER_TYPES, f"[{name}] classifier_types")
-    _choices(section.activations, ACTIVATIONS, f"[{name}] activations")
-    for key in ("conv_channels", "kernel_size", "conv_stride", "inception_width", "pool_stride",
-                "linear_width"):
-        _interval(getattr(section, key), f"[{name}] {key}", low=1)
-    _interval(section.pool_kernel, f"[{name}] pool_kernel", low=2)
-    _interval(section.dropout, f"[{name}] dropout", low=0)
-    if section.dropout[1] >= 1:
-        raise ConfigError(f"[{name}] dropout must stay below 1, got {list(section.dropout)}")
-    if section.padding_max < 0:
-        raise ConfigError(f"[{name}] padding_max must be >= 0, got {section.padding_max}")
 
 
 def _validate_measure(section: MeasureSection, name: str) -> None:
@@ -429,20 +353,6 @@ def _validate_storage(section: StorageSection, name: str) -> None:
         raise ConfigError(f"[{name}] reconnect_timeout must be >= 0, got {section.reconnect_timeout}")
 
 
-def _validate_evolution(section: EvolutionSection, name: str) -> None:
-    _choice(section.selection, SELECTIONS, f"[{name}] selection")
-    if section.population_size < 2:
-        raise ConfigError(f"[{name}] population_size must be >= 2, got {section.population_size}")
-    if not 1 <= section.tournament_size <= section.population_size:
-        raise ConfigError(f"[{name}] tournament_size must be between 1 and population_size "
-                          f"({section.population_size}), got {section.tournament_size}")
-    for key in ("crossover_rate", "slot_toggle_rate", "type_change_rate", "gene_mutation_rate",
-                "perturbation_scale"):
-        value = getattr(section, key)
-        if not 0.0 <= value <= 1.0:
-            raise ConfigError(f"[{name}] {key} must be between 0 and 1, got {value}")
-
-
 def _validate_early_stopping(section: EarlyStoppingSection, name: str) -> None:
     if section.first_rung < 1:
         raise ConfigError(f"[{name}] first_rung must be an epoch count >= 1, got {section.first_rung}")
@@ -456,10 +366,8 @@ _VALIDATORS = {
     StudySection: _validate_study,
     DatasetSection: _validate_dataset,
     TrainingSection: _validate_training,
-    SpaceSection: _validate_space,
     MeasureSection: _validate_measure,
     ConstraintsSection: _validate_constraints,
     StorageSection: _validate_storage,
-    EvolutionSection: _validate_evolution,
     EarlyStoppingSection: _validate_early_stopping,
 }

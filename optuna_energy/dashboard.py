@@ -24,7 +24,7 @@ from torch import nn
 
 from optuna_energy.analysis import AnalysisError, TradeOffWeights
 from optuna_energy.config import StudyConfig
-from optuna_energy.record import TrialRecord
+from optuna_energy.record import TrialRecord, stored_config
 from optuna_energy.report import build_report, payback_text, table_markdown
 
 HOST = "127.0.0.1"
@@ -108,10 +108,9 @@ def study_callbacks(config: StudyConfig) -> list[ReportNote]:
 def recorded_artifact_dir(storage: str) -> str | None:
     """The ``artifact_dir`` the storage's studies were run with (the first one, if several)."""
     from optuna_energy.storage import open_storage
-    from optuna_energy.study import CONFIG_ATTR
 
     for summary in optuna.get_all_study_summaries(open_storage(storage), include_best_trial=False):
-        directory = summary.user_attrs.get(CONFIG_ATTR, {}).get("study", {}).get("artifact_dir")
+        directory = (stored_config(summary) or {}).get("study", {}).get("artifact_dir")
         if directory:
             return directory
     return None

@@ -28,9 +28,10 @@ from optuna_energy.arch import build_model
 from optuna_energy.config import StudyConfig, load_config
 from optuna_energy.data import DeviceData
 from optuna_energy.objective import trial_seed
-from optuna_energy.record import TrialRecord
+from optuna_energy.record import TrialRecord, stored_config
+from optuna_energy.samplers._optuna_compat import storage_behind_cache, storage_of
 from optuna_energy.space import TrainingParams
-from optuna_energy.study import CONFIG_ATTR, load_device_data, resolve_device
+from optuna_energy.study import load_device_data, resolve_device
 from optuna_energy.train import evaluate, train
 
 FORMATS = ("torchscript", "onnx", "state_dict")
@@ -70,7 +71,7 @@ def study_config(study: optuna.Study, config: StudyConfig | str | Path | None = 
     """The config a study was run with: the one given, else the copy stored on the study."""
     if config is not None:
         return load_config(config)
-    stored = study.user_attrs.get(CONFIG_ATTR)
+    stored = stored_config(study)
     if stored is None:
         raise ExportError(f"study {study.study_name!r} stores no config; pass the study's CONFIG file")
     return load_config(stored)
@@ -85,7 +86,7 @@ def kept_weights(study: optuna.Study, trial: optuna.trial.FrozenTrial,
 
     from optuna_energy.dashboard import WEIGHTS_FILE, artifact_store
 
-    metas = [meta for meta in get_all_artifact_meta(trial, storage=study._storage)
+    metas = [meta for meta in get_all_artifact_meta(trial, storage=storage_of(study))
              if meta.filename == WEIGHTS_FILE]
     if not metas:
         return None
@@ -157,7 +158,7 @@ def check_output_path(path: str | Path, *, fmt: str, study: optuna.Study, force:
 
 def storage_files(study: optuna.Study) -> list[Path]:
     """The files holding the study (an SQLite database or a journal), so nothing overwrites them."""
-    inner = getattr(study._storage, "_backend", study._storage)  # Optuna caches RDB storages
+    inner = storage_behind_cache(study)
     url = getattr(inner, "url", "")
     if url.startswith("sqlite:///"):
         return [Path(url.removeprefix("sqlite:///").split("?", 1)[0])]

@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 
 import optuna
 from optuna.storages import fail_stale_trials
-from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import FrozenTrial
 
 from optuna_energy.budget import WithinBudget, tally
@@ -26,6 +25,7 @@ from optuna_energy.recovery import (
     lost_database,
     requeue_interrupted,
 )
+from optuna_energy.samplers._optuna_compat import heartbeat_enabled, storage_of
 from optuna_energy.training_budget import TrainingBudget
 
 _POLL_SECONDS = 5.0
@@ -95,7 +95,7 @@ def _optimize(study: optuna.Study, objective: Callable[[optuna.Trial], Sequence[
 def _needs_trial(study: optuna.Study, n_trials: int, deadline: float | None,
                  training: TrainingBudget | None = None) -> bool:
     """Whether to start a trial now; waits while only trials running elsewhere fill the budget."""
-    heartbeat = is_heartbeat_enabled(study._storage)
+    heartbeat = heartbeat_enabled(study)
     while deadline is None or time.monotonic() < deadline:
         STOP.deliver()
         counted = tally(study)
@@ -113,5 +113,5 @@ def _needs_trial(study: optuna.Study, n_trials: int, deadline: float | None,
             fail_stale_trials(study)
         fail_orphans(study)
         if tally(study) == counted:
-            time.sleep(min(study._storage.get_heartbeat_interval(), _POLL_SECONDS))
+            time.sleep(min(storage_of(study).get_heartbeat_interval(), _POLL_SECONDS))
     return False

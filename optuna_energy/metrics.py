@@ -77,7 +77,9 @@ class Metric:
 
 
 def _peak_inference_memory(model: ModelUnderTest) -> float:
-    from optuna_energy.measure import peak_inference_memory  # torch only when a trial measures
+    from optuna_energy.measure import (
+        peak_inference_memory,  # torch only when a trial measures
+    )
 
     return peak_inference_memory(model)
 

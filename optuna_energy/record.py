@@ -1,4 +1,5 @@
-"""The trial record: the only code that writes and reads a trial's user attributes.
+"""The trial record and the study's stored config: the only code that writes and reads user
+attributes.
 
 Everything a later reader needs is stored on the trial, so that the database alone tells what
 each trial was and how it was measured. Field names are the user attribute keys, so a study
@@ -9,6 +10,7 @@ them as they are.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from typing import Any
 
@@ -98,3 +100,50 @@ def write(trial: optuna.Trial, **fields: Any) -> None:
         raise TypeError(f"not trial record fields: {', '.join(unknown)}")
     for name, value in fields.items():
         trial.set_user_attr(name, value)
+
+
+CONFIG_ATTR = "config"
+"""Study user attribute holding the config (storage URL left out) that export retrains with."""
+
+
+_RESUMABLE = {
+    "study": {"name", "sampler", "n_trials", "timeout", "device", "artifact_dir", "keep_weights",
+              "max_train_epochs", "max_train_energy"},
+    "dataset": {"root", "cache_dir", "download"},
+    "storage": None,  # None: the whole section
+    "evolution": None,
+}
+"""Settings a resumed study may change: they decide how and where trials run, not what a trial is.
+Everything else (dataset, training, space, measuring, constraints, seed) defines the trials, so a
+study whose trials were run with other values would mix two experiments, and export would
+rebuild its models with the wrong settings."""
+
+
+def config_record(config: Any) -> dict[str, Any]:
+    """A ``StudyConfig`` as the study stores it: everything but the storage URL (it may hold a
+    password), with tuples as lists, as the storage returns them."""
+    data = json.loads(json.dumps(dataclasses.asdict(config)))
+    del data["study"]["storage"]
+    return data
+
+
+def store_config(study: optuna.Study, config: Any) -> None:
+    """Record the config a study runs with: export retrains with it, resumes are checked against it."""
+    study.set_user_attr(CONFIG_ATTR, config_record(config))
+
+
+def stored_config(study: optuna.Study | optuna.study.StudySummary) -> dict[str, Any] | None:
+    """The config a study recorded (see :func:`config_record`), or ``None``."""
+    return study.user_attrs.get(CONFIG_ATTR)
+
+
+def _trial_defining(stored: dict[str, Any]) -> dict[str, Any]:
+    return {f"{section}.{key}": value for section, values in stored.items()
+            if isinstance(values, dict) and _RESUMABLE.get(section, set()) is not None
+            for key, value in values.items() if key not in _RESUMABLE.get(section, set())}
+
+
+def changed_trial_settings(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """The settings that define trials and differ, as ``"section.key = old (now new)"``."""
+    old, new = _trial_defining(before), _trial_defining(now)
+    return [f"{key} = {old[key]!r} (now {new[key]!r})" for key in old if key in new and old[key] != new[key]]

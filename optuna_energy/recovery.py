@@ -18,6 +18,11 @@ from optuna.trial import TrialState
 
 from optuna_energy.budget import counts
 from optuna_energy.record import TrialRecord
+from optuna_energy.samplers._optuna_compat import (
+    storage_behind_cache,
+    storage_of,
+    trial_id,
+)
 from optuna_energy.storage import StorageError, database_errors, mask_url
 
 _logger = logging.getLogger(__name__)
@@ -45,9 +50,9 @@ def fail_orphans(study: optuna.Study) -> None:
     the ``worker`` field every started trial records at once; after the grace period (by the
     creating machine's clock) it is treated like a trial whose worker died.
     """
-    storage = study._storage
-    backend = getattr(storage, "_backend", storage)
-    grace = getattr(backend, "grace_period", None) or 2 * storage.get_heartbeat_interval()
+    storage = storage_of(study)
+    grace = (getattr(storage_behind_cache(study), "grace_period", None)
+             or 2 * storage.get_heartbeat_interval())
     retry = storage.get_heartbeat_stale_trial_callback()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         started = trial.datetime_start
@@ -56,31 +61,31 @@ def fail_orphans(study: optuna.Study) -> None:
         if (datetime.datetime.now(started.tzinfo) - started).total_seconds() < grace:
             continue
         try:
-            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            storage.set_trial_state_values(trial_id(trial), TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another worker got there first
         _logger.warning("trial %d never started its objective (connection lost?); failed it",
                         trial.number)
         if retry is not None:
-            retry(study, storage.get_trial(trial._trial_id))
+            retry(study, storage.get_trial(trial_id(trial)))
 
 
-def requeue_interrupted(study: optuna.Study, trial_id: int | None) -> None:
+def requeue_interrupted(study: optuna.Study, stopped_id: int | None) -> None:
     """Queue a copy of a trial stopped by an interrupt, as the heartbeat retry would."""
-    if trial_id is None:
+    if stopped_id is None:
         return
-    trial = study._storage.get_trial(trial_id)
+    trial = storage_of(study).get_trial(stopped_id)
     if trial.state == TrialState.FAIL and not counts(trial) and not TrialRecord.of(trial).over_budget:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             RetryHeartbeatStaleTrialCallback()(study, trial)
 
 
-def failed_elsewhere(study: optuna.Study, trial_id: int | None) -> bool:
+def failed_elsewhere(study: optuna.Study, live_id: int | None) -> bool:
     """Whether another worker's heartbeat check failed this process's (live) trial."""
-    if trial_id is None:
+    if live_id is None:
         return False
-    trial = study._storage.get_trial(trial_id)
+    trial = storage_of(study).get_trial(live_id)
     if trial.state != TrialState.FAIL or counts(trial):
         return False
     _logger.warning("trial %d was failed by another worker (no heartbeat for grace_period "
@@ -89,13 +94,14 @@ def failed_elsewhere(study: optuna.Study, trial_id: int | None) -> bool:
     return True
 
 
-def fail_abandoned(study: optuna.Study, trial_id: int) -> None:
+def fail_abandoned(study: optuna.Study, abandoned_id: int) -> None:
     """Fail this process's trial that an outage left RUNNING, so the budget does not wait on it."""
+    storage = storage_of(study)
     try:
-        if study._storage.get_trial(trial_id).state == TrialState.RUNNING:
-            study._storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        if storage.get_trial(abandoned_id).state == TrialState.RUNNING:
+            storage.set_trial_state_values(abandoned_id, TrialState.FAIL)
             _logger.warning("trial id %d was lost with the database connection; marked failed",
-                            trial_id)
+                            abandoned_id)
     except optuna.exceptions.UpdateFinishedTrialError:
         pass  # another worker's heartbeat check failed it first
 

@@ -1,5 +1,5 @@
 """A study's report: the paper's Table I for the highlighted models, as text, Markdown and CSV,
-with the payback sentence, and (``write_report``) the figures next to them in one folder."""
+with the payback sentence. ``report_files.write_report`` writes it with the figures."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import csv
 import dataclasses
 import io
 import math
-from pathlib import Path
 
 import optuna
 
@@ -156,24 +155,3 @@ def report_markdown(report: Report, *, figures: list[str] = ()) -> str:
              "", savings_text(report.savings)]
     lines += ["", *(f"![{name}]({name})" for name in figures)] if figures else []
     return "\n".join(lines) + "\n"
-
-
-def write_report(study: optuna.Study, out_dir: str | Path, *,
-                 weights: TradeOffWeights = TradeOffWeights()) -> list[Path]:
-    """Write ``table.md``, ``table.csv``, ``report.md`` and the figures into ``out_dir``.
-
-    Returns:
-        The paths written, report first.
-    """
-    from optuna_energy import plots  # matplotlib is only needed here
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    report = build_report(study, weights=weights)
-    figures = [plots.save(plots.cost_figure(study, report), out / "fig1_costs_vs_accuracy.png"),
-               plots.save(plots.topology_figure(report), out / "fig2_topologies.png"),
-               plots.save(plots.hypervolume_figure(study), out / "hypervolume.png")]
-    (out / "table.md").write_text(table_markdown(report) + "\n")
-    (out / "table.csv").write_text(table_csv(report))
-    (out / "report.md").write_text(report_markdown(report, figures=[path.name for path in figures]))
-    return [out / "report.md", out / "table.md", out / "table.csv", *figures]

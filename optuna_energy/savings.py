@@ -16,7 +16,7 @@ import optuna
 from optuna.trial import TrialState
 
 from optuna_energy.budget import counts
-from optuna_energy.record import TrialRecord
+from optuna_energy.record import CONFIG_ATTR, TrialRecord
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,8 +41,6 @@ class Savings:
 
 def full_epochs(study: optuna.Study) -> int | None:
     """The epochs of full training the study was configured with, if it recorded its config."""
-    from optuna_energy.study import CONFIG_ATTR  # the study module owns the attribute
-
     return study.user_attrs.get(CONFIG_ATTR, {}).get("training", {}).get("epochs")
 
 

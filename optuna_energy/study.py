@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +25,12 @@ from optuna_energy.loop import Callback, optimize_within_budget
 from optuna_energy.measure import measure_idle_watts, open_meter
 from optuna_energy.objective import Objective
 from optuna_energy.progress import TrialProgress
+from optuna_energy.record import (
+    changed_trial_settings,
+    config_record,
+    store_config,
+    stored_config,
+)
 from optuna_energy.samplers import EvolutionSampler
 from optuna_energy.storage import open_storage
 from optuna_energy.train import TrialFailure
@@ -65,49 +70,6 @@ def resolve_device(name: str) -> torch.device:
     raise ConfigError(f"unknown device {name!r}; allowed: auto, cpu, cuda, cuda:N")
 
 
-CONFIG_ATTR = "config"
-"""Study user attribute holding the config (storage URL left out) that export retrains with."""
-
-
-_RESUMABLE = {
-    "study": {"name", "sampler", "n_trials", "timeout", "device", "artifact_dir", "keep_weights",
-              "max_train_epochs", "max_train_energy"},
-    "dataset": {"root", "cache_dir", "download"},
-    "storage": None,  # None: the whole section
-    "evolution": None,
-}
-"""Settings a resumed study may change: they decide how and where trials run, not what a trial is.
-Everything else (dataset, training, space, measuring, constraints, seed) defines the trials, so a
-study whose trials were run with other values would mix two experiments, and export would
-rebuild its models with the wrong settings."""
-
-
-def stored_config(config: StudyConfig) -> dict[str, Any]:
-    """The config as a study user attribute: everything but the storage URL (it may hold a password)."""
-    data = json.loads(json.dumps(dataclasses.asdict(config)))  # tuples as the storage returns them
-    del data["study"]["storage"]
-    return data
-
-
-def _trial_defining(stored: dict[str, Any]) -> dict[str, Any]:
-    return {f"{section}.{key}": value for section, values in stored.items()
-            if isinstance(values, dict) and _RESUMABLE.get(section, set()) is not None
-            for key, value in values.items() if key not in _RESUMABLE.get(section, set())}
-
-
-def _check_resumable(study: optuna.Study, config: StudyConfig) -> None:
-    """Refuse to resume a study with settings that change what its trials are."""
-    before = _trial_defining(study.user_attrs[CONFIG_ATTR])
-    now = _trial_defining(stored_config(config))
-    changed = [f"{key} = {before[key]!r} (now {now[key]!r})" for key in before
-               if key in now and before[key] != now[key]]
-    if changed:
-        raise ConfigError(
-            f"study {study.study_name!r} was run with {'; '.join(changed)}; a resumed study keeps "
-            "the settings that define its trials (it may change n_trials, timeout, sampler, device, "
-            "[storage] and [evolution]): restore them or use another study name")
-
-
 def create_or_load_study(config: StudyConfig, *, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
     """Create the configured study, or load it when it exists with the same objectives."""
     storage = open_storage(config.study.storage, config.storage)
@@ -126,10 +88,16 @@ def create_or_load_study(config: StudyConfig, *, sampler: optuna.samplers.BaseSa
         with warnings.catch_warnings():  # metric names are what optuna-dashboard shows
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(objectives)
-    if CONFIG_ATTR in study.user_attrs and study.get_trials(deepcopy=False):
-        _check_resumable(study, config)
+    previous = stored_config(study)
+    if previous is not None and study.get_trials(deepcopy=False):
+        changed = changed_trial_settings(previous, config_record(config))
+        if changed:
+            raise ConfigError(
+                f"study {study.study_name!r} was run with {'; '.join(changed)}; a resumed study "
+                "keeps the settings that define its trials (it may change n_trials, timeout, "
+                "sampler, device, [storage] and [evolution]): restore them or use another study name")
     else:  # export retrains with it; a first run that failed before any trial is not binding
-        study.set_user_attr(CONFIG_ATTR, stored_config(config))
+        store_config(study, config)
     return study
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import warnings
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from typing import IO
 

@@ -140,14 +140,15 @@ def test_payback_is_none_when_the_most_accurate_is_the_trade_off():
 
 
 def test_hypervolume_history_on_two_points():
-    # Shortfalls .5, .1, .5 normalised by .5; params by 1000; reference 1.1 on both axes.
+    # The sampler's normalisation: error min-max over .1-.5 (t0 1, t1 0), log10 params over
+    # 2-3 (t0 0, t1 1, t2 .301); reference 1.1 on both axes.
     study = make_study(points=[(0.5, 100, 1e-3, 0.0), (0.9, 1000, 1e-3, 0.0), (0.5, 200, 1e-3, 0.0)],
                        infeasible=None)
     history = hypervolume_history(study)
     assert [number for number, _ in history] == [0, 1, 2]
     volumes = [volume for _, volume in history]
-    # t0 at (1, .1): .1 * 1.0; t1 at (.2, 1) adds .9 * .1 less the shared .1 * .1; t2 is dominated.
-    assert volumes == pytest.approx([0.1, 0.18, 0.18])
+    # t0 at (1, 0): .1 * 1.1; t1 at (0, 1) adds 1.1 * .1 less the shared .1 * .1; t2 is dominated.
+    assert volumes == pytest.approx([0.11, 0.21, 0.21])
 
 
 def test_metric_values_read_objectives_then_attributes():
@@ -179,13 +180,13 @@ def test_payback_sentence_names_the_models_and_the_count():
 
 
 def test_incremental_hypervolume_equals_the_volume_recomputed_from_scratch():
-    from optuna._hypervolume import compute_hypervolume
+    from optuna_energy.samplers import REFERENCE, hypervolume, normalised_losses
 
     rng = np.random.default_rng(0)
     points = [(float(a), float(p), float(e), 0.0)
               for a, p, e in zip(rng.uniform(0, 1, 60), rng.lognormal(8, 2, 60), rng.lognormal(-9, 1, 60))]
     study = make_study(objectives=("accuracy", "params", "energy"), points=points, infeasible=None)
-    losses = np.column_stack([[1 - p[0] for p in points], [p[1] for p in points], [p[2] for p in points]])
-    normal = losses / losses.max(axis=0)
+    values = np.array([point[:3] for point in points])
+    normal = normalised_losses(values, maximize=np.array([True, False, False]))
     for number, volume in hypervolume_history(study)[::7]:
-        assert volume == pytest.approx(compute_hypervolume(normal[: number + 1], np.full(3, 1.1)))
+        assert volume == pytest.approx(hypervolume(normal[: number + 1], np.full(3, REFERENCE)))

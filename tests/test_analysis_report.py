@@ -11,13 +11,14 @@ from PIL import Image
 
 import optuna_energy
 from optuna_energy.cli import main
+from optuna_energy.metrics import METRICS
 from optuna_energy.report import (
     build_report,
     table_csv,
     table_markdown,
     table_text,
-    write_report,
 )
+from optuna_energy.report_files import write_report
 from tests.helpers import tiny_config
 
 FIGURES = ("fig1_costs_vs_accuracy.png", "fig2_topologies.png", "hypervolume.png")
@@ -45,8 +46,7 @@ def test_table_rows_are_the_highlighted_models(study):
     assert [row.label for row in report.rows] == [chr(ord("A") + i) for i in range(len(chosen))]
     for row in report.rows:
         attrs = row.trial.user_attrs
-        assert row.metrics == pytest.approx({"inference_time": attrs["inference_time_s"], "params": attrs["params"],
-                                             "energy": attrs["energy_per_inference_j"], "accuracy": attrs["accuracy"]})
+        assert row.metrics == pytest.approx({name: attrs[metric.field] for name, metric in METRICS.items()})
 
 
 def test_table_formats_agree(study):

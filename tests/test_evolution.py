@@ -8,6 +8,7 @@ and runs are exactly repeatable.
 from __future__ import annotations
 
 import multiprocessing
+import re
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from optuna_energy.samplers import PARENTS_ATTR, EvolutionSampler
 from optuna_energy.samplers._genome import Genome, block_of
 from optuna_energy.samplers._selection import ElitePopulation
 from optuna_energy.samplers._variation import VariationRates, crossover, fit_to, mutate, perturb
-from optuna_energy.space import sample_architecture, sample_training
+from optuna_energy.space import sample_architecture, sample_training, slot_of, slot_prefix
 from optuna_energy.workers import run_worker
 from tests.helpers import tiny_config
 
@@ -79,6 +80,13 @@ def test_training_genes_form_one_block_and_slots_one_each() -> None:
     assert block_of("s17_type") == "s17"
     assert block_of("train_lr") == block_of("train_optimizer") == "train"
     assert block_of("x") == "x"
+
+
+def test_the_sampler_reads_slot_names_as_the_space_writes_them() -> None:
+    """The sampler parses the naming itself (importing the space would import torch)."""
+    blocks = {block_of(slot_prefix(slot) + "on") for slot in range(100)}
+    assert len(blocks) == 100
+    assert all(slot_of(block + "_") is not None for block in blocks)
 
 
 def test_mutation_keeps_every_gene_inside_its_distribution() -> None:
@@ -288,7 +296,7 @@ def test_config_selects_the_sampler_with_its_rates() -> None:
                           "evolution": {"population_size": 8, "slot_toggle_rate": 0.1}})
     sampler = create_sampler(config.study.sampler, seed=0, evolution=config.evolution)
     assert isinstance(sampler, EvolutionSampler)
-    assert sampler._population_size == 8 and sampler._rates.slot_toggle_rate == 0.1
+    assert sampler.settings.population_size == 8 and sampler.settings.slot_toggle_rate == 0.1
 
 
 @pytest.mark.parametrize(("section", "message"), [
@@ -298,7 +306,9 @@ def test_config_selects_the_sampler_with_its_rates() -> None:
     ({"population_size": 4, "tournament_size": 5}, "[evolution] tournament_size must be between 1"),
 ])
 def test_bad_rates_are_one_line_errors(section: dict, message: str) -> None:
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_config({"evolution": section})
-    with pytest.raises(ConfigError):
+    # The sampler checks its own arguments, in its own words: a plain ValueError, no "[evolution]".
+    with pytest.raises(ValueError, match="^" + re.escape(message.removeprefix("[evolution] "))) as raised:
         EvolutionSampler(**section)
+    assert not isinstance(raised.value, ConfigError)

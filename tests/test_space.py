@@ -7,6 +7,8 @@ import json
 import optuna
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.utils.flop_counter import FlopCounterMode
 
 from optuna_energy.arch import build_model, from_json, profile, summarize, to_json
@@ -89,3 +91,69 @@ def test_spec_survives_json_and_names_slots_by_prefix():
 def test_from_json_rejects_what_is_not_an_architecture():
     with pytest.raises(ValueError, match="JSON list of layer objects"):
         from_json('{"kind": "conv"}')
+
+
+@settings(max_examples=25, deadline=None)
+@given(feature_slots=st.integers(0, 64), classifier_slots=st.integers(0, 64), seed=st.integers(0, 2**16))
+def test_any_slot_layout_samples_unique_parameters_and_builds(feature_slots, classifier_slots, seed):
+    """With 20 feature slots the classifier used to reuse slots 16-19: 'dynamic value space'."""
+    space = SpaceSection(feature_slots=feature_slots, classifier_slots=classifier_slots,
+                         conv_channels=(4, 16), inception_width=(2, 8), linear_width=(8, 64))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    for _ in range(3):  # a later trial must meet the same distributions under the same names
+        trial = study.ask()
+        sampled = sample_architecture(trial, space, (1, 8, 8))
+        study.tell(trial, 0.0)
+        slots = [layer["slot"] for layer in sampled.spec]
+        assert slots == sorted(set(slots))
+        assert all(layer["slot"] < feature_slots for layer in sampled.spec
+                   if layer["kind"] in ("conv", "inception", "pool"))
+        with torch.device("meta"):
+            assert build_model(sampled.spec, (1, 8, 8), 10)(torch.empty(2, 1, 8, 8)).shape == (2, 10)
+    assert all(state == optuna.trial.TrialState.COMPLETE for state in
+               (trial.state for trial in study.trials))
+
+
+def test_a_study_with_twenty_feature_slots_completes_its_trials(tmp_path):
+    import optuna_energy
+    from tests.helpers import tiny_config
+
+    config = tiny_config(tmp_path, n_trials=6)
+    config["space"] |= {"feature_slots": 20}
+    study = optuna_energy.run_study(config, show_progress_bar=False)
+    assert [trial.state for trial in study.trials] == [optuna.trial.TrialState.COMPLETE] * 6
+    classifier = [layer["slot"] for trial in study.trials for layer in trial.user_attrs["architecture"]
+                  if layer["kind"] == "linear"]
+    assert classifier and min(classifier) >= 20
+
+
+def test_specs_stored_by_the_16_slot_layout_rebuild_with_the_same_weights_names():
+    # Stored before the layer registry: a classifier-slot activation (slot 16) before the first
+    # linear layer. The flatten now sits after it, which computes the same and moves no weight.
+    old = [{"slot": 0, "kind": "conv", "out_channels": 4, "kernel": [3, 3], "stride": 1, "padding": 1},
+           {"slot": 16, "kind": "activation", "fn": "relu"},
+           {"slot": 17, "kind": "linear", "out_features": 8}]
+    model = build_model(old, (1, 8, 8), 10)
+    assert set(model.state_dict()) == {"0.weight", "0.bias", "3.weight", "3.bias", "4.weight", "4.bias"}
+    assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("conv", "an architecture must be a list of layer dicts, got str"),
+    ([{"slot": 0, "kind": "deconv"}], "unknown layer kind 'deconv'.*allowed: conv, inception, pool"),
+    ([{"slot": 0}], "unknown layer kind None.*allowed: conv"),
+    ([3], "unknown layer kind None in 3; allowed: conv")])
+def test_unknown_layer_kinds_are_one_line_value_errors(spec, message):
+    with pytest.raises(ValueError, match=message) as raised:
+        build_model(spec, (1, 8, 8), 10)
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(("key", "value"), [("linear_width", [16, 100_000_000]),
+                                            ("conv_channels", [8, 100_000]),
+                                            ("feature_slots", 65), ("dropout", [0.0, 1.0])])
+def test_absurd_space_ranges_are_refused_by_the_config(key, value):
+    from optuna_energy.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=rf"^\[space\] {key} must be"):
+        load_config({"space": {key: value}})

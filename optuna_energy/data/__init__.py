@@ -13,7 +13,13 @@ Example:
 """
 
 from optuna_energy.data.device import DeviceData
-from optuna_energy.data.registry import DATASETS, DatasetSource, load_dataset
+from optuna_energy.data.registry import (
+    DATASETS,
+    DatasetSource,
+    check_dataset,
+    load_dataset,
+)
+from optuna_energy.data.settings import DatasetSection
 from optuna_energy.data.splits import ArraySplits, DatasetError
 from optuna_energy.data.tensors import from_datasets, from_tensors
 
@@ -21,8 +27,10 @@ __all__ = [
     "ArraySplits",
     "DATASETS",
     "DatasetError",
+    "DatasetSection",
     "DatasetSource",
     "DeviceData",
+    "check_dataset",
     "from_datasets",
     "from_tensors",
     "load_dataset",

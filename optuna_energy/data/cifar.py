@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from optuna_energy.config import DatasetSection
 from optuna_energy.data import cache
+from optuna_energy.data.settings import DatasetSection
 from optuna_energy.data.splits import ArraySplits, DatasetError, holdout
 
 HOME_PAGE = "https://www.cs.toronto.edu/~kriz/cifar.html"

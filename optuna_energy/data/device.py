@@ -13,8 +13,10 @@ from collections.abc import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from optuna_energy.config import AUGMENTATIONS
 from optuna_energy.data.splits import ArraySplits
+
+AUGMENTATIONS = ("crop", "flip")
+"""``crop``: random crop of the zero-padded image; ``flip``: random horizontal flip."""
 
 _STATS_CHUNK = 1024
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from optuna_energy.config import DatasetSection
+from optuna_energy.data.settings import DatasetSection
 from optuna_energy.data.splits import ArraySplits, holdout
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from optuna_energy.config import DatasetSection
 from optuna_energy.data import cache
+from optuna_energy.data.settings import DatasetSection
 from optuna_energy.data.splits import ArraySplits, DatasetError, holdout
 
 CINIC_SOURCE = "https://doi.org/10.7488/ds/2448"

@@ -6,10 +6,10 @@ import dataclasses
 import re
 from collections.abc import Callable
 
-from optuna_energy.config import DatasetSection
 from optuna_energy.data.cifar import load_cifar10, load_cifar100
 from optuna_energy.data.digits import load_digits
 from optuna_energy.data.folders import load_cinic10, load_imagefolder
+from optuna_energy.data.settings import DatasetSection
 from optuna_energy.data.splits import ArraySplits, DatasetError
 
 _FOLDER_NAME = re.compile(r"[\w.-]+")
@@ -86,3 +86,22 @@ def load_dataset(section: DatasetSection, *, seed: int = 0) -> ArraySplits:
     except KeyError:
         raise DatasetError(f"unknown dataset {section.name!r}; allowed: {', '.join(DATASETS)}") from None
     return source.load(section, seed)
+
+
+def check_dataset(section: DatasetSection) -> None:
+    """Check ``[dataset]`` against the dataset it names.
+
+    Raises:
+        ValueError: ``"key ..."``, naming what is wrong and what is allowed.
+    """
+    if section.name not in DATASETS:
+        raise ValueError(f"name is {section.name!r}; allowed: {', '.join(DATASETS)}")
+    problem = DATASETS[section.name].problem(section)
+    if problem:
+        raise ValueError(problem)
+    if section.image_size is not None and section.image_size <= 0:
+        raise ValueError(f"image_size must be > 0, got {section.image_size!r}")
+    if section.channels not in (1, 3):
+        raise ValueError(f"channels is {section.channels}; allowed: 1 (grey), 3 (RGB)")
+    if not 0.0 < section.validation_fraction < 1.0:
+        raise ValueError(f"validation_fraction must be between 0 and 1, got {section.validation_fraction}")

@@ -14,7 +14,13 @@ import warnings
 
 from optuna_energy.energy import estimate
 from optuna_energy.energy.base import EnergyMeter, EnergyMeterError, EnergyWindow
-from optuna_energy.energy.nvml import COUNTER_SOURCE, POWER_SOURCE, GpuId, NvmlCounterMeter, NvmlPowerMeter
+from optuna_energy.energy.nvml import (
+    COUNTER_SOURCE,
+    POWER_SOURCE,
+    GpuId,
+    NvmlCounterMeter,
+    NvmlPowerMeter,
+)
 from optuna_energy.energy.rapl import SOURCE as RAPL_SOURCE
 from optuna_energy.energy.rapl import RaplMeter
 

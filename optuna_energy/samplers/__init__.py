@@ -1,5 +1,13 @@
-"""Samplers of this package; Optuna's own samplers are used as they are."""
+"""Samplers of this package; Optuna's own samplers are used as they are.
 
+Nothing here imports the rest of the application (config, torch): ``EvolutionSampler`` works
+in any Optuna study.
+"""
+
+from optuna_energy.samplers._optuna_compat import hypervolume
 from optuna_energy.samplers._sampler import PARENTS_ATTR, EvolutionSampler
+from optuna_energy.samplers._selection import REFERENCE, normalised_losses
+from optuna_energy.samplers._settings import SELECTIONS, EvolutionSettings
 
-__all__ = ["EvolutionSampler", "PARENTS_ATTR"]
+__all__ = ["EvolutionSampler", "EvolutionSettings", "PARENTS_ATTR", "REFERENCE", "SELECTIONS",
+           "hypervolume", "normalised_losses"]

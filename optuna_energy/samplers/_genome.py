@@ -4,26 +4,30 @@ The search space (``optuna_energy.space``) prefixes every gene of layer slot N w
 ``sNN_on``, ``sNN_type`` and the genes of that type, ``sNN_<type>_<name>``. Training genes share
 the prefix ``train_``. A block is what crossover moves as a whole; any other parameter name is a
 block of its own, so the sampler still works on spaces that follow no convention.
+
+The naming is read here rather than imported from ``optuna_energy.space``, which builds models
+(torch) and reads the application's config: the sampler works in any Optuna study and imports
+neither. ``tests/test_evolution.py`` checks that this reading agrees with the space's writing.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 from typing import Any
 
 from optuna.distributions import BaseDistribution
 
-from optuna_energy.space import slot_of, slot_prefix
-
 TRAINING_PREFIX = "train_"
+_SLOT_BLOCK = re.compile(r"^(s\d+)_")  # "s03" of "s03_conv_kh": what the space writes per slot
 
 
 def block_of(name: str) -> str:
     """The block a gene belongs to: ``"s03"`` for slot 3, ``"train"``, or the name itself."""
-    slot = slot_of(name)
+    slot = _SLOT_BLOCK.match(name)
     if slot is not None:
-        return slot_prefix(slot).rstrip("_")
+        return slot.group(1)
     if name.startswith(TRAINING_PREFIX):
         return TRAINING_PREFIX.rstrip("_")
     return name
@@ -43,7 +47,7 @@ def type_genes_prefix(block: str, kind: Any) -> str:
 
 
 def is_slot_block(block: str) -> bool:
-    return slot_of(block + "_") is not None
+    return _SLOT_BLOCK.match(block + "_") is not None
 
 
 @dataclasses.dataclass

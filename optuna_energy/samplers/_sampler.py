@@ -3,25 +3,68 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, RandomSampler
-from optuna.study import Study
+from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from optuna_energy.config import EvolutionSection, load_config
 from optuna_energy.samplers._genome import Genome
+from optuna_energy.samplers._optuna_compat import (
+    is_enqueued,
+    set_trial_user_attr,
+    study_id,
+    study_trials,
+    trial_id,
+)
 from optuna_energy.samplers._selection import ElitePopulation
+from optuna_energy.samplers._settings import EvolutionSettings
 from optuna_energy.samplers._variation import VariationRates, crossover, fit_to, mutate
 
 PARENTS_ATTR = "parents"
 """User attribute holding the trial numbers of a trial's parents (empty for random or seeded)."""
 
-_DEFAULTS = EvolutionSection()
+MAX_PENDING_CHILDREN = 1024
+"""Most children kept per study for trials still running. A trial asked and never told stays
+RUNNING (for ever, in memory); past this many, the oldest child is forgotten and its trial's
+remaining parameters are drawn at random. Far above the trials one process runs at once."""
+
+_DEFAULTS = EvolutionSettings()
+
+_TrialKey = tuple[int, datetime.datetime | None]
+"""A trial told apart from trials of other storages: its storage id and when it started."""
+
+
+def _trial_key(trial: FrozenTrial) -> _TrialKey:
+    return trial_id(trial), trial.datetime_start
+
+
+@dataclasses.dataclass
+class _StudyState:
+    """What the sampler remembers of one study: its elite population and its pending children.
+
+    Studies are told apart by name and id, which two storages can share (two in-memory
+    studies, two SQLite files with a study of the same name), so a state also holds an
+    anchor: the first started trial it saw, by number, storage id and start time. A study is
+    this state's only if it has that very trial. The anchor is plain data, so a pickled sampler
+    finds its populations again in a study reloaded from the same storage by another process.
+    """
+
+    directions: tuple[StudyDirection, ...]
+    anchor: tuple[int, _TrialKey]
+    population: ElitePopulation
+    children: OrderedDict[_TrialKey, Genome] = dataclasses.field(default_factory=OrderedDict)
+
+    def belongs_to(self, directions: Sequence[StudyDirection], trials: Sequence[FrozenTrial]) -> bool:
+        number, key = self.anchor
+        return (tuple(directions) == self.directions and number < len(trials)
+                and trials[number].number == number and _trial_key(trials[number]) == key)
 
 
 class EvolutionSampler(BaseSampler):
@@ -58,8 +101,14 @@ class EvolutionSampler(BaseSampler):
             distribution's range (log range for log distributions).
         seed: Seed for reproducible runs in one process.
 
+    A sampler can serve several studies, one after the other or interleaved; each has its own
+    population. It can be pickled or deep-copied, to resume a seeded study as with Optuna's
+    samplers: the copy carries the random state, the populations and the pending children.
+
     Raises:
-        optuna_energy.ConfigError: A rate outside ``[0, 1]`` or a population under 2.
+        ValueError: A setting outside its range, naming it and what is allowed: a rate
+            outside ``[0, 1]``, a population under 2, a tournament larger than the population,
+            an unknown selection.
 
     Example:
         >>> import optuna_energy
@@ -78,22 +127,31 @@ class EvolutionSampler(BaseSampler):
                  gene_mutation_rate: float = _DEFAULTS.gene_mutation_rate,
                  perturbation_scale: float = _DEFAULTS.perturbation_scale,
                  seed: int | None = None) -> None:
-        settings = load_config({"evolution": {
-            "population_size": population_size, "tournament_size": tournament_size,
-            "selection": selection,
-            "crossover_rate": crossover_rate, "slot_toggle_rate": slot_toggle_rate,
-            "type_change_rate": type_change_rate, "gene_mutation_rate": gene_mutation_rate,
-            "perturbation_scale": perturbation_scale,
-        }}).evolution
-        self._population_size = settings.population_size
-        self._tournament_size = settings.tournament_size
-        self._selection = settings.selection
-        self._rates = VariationRates(**{field.name: getattr(settings, field.name)
+        self._settings = EvolutionSettings(
+            population_size=population_size, tournament_size=tournament_size,
+            selection=selection, crossover_rate=crossover_rate,
+            slot_toggle_rate=slot_toggle_rate, type_change_rate=type_change_rate,
+            gene_mutation_rate=gene_mutation_rate, perturbation_scale=perturbation_scale)
+        self._rates = VariationRates(**{field.name: getattr(self._settings, field.name)
                                         for field in dataclasses.fields(VariationRates)})
         self._rng = np.random.default_rng(seed)
         self._random_sampler = RandomSampler(seed=seed)
-        self._populations: dict[int, ElitePopulation] = {}
-        self._children: dict[int, Genome] = {}
+        self._studies: dict[tuple[str, int], list[_StudyState]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def settings(self) -> EvolutionSettings:
+        """The population and variation settings this sampler was made with."""
+        return self._settings
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A lock cannot be pickled; like Optuna's samplers, leave it out and make a new one.
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
         self._lock = threading.Lock()
 
     def reseed_rng(self) -> None:
@@ -110,17 +168,14 @@ class EvolutionSampler(BaseSampler):
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         """Breed this trial's child (or decide it is random) and record its parents."""
         parents: list[int] = []
-        if "fixed_params" not in trial.system_attrs and trial.number >= self._population_size:
+        if not is_enqueued(trial) and trial.number >= self._settings.population_size:
             with self._lock:
-                bred = self._breed(study)
-            if bred is not None:
-                child, parents = bred
-                self._children[trial._trial_id] = child
-        study._storage.set_trial_user_attr(trial._trial_id, PARENTS_ATTR, parents)
+                parents = self._breed(study, trial)
+        set_trial_user_attr(study, trial, PARENTS_ATTR, parents)
 
     def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
-        child = self._children.get(trial._trial_id)
+        child = self._child_of(study, trial)
         if child is not None and param_name in child.values:
             value = fit_to(child.values[param_name], param_distribution)
             if value is not None:
@@ -129,20 +184,56 @@ class EvolutionSampler(BaseSampler):
 
     def after_trial(self, study: Study, trial: FrozenTrial, state: TrialState,
                     values: Sequence[float] | None) -> None:
-        self._children.pop(trial._trial_id, None)
+        with self._lock:
+            for study_state in self._studies.get(self._study_key(study), ()):
+                study_state.children.pop(_trial_key(trial), None)
 
-    def _breed(self, study: Study) -> tuple[Genome, list[int]] | None:
-        population = self._populations.get(study._study_id)
-        if population is None:
-            population = ElitePopulation(self._population_size, study.directions,
-                                         selection=self._selection)
-            self._populations[study._study_id] = population
-        population.update(study._get_trials(deepcopy=False, states=(TrialState.COMPLETE,),
-                                            use_cache=True))
+    @staticmethod
+    def _study_key(study: Study) -> tuple[str, int]:
+        return study.study_name, study_id(study)
+
+    def _child_of(self, study: Study, trial: FrozenTrial) -> Genome | None:
+        key = _trial_key(trial)
+        for state in self._studies.get(self._study_key(study), ()):
+            child = state.children.get(key)
+            if child is not None:
+                return child
+        return None
+
+    def _state_of(self, study: Study, trials: Sequence[FrozenTrial]) -> _StudyState:
+        """This study's state, made on first use (``trials``: all of the study's, by number)."""
+        candidates = self._studies.setdefault(self._study_key(study), [])
+        for state in candidates:
+            if state.belongs_to(study.directions, trials):
+                return state
+        # The asking trial is running, so some trial has started: the first of them anchors.
+        anchor = next(t for t in trials if t.datetime_start is not None)
+        state = _StudyState(directions=tuple(study.directions),
+                            anchor=(anchor.number, _trial_key(anchor)),
+                            population=ElitePopulation(self._settings.population_size,
+                                                       study.directions,
+                                                       selection=self._settings.selection))
+        candidates.append(state)
+        return state
+
+    def _breed(self, study: Study, trial: FrozenTrial) -> list[int]:
+        """Breed ``trial``'s child into its study's state; the parents' numbers (none: random)."""
+        trials = study_trials(study, states=None)
+        state = self._state_of(study, trials)
+        # Children of trials that ended without ``after_trial`` here (failed by another worker,
+        # told through another sampler) are dropped, and never-told ones are bounded below.
+        # Only trials seen finished: one another thread started after ``trials`` was read
+        # is missing from it, and its child is still wanted.
+        finished = {_trial_key(t) for t in trials if t.state.is_finished()}
+        for key in [key for key in state.children if key in finished]:
+            del state.children[key]
+        state.population.update([t for t in trials if t.state == TrialState.COMPLETE])
+        population = state.population
         if len(population.members) < 2:
-            return None
-        first = population.tournament(self._rng, size=self._tournament_size)
-        second = population.tournament(self._rng, size=self._tournament_size, exclude=first.number)
+            return []
+        first = population.tournament(self._rng, size=self._settings.tournament_size)
+        second = population.tournament(self._rng, size=self._settings.tournament_size,
+                                       exclude=first.number)
         mother = Genome.of(first.params, first.distributions)
         father = Genome.of(second.params, second.distributions)
         if self._rng.random() < self._rates.crossover_rate:
@@ -150,4 +241,7 @@ class EvolutionSampler(BaseSampler):
         else:
             child = Genome.of(mother.values, mother.distributions)
         mutate(child, father, self._rates, self._rng)
-        return child, [first.number, second.number]
+        state.children[_trial_key(trial)] = child
+        while len(state.children) > MAX_PENDING_CHILDREN:
+            state.children.popitem(last=False)
+        return [first.number, second.number]

@@ -16,6 +16,13 @@ decides:
   trial that is cheap but no better than chance adds almost nothing, because its box along the
   accuracy axis is thin; crowding distance gives such extremes infinite worth.
 * ``"crowding"``: NSGA-II's crowding distance, extremes first.
+
+Optuna accepts infinite objective values (only NaN fails a trial). Normalisation spans the
+finite values alone, so one infinity does not squash the others onto one point. An infinitely
+bad value sits on the reference point, where a trial adds no hypervolume: it survives and wins
+tournaments last in its front. An infinitely good one lies as far beyond the best finite value
+(0) as the reference beyond the worst (1), keeping the order for ranking and crowding, and
+counts as adding infinite hypervolume: it survives and wins tournaments first.
 """
 
 from __future__ import annotations
@@ -23,13 +30,39 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from optuna._hypervolume import compute_hypervolume
-from optuna._hypervolume.hssp import _solve_hssp
 from optuna.study import StudyDirection
-from optuna.study._multi_objective import _fast_non_domination_rank
 from optuna.trial import FrozenTrial
 
-_REFERENCE = 1.1  # reference point in every normalised objective: the worst candidate still counts
+from optuna_energy.samplers._optuna_compat import (
+    hypervolume,
+    non_domination_rank,
+    select_by_hypervolume,
+)
+
+REFERENCE = 1.1  # reference point in every normalised objective: the worst candidate still counts
+_BEYOND_BEST = 1.0 - REFERENCE  # where an infinitely good value goes: as far beyond 0 as 1.1 beyond 1
+
+
+def normalised_losses(values: np.ndarray, *, maximize: np.ndarray) -> np.ndarray:
+    """Objective values as losses in [0, 1] for hypervolumes: the one normalisation that the
+    sampler's selection and the report's hypervolume share, with :data:`REFERENCE` as reference.
+
+    Maximised objectives are negated; positive costs are taken on a log scale (they span
+    decades); each column is min-max scaled over its finite values. ``+inf`` losses go to the
+    reference point, ``-inf`` ones just below 0.
+    """
+    costs = ~maximize & np.all(values > 0, axis=0)  # +inf is positive, -inf is not
+    losses = np.where(maximize, -values, values)
+    losses[:, costs] = np.log10(losses[:, costs])  # log10(+inf) is +inf, without a warning
+    finite = np.isfinite(losses)
+    # Over the finite values only: one infinity would otherwise squash the rest onto 0.
+    low = np.min(losses, axis=0, where=finite, initial=np.inf)
+    high = np.max(losses, axis=0, where=finite, initial=-np.inf)
+    low, high = np.where(high >= low, low, 0.0), np.where(high >= low, high, 0.0)
+    scaled = (np.where(finite, losses, low) - low) / np.where(high > low, high - low, 1.0)
+    scaled[losses == np.inf] = REFERENCE
+    scaled[losses == -np.inf] = _BEYOND_BEST
+    return scaled
 
 
 class ElitePopulation:
@@ -52,9 +85,10 @@ class ElitePopulation:
             return
         self._seen.update(trial.number for trial in new)
         candidates = self.members + new
-        losses = self._normalised_losses(np.array([t.values for t in candidates], dtype=float))
+        losses = normalised_losses(np.array([t.values for t in candidates], dtype=float),
+                                   maximize=self._maximize)
         penalty = np.array([sum(max(v, 0.0) for v in t.constraints.values()) for t in candidates])
-        rank = _fast_non_domination_rank(losses, penalty=penalty)
+        rank = non_domination_rank(losses, penalty=penalty)
         kept: list[int] = []
         for level in np.unique(rank):
             front = np.flatnonzero(rank == level)
@@ -82,33 +116,40 @@ class ElitePopulation:
         best = min(drawn, key=lambda i: (self._rank[i], -self._worth[i]))
         return self.members[best]
 
-    def _normalised_losses(self, values: np.ndarray) -> np.ndarray:
-        """Objectives to minimise, in [0, 1]; positive costs on a log scale (they span decades)."""
-        costs = ~self._maximize & np.all(values > 0, axis=0)
-        losses = np.where(self._maximize, -values, values)
-        losses[:, costs] = np.log10(losses[:, costs])
-        low, high = losses.min(axis=0), losses.max(axis=0)
-        return (losses - low) / np.where(high > low, high - low, 1.0)
-
     def _best_of_front(self, losses: np.ndarray, front: np.ndarray, count: int) -> np.ndarray:
         if self.selection == "hypervolume":
-            reference = np.full(losses.shape[1], _REFERENCE)
-            return np.sort(_solve_hssp(losses[front], front, count, reference))
+            # An infinitely good value (normalised below 0) adds infinite hypervolume: such
+            # trials survive first, earliest first; the rest is chosen by the volume each adds.
+            unbounded = front[_infinitely_good(losses[front])]
+            if len(unbounded) >= count:
+                return unbounded[:count]
+            rest = front[~_infinitely_good(losses[front])]
+            reference = np.full(losses.shape[1], REFERENCE)
+            chosen = select_by_hypervolume(losses[rest], rest, count - len(unbounded), reference)
+            return np.sort(np.concatenate([unbounded, chosen]))
         order = np.argsort(-crowding_distance(losses[front]), kind="stable")
         return np.sort(front[order[:count]])
 
     def _worth_in_front(self, front_losses: np.ndarray) -> np.ndarray:
         if self.selection == "hypervolume":
-            return hypervolume_contributions(front_losses, np.full(front_losses.shape[1], _REFERENCE))
+            worth = hypervolume_contributions(front_losses,
+                                              np.full(front_losses.shape[1], REFERENCE))
+            worth[_infinitely_good(front_losses)] = np.inf
+            return worth
         return crowding_distance(front_losses)
+
+
+def _infinitely_good(losses: np.ndarray) -> np.ndarray:
+    """Rows with an objective at ``-inf``: the only normalised losses below 0."""
+    return np.any(losses < 0, axis=1)
 
 
 def hypervolume_contributions(losses: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """The hypervolume each point alone adds to the set (its exclusive contribution)."""
     if len(losses) == 1:
         return np.array([float(np.prod(reference - losses[0]))])
-    total = compute_hypervolume(losses, reference)
-    return np.array([total - compute_hypervolume(np.delete(losses, i, axis=0), reference)
+    total = hypervolume(losses, reference)
+    return np.array([total - hypervolume(np.delete(losses, i, axis=0), reference)
                      for i in range(len(losses))])
 
 

@@ -119,13 +119,13 @@ def perturb(value: Any, distribution: BaseDistribution, rng: np.random.Generator
 def fit_to(value: Any, distribution: BaseDistribution) -> Any | None:
     """``value`` made valid for ``distribution``: clipped and rounded to its step, or ``None``.
 
-    ``None`` means the value cannot be used at all (a choice the distribution lacks, or a
-    number where a category is asked for) and the gene must be drawn fresh.
+    ``None`` means the value cannot be used at all (a choice the distribution lacks, a number
+    where a category is asked for, NaN) and the gene must be drawn fresh.
     """
     if isinstance(distribution, CategoricalDistribution):
         return value if value in distribution.choices else None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        return None  # NaN has no place in any range; infinities clip to its ends
     if isinstance(distribution, IntDistribution):
         steps = round((min(max(value, distribution.low), distribution.high) - distribution.low)
                       / distribution.step)
