@@ -38,6 +38,7 @@ from optuna.trial import TrialState
 from optuna_energy.arch import profile
 from optuna_energy.config import load_config
 from optuna_energy.data import DeviceData, load_dataset
+from optuna_energy.energy import EstimateMeter
 from optuna_energy.objective import Objective
 from optuna_energy.space import sample_architecture, sample_training
 from optuna_energy.study import create_sampler
@@ -68,7 +69,8 @@ def run(samplers: list[str], seeds: list[int], trials: int, out: Path, *,
                                         sampler=create_sampler(name, seed=seed,
                                                                evolution=seeded.evolution))
             start = time.perf_counter()
-            study.optimize(Objective(seeded, data), n_trials=trials, catch=(TrialFailure,))
+            study.optimize(Objective(seeded, data, meter=EstimateMeter()), n_trials=trials,
+                           catch=(TrialFailure,))
             seconds = time.perf_counter() - start
             completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             records.append({

@@ -28,6 +28,7 @@ from optuna_energy.data import DatasetError
 from optuna_energy.devices import BACKENDS, DeviceError
 from optuna_energy.energy import EnergyMeterError
 from optuna_energy.export import FORMATS, ExportError
+from optuna_energy.savings import savings, savings_text
 from optuna_energy.storage import StorageError, mask_url, open_storage, remember_secrets
 from optuna_energy.study import create_or_load_study, run_study
 from optuna_energy.workers import (
@@ -86,6 +87,7 @@ def _run(args: argparse.Namespace) -> int:
     front = pareto_trials(study)
     print(f"\nPareto front of study {study.study_name!r} ({len(front)} of {len(study.trials)} trials):")
     print(format_table(study, front))
+    print(f"\n{savings_text(savings(study))}")
     return 0
 
 
@@ -157,6 +159,7 @@ def _report(args: argparse.Namespace) -> int:
           f"({report.n_usable} completed, feasible trials of {report.n_trials}):")
     print(table_text(report))
     print(f"\n{payback_text(report)}")
+    print(f"\n{savings_text(report.savings)}")
     paths = write_report(study, args.out, weights=weights)
     print(f"\nwrote {', '.join(str(path) for path in paths)}")
     return 0

@@ -1,7 +1,7 @@
 """Study configuration: dataclasses, TOML loading and validation with one-line errors.
 
 A config file has the sections ``[study]``, ``[dataset]``, ``[training]``, ``[space]``,
-``[measure]``, ``[constraints]``, ``[storage]`` and ``[evolution]``; every key is optional
+``[measure]``, ``[constraints]``, ``[storage]``, ``[evolution]`` and ``[early_stopping]``; every key is optional
 and documented in ``studies/digits.toml``. Validation happens once, here, so that the rest of the package can
 trust the values it is handed; ``[evolution]`` is the sampler's own ``EvolutionSettings``, whose
 ranges the sampler checks itself (this module only turns its ``ValueError`` into a one-line
@@ -51,6 +51,10 @@ class StudySection:
     """Folder of Optuna's artifact store: trial drawings for optuna-dashboard, kept weights."""
     keep_weights: bool = False
     """Store each trial's trained weights as an artifact, so that export need not retrain."""
+    max_train_epochs: int | None = None
+    """Training epochs the whole study may spend, over all trials and workers (exact)."""
+    max_train_energy: float | None = None
+    """Training joules the whole study may spend (same meter as ``train_energy_j``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +113,22 @@ EvolutionSection = EvolutionSettings
 
 
 @dataclasses.dataclass(frozen=True)
+class EarlyStoppingSection:
+    """Costs first and multi-objective early stopping (``optuna_energy.rungs``, docs/energy.md).
+
+    ``enabled = false`` is the paper's mode: every architecture trained for every epoch.
+    """
+
+    enabled: bool = True
+    first_rung: int = 1
+    """Epochs before the first evaluation; later rungs are ``factor`` times further apart."""
+    factor: int = 3
+    """Rung spacing, and the share ``1 / factor`` of the trials at a rung that go on."""
+    min_peers: int = 3
+    """Trials (the deciding one included) at a rung before it ranks them; fewer: go on."""
+
+
+@dataclasses.dataclass(frozen=True)
 class StudyConfig:
     """A whole study: what to search, on which data, how to measure, where to store it."""
 
@@ -120,6 +140,7 @@ class StudyConfig:
     constraints: ConstraintsSection = ConstraintsSection()
     storage: StorageSection = StorageSection()
     evolution: EvolutionSection = EvolutionSection()
+    early_stopping: EarlyStoppingSection = EarlyStoppingSection()
 
     @property
     def directions(self) -> list[str]:
@@ -272,6 +293,8 @@ def _validate_study(section: StudySection, name: str) -> None:
         )
     _positive(section.n_trials, f"[{name}] n_trials")
     _positive(section.timeout, f"[{name}] timeout")
+    _positive(section.max_train_epochs, f"[{name}] max_train_epochs")
+    _positive(section.max_train_energy, f"[{name}] max_train_energy")
     if not section.name:
         raise ConfigError(f"[{name}] name must not be empty")
     if not section.storage:
@@ -331,6 +354,15 @@ def _validate_storage(section: StorageSection, name: str) -> None:
         raise ConfigError(f"[{name}] reconnect_timeout must be >= 0, got {section.reconnect_timeout}")
 
 
+def _validate_early_stopping(section: EarlyStoppingSection, name: str) -> None:
+    if section.first_rung < 1:
+        raise ConfigError(f"[{name}] first_rung must be an epoch count >= 1, got {section.first_rung}")
+    if section.factor < 2:
+        raise ConfigError(f"[{name}] factor must be an integer >= 2, got {section.factor}")
+    if section.min_peers < 2:
+        raise ConfigError(f"[{name}] min_peers must be >= 2, got {section.min_peers}")
+
+
 _VALIDATORS = {
     StudySection: _validate_study,
     DatasetSection: _validate_dataset,
@@ -338,4 +370,5 @@ _VALIDATORS = {
     MeasureSection: _validate_measure,
     ConstraintsSection: _validate_constraints,
     StorageSection: _validate_storage,
+    EarlyStoppingSection: _validate_early_stopping,
 }

@@ -26,6 +26,7 @@ from optuna_energy.recovery import (
     requeue_interrupted,
 )
 from optuna_energy.samplers._optuna_compat import heartbeat_enabled, storage_of
+from optuna_energy.training_budget import TrainingBudget
 
 _POLL_SECONDS = 5.0
 """Longest pause between looks at trials running elsewhere, while waiting for them to end."""
@@ -37,8 +38,10 @@ def optimize_within_budget(study: optuna.Study, objective: Callable[[optuna.Tria
                            *, n_trials: int, timeout: float | None = None,
                            callbacks: Sequence[Callback] = (),
                            catch: tuple[type[Exception], ...] = (),
-                           reconnect_timeout: float = 600.0) -> None:
-    """Run trials until the study as a whole has ``n_trials`` finished ones.
+                           reconnect_timeout: float = 600.0,
+                           training: TrainingBudget | None = None) -> None:
+    """Run trials until the study as a whole has ``n_trials`` finished ones, or until
+    ``training`` (epochs, joules) leaves no room for another trial's first rung.
 
     Safe to call from many processes on one study. A database that stops answering is retried
     with back-off for ``reconnect_timeout`` seconds; the trial in flight is lost (marked failed,
@@ -51,12 +54,13 @@ def optimize_within_budget(study: optuna.Study, objective: Callable[[optuna.Tria
     """
     with deferred_interrupts():
         _optimize(study, objective, n_trials=n_trials, timeout=timeout, callbacks=callbacks,
-                  catch=catch, reconnect_timeout=reconnect_timeout)
+                  catch=catch, reconnect_timeout=reconnect_timeout, training=training)
 
 
 def _optimize(study: optuna.Study, objective: Callable[[optuna.Trial], Sequence[float]],
               *, n_trials: int, timeout: float | None, callbacks: Sequence[Callback],
-              catch: tuple[type[Exception], ...], reconnect_timeout: float) -> None:
+              catch: tuple[type[Exception], ...], reconnect_timeout: float,
+              training: TrainingBudget | None) -> None:
     deadline = None if timeout is None else time.monotonic() + timeout
     guarded = WithinBudget(objective, n_trials)
     outage = Outage(reconnect_timeout)
@@ -67,7 +71,7 @@ def _optimize(study: optuna.Study, objective: Callable[[optuna.Trial], Sequence[
             if abandoned is not None:
                 fail_abandoned(study, abandoned)
                 abandoned = None
-            if not _needs_trial(study, n_trials, deadline):
+            if not _needs_trial(study, n_trials, deadline, training):
                 return
             guarded.trial_id = None
             study.optimize(guarded, n_trials=1, callbacks=list(callbacks), catch=catch)
@@ -88,7 +92,8 @@ def _optimize(study: optuna.Study, objective: Callable[[optuna.Trial], Sequence[
             outage.reset()
 
 
-def _needs_trial(study: optuna.Study, n_trials: int, deadline: float | None) -> bool:
+def _needs_trial(study: optuna.Study, n_trials: int, deadline: float | None,
+                 training: TrainingBudget | None = None) -> bool:
     """Whether to start a trial now; waits while only trials running elsewhere fill the budget."""
     heartbeat = heartbeat_enabled(study)
     while deadline is None or time.monotonic() < deadline:
@@ -96,7 +101,10 @@ def _needs_trial(study: optuna.Study, n_trials: int, deadline: float | None) -> 
         counted = tally(study)
         if counted.finished >= n_trials:
             return False
-        if counted.counted < n_trials or counted.waiting:  # ask() runs queued trials first
+        if training is not None and training.exhausted(study.get_trials(deepcopy=False)):
+            if not counted.running:  # nothing left that could release training budget
+                return False
+        elif counted.counted < n_trials or counted.waiting:  # ask() runs queued trials first
             return True
         if not heartbeat:  # nothing could tell us that another worker died
             return False

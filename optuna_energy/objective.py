@@ -1,4 +1,7 @@
-"""One trial: sample an architecture, train it, measure it, return the objective values.
+"""One trial: sample an architecture, measure its costs, train it in rungs, return the values.
+
+An architecture over a ``[constraints]`` limit, or one that early stopping stops, ends PRUNED
+with its costs, rungs and reason on its record (docs/energy.md says why PRUNED).
 
 Everything is stored on the trial through :mod:`optuna_energy.record`; the objective values
 and the constraints come from the metric registry (:mod:`optuna_energy.metrics`).
@@ -7,8 +10,8 @@ and the constraints come from the metric registry (:mod:`optuna_energy.metrics`)
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable
+from typing import NoReturn
 
 import optuna
 import torch
@@ -17,23 +20,17 @@ from torch import nn
 from optuna_energy import record
 from optuna_energy.arch import build_model, profile, summarize
 from optuna_energy.config import StudyConfig
+from optuna_energy.costs_first import measure_architecture
 from optuna_energy.data import DeviceData
-from optuna_energy.energy import EnergyMeter, Work
-from optuna_energy.measure import (
-    ModelUnderTest,
-    energy_per_inference,
-    measure_inference,
-    metered,
+from optuna_energy.early_stopping import (
+    learned_threshold,
+    train_in_rungs,
+    training_budget,
 )
-from optuna_energy.metrics import METRICS
+from optuna_energy.energy import EnergyMeter
+from optuna_energy.metrics import COSTS, METRICS
 from optuna_energy.space import sample_architecture, sample_training
-from optuna_energy.train import (
-    TrialFailure,
-    evaluate,
-    precision_context,
-    train,
-    trial_failures,
-)
+from optuna_energy.train import TrialFailure, trial_failures
 
 LEARNED = "learned"
 """The constraint every trial carries: its accuracy must beat always answering the most frequent
@@ -60,6 +57,9 @@ class Objective:
         self.meter = meter
         self.idle_watts = idle_watts
         self.on_trained = on_trained
+        budget = training_budget(config)
+        # Without a limit on training there is nothing to claim (studies run by study.optimize).
+        self.training_budget = budget if (budget.max_epochs or budget.max_joules) else None
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         try:
@@ -70,6 +70,8 @@ class Objective:
 
     def _run(self, trial: optuna.Trial) -> tuple[float, ...]:
         config, data = self.config, self.data
+        # Claimed before anything runs, so a trial that cannot afford a rung costs nothing.
+        claim = self.training_budget.claim(trial) if self.training_budget else config.training.epochs
         training = sample_training(trial, config.training)
         sampled = sample_architecture(trial, config.space, data.input_shape)
         costs = profile(sampled.spec, data.input_shape, data.n_classes)
@@ -83,60 +85,38 @@ class Objective:
         with trial_failures():
             model = build_model(sampled.spec, data.input_shape, data.n_classes).to(
                 data.device, memory_format=data.memory_format)
-        precision = config.training.precision
-        result, train_window = metered(
-            self.meter, "training", data.device,
-            lambda: train(model, data, training, epochs=config.training.epochs, seed=seed,
-                          precision=precision),
-            work=lambda trained: Work(macs=costs.macs, params=costs.params,
-                                      activations=costs.activations, batch_size=training.batch_size,
-                                      images=trained.images, training=True))
-        measure_start = time.perf_counter()
-        accuracy = evaluate(model, data, precision=precision)
-        with trial_failures():
-            inference = measure_inference(
-                model, data, batch_size=config.measure.batch_size,
-                warmup_batches=config.measure.warmup_batches,
-                min_window_seconds=config.measure.min_window_seconds, meter=self.meter,
-                costs=costs, autocast=precision_context(data.device, precision))
-        gross, net = energy_per_inference(inference, idle_watts=self.idle_watts)
-        measured = {
-            "accuracy": accuracy,
-            "inference_time_s": inference.seconds_per_pass,
-            "energy_source": self.meter.source,
-            "energy_per_inference_j": net if config.measure.energy == "net" else gross,
-            "energy_gross_j": gross,
-            "energy_net_j": net,
-            "energy_window_s": inference.window_seconds,
-            "energy_window_images": inference.images,
-            "train_energy_j": train_window.joules,
-            "train_window_s": train_window.seconds,
-            "train_seconds": result.seconds,
-            "idle_watts": self.idle_watts,
-        }
-        under_test = ModelUnderTest(model=model, data=data, batch_size=config.measure.batch_size,
-                                    costs=costs, precision=precision)
-        with trial_failures():
-            measured |= {entry.field: entry.measure(under_test)
-                         for entry in METRICS.values() if entry.measure is not None}
-        measured["measure_seconds"] = time.perf_counter() - measure_start
-        measured["meter"] = self.meter.info()
-        record.write(trial, **measured)
-        by_field = {**measured, "params": costs.params}
-        self._set_constraints(trial, by_field)
+        # Costs first: they do not depend on the weights, so an architecture over a limit is
+        # never trained and the stop rule ranks by exact costs (optuna_energy.costs_first).
+        architecture = measure_architecture(model, config=config, data=data, profile=costs,
+                                            meter=self.meter, idle_watts=self.idle_watts)
+        record.write(trial, **architecture.fields)
+        for name, violation in architecture.violations.items():
+            trial.set_constraint(name, violation)
+        if config.early_stopping.enabled and architecture.over_limit:
+            self._stop(trial, f"over {', '.join(architecture.over_limit)}", epochs=0, joules=0.0)
+        trained = train_in_rungs(
+            trial, model=model, data=data, config=config, training=training, profile=costs,
+            costs={name: architecture.cost(name) for name in COSTS}, claim=claim, seed=seed,
+            meter=self.meter)
+        record.write(trial, train_window_s=trained.window_seconds, train_seconds=trained.seconds)
+        if trained.stop_reason is not None:
+            self._stop(trial, trained.stop_reason, epochs=trained.epochs, joules=trained.joules)
+        measured = {**architecture.fields, "accuracy": trained.accuracy}
+        record.write(trial, accuracy=trained.accuracy)
+        self._set_constraints(trial, measured, architecture.violations)
         if self.on_trained is not None:
             self.on_trained(trial, model)
-        return tuple(float(by_field[METRICS[name].field]) for name in config.study.objectives)
+        return tuple(float(measured[METRICS[name].field]) for name in config.study.objectives)
 
-    def _set_constraints(self, trial: optuna.Trial, measured: dict[str, float]) -> None:
+    @staticmethod
+    def _stop(trial: optuna.Trial, reason: str, *, epochs: int, joules: float) -> NoReturn:
+        """End a trial that was not trained fully: PRUNED, never on a front (docs/energy.md)."""
+        record.write(trial, stop_reason=reason, epochs_trained=epochs, train_energy_j=joules)
+        raise optuna.TrialPruned(reason)
+
+    def _set_constraints(self, trial: optuna.Trial, measured: dict[str, float],
+                         cost_violations: dict[str, float]) -> None:
         """Optuna's constraint API, mirrored in the trial record where optuna-dashboard shows it."""
-        limits = self.config.constraints
-        above_chance = self.data.chance_accuracy + 1 / len(self.data.eval_y)
-        violations = {LEARNED: above_chance - measured["accuracy"]}
-        for name, entry in METRICS.items():
-            limit = getattr(limits, entry.limit) if entry.limit else None
-            if limit is not None:
-                violations[name] = float(measured[entry.field] - limit)
-        for key, violation in violations.items():
-            trial.set_constraint(key, violation)
+        violations = {LEARNED: learned_threshold(self.data) - measured["accuracy"], **cost_violations}
+        trial.set_constraint(LEARNED, violations[LEARNED])  # the costs' were set before training
         record.write(trial, constraints=violations, feasible=all(v <= 0 for v in violations.values()))

@@ -50,6 +50,14 @@ class TrialRecord:
     idle_watts: float | None = None
     meter: dict[str, Any] | None = None
     memory_bytes: float | None = None
+    # Training in rungs (optuna_energy.early_stopping) and the training budget it spends.
+    rung_accuracies: dict[str, float] | None = None
+    """Epochs (as text: user attributes are JSON) -> evaluation accuracy after them, per rung."""
+    epochs_trained: int | None = None
+    epochs_claimed: int | None = None
+    """Epochs of the study's epoch budget this trial may spend (``optuna_energy.training_budget``)."""
+    stop_reason: str | None = None
+    """Why the trial was not trained fully: over a limit, at chance, outranked, budget used."""
     # How it ended.
     constraints: dict[str, float] | None = None
     """Constraint key -> violation (> 0 violated), mirroring Optuna's ``set_constraint``."""
@@ -60,6 +68,11 @@ class TrialRecord:
     """``host:pid`` of the process that ran it."""
     over_budget: bool | None = None
     """Created after the study's budget was used; never ran and never counts."""
+
+    @property
+    def rung_reached(self) -> int | None:
+        """The last rung (in epochs) the trial was evaluated at, ``None`` if none."""
+        return max(map(int, self.rung_accuracies)) if self.rung_accuracies else None
 
     @classmethod
     def of(cls, trial: FrozenTrial | optuna.Trial) -> TrialRecord:
@@ -94,7 +107,8 @@ CONFIG_ATTR = "config"
 
 
 _RESUMABLE = {
-    "study": {"name", "sampler", "n_trials", "timeout", "device", "artifact_dir", "keep_weights"},
+    "study": {"name", "sampler", "n_trials", "timeout", "device", "artifact_dir", "keep_weights",
+              "max_train_epochs", "max_train_energy"},
     "dataset": {"root", "cache_dir", "download"},
     "storage": None,  # None: the whole section
     "evolution": None,

@@ -25,6 +25,7 @@ from optuna_energy.analysis import (
 )
 from optuna_energy.metrics import ACCURACY, COSTS, METRICS
 from optuna_energy.record import TrialRecord
+from optuna_energy.savings import Savings, savings, savings_text
 
 TABLE_METRICS = (*COSTS, ACCURACY)
 """Table I's columns in the paper's order (costs, then accuracy); every trial records them all."""
@@ -56,6 +57,8 @@ class Report:
     labels: dict[int, str]
     rows: list[ModelRow]
     payback: Payback
+    savings: Savings
+    """What costs first and early stopping saved against training every trial fully."""
 
 
 def build_report(study: optuna.Study, *, weights: TradeOffWeights = TradeOffWeights()) -> Report:
@@ -77,7 +80,8 @@ def build_report(study: optuna.Study, *, weights: TradeOffWeights = TradeOffWeig
         rows.append(ModelRow(label=label, trial=trial, roles=found[number], metrics=metrics))
     return Report(study_name=study.study_name, objectives=names, n_trials=len(study.trials),
                   n_usable=len(usable_trials(study)), weights=weights, highlights=selected,
-                  labels=labels, rows=rows, payback=payback(study, weights=weights))
+                  labels=labels, rows=rows, payback=payback(study, weights=weights),
+                  savings=savings(study))
 
 
 def _cells(row: ModelRow) -> list[str]:
@@ -147,6 +151,7 @@ def report_markdown(report: Report, *, figures: list[str] = ()) -> str:
              f"{report.n_usable} completed, feasible trials of {report.n_trials}; objectives: "
              f"{', '.join(report.objectives)}. Best trade-off: lowest weighted Euclidean distance to "
              f"100 % accuracy and zero cost, both normalised over the study (weights: accuracy "
-             f"{w.accuracy:g}, cost {w.cost:g}).", "", table_markdown(report), "", payback_text(report)]
+             f"{w.accuracy:g}, cost {w.cost:g}).", "", table_markdown(report), "", payback_text(report),
+             "", savings_text(report.savings)]
     lines += ["", *(f"![{name}]({name})" for name in figures)] if figures else []
     return "\n".join(lines) + "\n"

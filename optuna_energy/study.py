@@ -148,11 +148,13 @@ def optimize_study(study: optuna.Study, config: StudyConfig, *, dataset: ArraySp
         idle = measure_idle_watts(meter, config.measure.idle_seconds) if meter.counts_hardware else 0.0
         objective = Objective(config, data, meter=meter, idle_watts=idle,
                               on_trained=trained_model_hook(config))
-        with TrialProgress(study, total=config.study.n_trials, enabled=show_progress_bar) as progress:
+        with TrialProgress(study, total=config.study.n_trials, enabled=show_progress_bar,
+                           training=objective.training_budget) as progress:
             optimize_within_budget(study, objective, n_trials=config.study.n_trials,
                                    timeout=config.study.timeout,
                                    callbacks=[progress, *callbacks, *study_callbacks(config)],
                                    catch=(TrialFailure,),
-                                   reconnect_timeout=config.storage.reconnect_timeout)
+                                   reconnect_timeout=config.storage.reconnect_timeout,
+                                   training=objective.training_budget)
     finally:
         meter.close()

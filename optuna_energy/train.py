@@ -34,6 +34,21 @@ class TrainResult:
     """Images seen in training (epochs times training-set size), for the energy estimate."""
 
 
+@dataclasses.dataclass
+class TrainingSession:
+    """What carries over between the training calls of one trial trained in rungs."""
+
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    epochs_done: int = 0
+
+    @classmethod
+    def start(cls, model: nn.Module, data: DeviceData, params: TrainingParams, *,
+              seed: int) -> TrainingSession:
+        return cls(optimizer=make_optimizer(model, params),
+                   generator=torch.Generator(device=data.device).manual_seed(seed))
+
+
 def make_optimizer(model: nn.Module, params: TrainingParams) -> torch.optim.Optimizer:
     if params.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=params.learning_rate, momentum=0.9,
@@ -64,23 +79,25 @@ def trial_failures() -> Iterator[None]:
 
 
 def train(model: nn.Module, data: DeviceData, params: TrainingParams, *, epochs: int,
-          seed: int, precision: str = "fp32") -> TrainResult:
+          seed: int, precision: str = "fp32", session: TrainingSession | None = None) -> TrainResult:
     """Train ``model`` in place for a fixed number of epochs, seeded.
 
     Shuffling and augmentation draw from a generator on the data's device, so no batch order
-    is copied from the host.
+    is copied from the host. Passing the same ``session`` to consecutive calls continues one
+    training run (optimizer state, batch order, epoch count): training in rungs of 1 and 2
+    epochs gives the model that 3 epochs in one call give.
 
     Raises:
         TrialFailure: The loss became NaN or infinite, or memory ran out.
     """
-    generator = torch.Generator(device=data.device).manual_seed(seed)
-    optimizer = make_optimizer(model, params)
+    session = session or TrainingSession.start(model, data, params, seed=seed)
+    generator, optimizer = session.generator, session.optimizer
     loss_fn = nn.CrossEntropyLoss()
     model.train()
     start = time.perf_counter()
     loss = torch.zeros((), device=data.device)
     with trial_failures():
-        for epoch in range(epochs):
+        for epoch in range(session.epochs_done, session.epochs_done + epochs):
             for images, labels in data.train_batches(params.batch_size, generator):
                 optimizer.zero_grad(set_to_none=True)
                 with precision_context(data.device, precision):
@@ -91,6 +108,7 @@ def train(model: nn.Module, data: DeviceData, params: TrainingParams, *, epochs:
             value = loss.item()
             if not math.isfinite(value):
                 raise TrialFailure(f"non-finite training loss ({value}) in epoch {epoch + 1}")
+            session.epochs_done = epoch + 1
     return TrainResult(seconds=time.perf_counter() - start, final_loss=float(loss.item()),
                        images=epochs * len(data.train_y))
 

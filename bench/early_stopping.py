@@ -1,0 +1,220 @@
+"""Costs first + multi-objective early stopping against full training, at an equal epoch budget.
+
+Not a test; results go to docs/BENCHMARKS.md.
+
+    nice -n 10 python bench/early_stopping.py run --setting digits --seeds 100 ... 109 \
+        --out bench/results/early_stopping/digits.json
+    python bench/early_stopping.py report bench/results/early_stopping/digits.json
+    python bench/early_stopping.py costs --models 24
+
+``run`` gives every arm (sampler x {early stopping, full training}) the same budget of training
+epochs (``[study] max_train_epochs``), runs it through the study loop on an in-memory study and
+appends one record per (arm, seed) to the JSON file (an interrupted run resumes). Hypervolume is
+computed as in ``bench/sampler_comparison.py`` (its functions: ``1 - accuracy`` and log10 costs,
+min-max normalised over every completed trial of every run of the setting, reference 1.1, learned
+trials only). ``costs`` measures inference time and energy of models untrained and after full
+training, for the claim in docs/energy.md that costs can be measured before training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import optuna
+import torch
+from optuna.trial import TrialState
+
+sys.path.insert(0, str(Path(__file__).parent))
+from sampler_comparison import Scale, _losses, _mean_sd, _run_metrics  # noqa: E402
+
+from optuna_energy.arch import build_model, profile  # noqa: E402
+from optuna_energy.budget import counts  # noqa: E402
+from optuna_energy.config import load_config  # noqa: E402
+from optuna_energy.costs_first import measure_architecture  # noqa: E402
+from optuna_energy.data import DeviceData, load_dataset  # noqa: E402
+from optuna_energy.energy import EstimateMeter  # noqa: E402
+from optuna_energy.loop import optimize_within_budget  # noqa: E402
+from optuna_energy.objective import Objective  # noqa: E402
+from optuna_energy.record import TrialRecord  # noqa: E402
+from optuna_energy.space import sample_architecture, sample_training  # noqa: E402
+from optuna_energy.study import create_sampler  # noqa: E402
+from optuna_energy.train import TrialFailure, train  # noqa: E402
+
+BASE = Path(__file__).with_name("sampler_comparison.toml")
+SETTINGS = {
+    # The main job's digits study (6 epochs: rungs at 1 and 3 with factor 3), cheap to measure.
+    "digits": {"training": {"epochs": 6}, "budget": 120},
+    # Harder: half the training images, 6 epochs (rungs 1, 2, 4 with factor 2) and a parameter
+    # limit that a quarter of the space exceeds, so costs first has something to skip.
+    "harder": {"training": {"epochs": 6}, "dataset": {"validation_fraction": 0.5},
+               "constraints": {"max_params": 20000}, "early_stopping": {"factor": 2},
+               "budget": 120},
+}
+ARMS = ("evolution+es", "evolution", "tpe+es", "tpe")
+
+
+def setting_config(setting: str, arm: str, seed: int):
+    """The study config of one arm: the benchmark's base, the setting, early stopping on or off."""
+    raw = _toml(BASE)
+    extra = SETTINGS[setting]
+    for section, values in extra.items():
+        if section != "budget":
+            raw.setdefault(section, {}).update(values)
+    sampler, _, es = arm.partition("+")
+    raw.setdefault("early_stopping", {})["enabled"] = es == "es"
+    raw["evolution"] = {"population_size": 8}  # budgets of 30 to 60 trials
+    raw["study"].update(sampler=sampler, seed=seed, n_trials=10_000, max_train_epochs=extra["budget"])
+    return load_config(raw)
+
+
+def _toml(path: Path) -> dict:
+    import tomllib
+
+    with path.open("rb") as handle:
+        return tomllib.load(handle)
+
+
+def run(setting: str, arms: list[str], seeds: list[int], out: Path) -> None:
+    records = json.loads(out.read_text()) if out.exists() else []
+    done = {(r["arm"], r["seed"]) for r in records}
+    for seed in seeds:
+        for arm in arms:
+            if (arm, seed) in done:
+                continue
+            config = setting_config(setting, arm, seed)
+            data = DeviceData(load_dataset(config.dataset, seed=0), torch.device("cpu"))
+            study = optuna.create_study(directions=config.directions, sampler=create_sampler(
+                config.study.sampler, seed=seed, evolution=config.evolution))
+            objective = Objective(config, data, meter=EstimateMeter())
+            start = time.perf_counter()
+            optimize_within_budget(study, objective, n_trials=config.study.n_trials,
+                                   catch=(TrialFailure,), training=objective.training_budget)
+            seconds = time.perf_counter() - start
+            trials = study.get_trials(deepcopy=False)
+            completed = [t for t in trials if t.state == TrialState.COMPLETE]
+            evaluated = [t for t in trials if counts(t)]
+            stored = [TrialRecord.of(t) for t in evaluated]
+            records.append({
+                "setting": setting, "arm": arm, "seed": seed, "seconds": seconds,
+                "objectives": list(config.study.objectives),
+                "values": [list(t.values) for t in completed],
+                "feasible": [all(v <= 0 for v in t.constraints.values()) for t in completed],
+                "evaluated": len(evaluated),
+                "epochs": sum(r.epochs_trained or 0 for r in stored),
+                "stopped": [r.stop_reason for r in stored if r.stop_reason],
+            })
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_suffix(".tmp")
+            tmp.write_text(json.dumps(records))
+            tmp.replace(out)
+            print(f"{setting} {arm:13s} seed {seed}: {len(evaluated)} evaluated, {len(completed)} "
+                  f"completed, {records[-1]['epochs']} epochs in {seconds:.0f} s", flush=True)
+
+
+def report(paths: list[Path]) -> str:
+    records = [record for path in paths for record in json.loads(path.read_text())]
+    lines = []
+    for setting in dict.fromkeys(r["setting"] for r in records):
+        runs = [r for r in records if r["setting"] == setting and r["values"]]
+        objectives = runs[0]["objectives"]
+        accuracy = objectives.index("accuracy")
+        pooled = np.vstack([_losses(np.array(r["values"]), accuracy) for r in runs])
+        low, high = pooled.min(axis=0), pooled.max(axis=0)
+        low[accuracy], high[accuracy] = 0.0, 1.0
+        scale = Scale(low, np.where(high > low, high - low, 1.0), accuracy, objectives.index("energy"))
+        volume = {(r["arm"], r["seed"]): _run_metrics(r, scale).learned_volume for r in runs}
+        lines += [f"### {setting}", "",
+                  "| arm | runs | hypervolume, learned trials: mean ± sd | architectures per 1,000 "
+                  "epochs | epochs spent | stopped early % |", "|---|---|---|---|---|---|"]
+        for arm in ARMS:
+            mine = [r for r in records if r["setting"] == setting and r["arm"] == arm]
+            if not mine:
+                continue
+            hv = np.array([volume.get((arm, r["seed"]), 0.0) for r in mine])
+            per_k = np.array([1000 * r["evaluated"] / max(r["epochs"], 1) for r in mine])
+            stopped = np.array([100 * len(r["stopped"]) / max(r["evaluated"], 1) for r in mine])
+            lines.append(f"| {arm} | {len(mine)} | {_mean_sd(hv, 4)} | {_mean_sd(per_k, 0)} "
+                         f"| {np.mean([r['epochs'] for r in mine]):.0f} | {_mean_sd(stopped, 0)} |")
+        seeds = sorted({r["seed"] for r in records if r["setting"] == setting})
+        for better, worse in (("evolution+es", "evolution"), ("tpe+es", "tpe"), ("evolution+es", "tpe+es")):
+            pairs = [(volume.get((better, s)), volume.get((worse, s))) for s in seeds]
+            pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+            wins = sum(a > b for a, b in pairs)
+            lines.append(f"\n{better} ahead of {worse} on {wins} of {len(pairs)} seeds")
+        lines += ["", "| seed | " + " | ".join(ARMS) + " |", "|---|" + "---|" * len(ARMS)]
+        for seed in seeds:
+            lines.append(f"| {seed} | " + " | ".join(
+                f"{volume[(arm, seed)]:.4f}" if (arm, seed) in volume else "–" for arm in ARMS) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def costs(models: int, seed: int) -> str:
+    """Inference time and energy per inference of ``models`` sampled models, untrained and trained."""
+    config = setting_config("digits", "evolution", seed)
+    config = dataclasses.replace(config, measure=dataclasses.replace(config.measure, min_window_seconds=0.3))
+    data = DeviceData(load_dataset(config.dataset, seed=0), torch.device("cpu"))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    rows = []
+    while len(rows) < models:
+        trial = study.ask()
+        params = sample_training(trial, config.training)
+        spec = sample_architecture(trial, config.space, data.input_shape).spec
+        cost = profile(spec, data.input_shape, data.n_classes)
+        torch.manual_seed(seed + len(rows))
+        model = build_model(spec, data.input_shape, data.n_classes)
+        measured = []
+        for stage in ("untrained", "trained"):
+            if stage == "trained":
+                try:
+                    train(model, data, params, epochs=config.training.epochs, seed=seed)
+                except TrialFailure:
+                    break
+            fields = measure_architecture(model, config=config, data=data, profile=cost,
+                                          meter=EstimateMeter(), idle_watts=0.0).fields
+            measured.append((fields["inference_time_s"], fields["energy_per_inference_j"]))
+        study.tell(trial, 0.0)
+        if len(measured) == 2:
+            rows.append(measured)
+    rows = np.array(rows)  # model x stage x (time, energy)
+    relative = np.abs(rows[:, 1] - rows[:, 0]) / rows[:, 0]
+    return (f"{models} models, untrained vs trained (digits, CPU, estimate meter): median relative "
+            f"difference in inference time {100 * np.median(relative[:, 0]):.1f} % "
+            f"(max {100 * relative[:, 0].max():.1f} %), in energy per inference "
+            f"{100 * np.median(relative[:, 1]):.1f} %")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_parser = commands.add_parser("run")
+    run_parser.add_argument("--setting", choices=SETTINGS, required=True)
+    run_parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    run_parser.add_argument("--seeds", nargs="+", type=int, default=list(range(100, 110)))
+    run_parser.add_argument("--out", type=Path, required=True)
+    report_parser = commands.add_parser("report")
+    report_parser.add_argument("results", nargs="+", type=Path)
+    costs_parser = commands.add_parser("costs")
+    costs_parser.add_argument("--models", type=int, default=24)
+    costs_parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # one core per benchmark process on a shared machine
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.simplefilter("ignore")
+    if args.command == "run":
+        run(args.setting, args.arms, args.seeds, args.out)
+    elif args.command == "report":
+        print(report(args.results))
+    else:
+        print(costs(args.models, args.seed))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""Costs first, rung decisions, stopped trials in the study, and the training budget."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+import optuna_energy
+from optuna_energy import early_stopping
+from optuna_energy.analysis import pareto_front, usable_trials
+from optuna_energy.budget import counts
+from optuna_energy.config import ConfigError, load_config
+from optuna_energy.record import TrialRecord
+from optuna_energy.report import build_report
+from optuna_energy.rungs import RungSchedule, decide, rung_peers
+from optuna_energy.study import create_or_load_study, optimize_study
+from optuna_energy.training_budget import spent
+from tests.helpers import tiny_config
+
+COSTS = ["inference_time_s", "params", "energy_per_inference_j"]
+LEARNED = 0.11  # chance on ten balanced classes, plus one image
+
+
+def fabricated_study(rung_results: list[tuple[float, list[float]]]) -> optuna.Study:
+    """A study whose trials reached rung 1 with these (accuracy, costs), as workers record them."""
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize", "minimize"])
+    for accuracy, costs in rung_results:
+        study.add_trial(create_trial(
+            state=TrialState.PRUNED, params={"x": 0.5}, distributions={"x": FloatDistribution(0, 1)},
+            user_attrs={"rung_accuracies": {"1": accuracy}, **dict(zip(COSTS, costs))}))
+    return study
+
+
+def decide_at_first_rung(study: optuna.Study, accuracy: float, costs: list[float]):
+    peers = rung_peers(study.get_trials(), rung=1, exclude=-1, cost_fields=COSTS)
+    return decide(accuracy=accuracy, costs=costs, peers=peers, learned=LEARNED, factor=3,
+                  min_peers=3, rung=1)
+
+
+def test_the_schedule_is_geometric_below_full_training() -> None:
+    assert RungSchedule(first_rung=1, factor=3, epochs=6).boundaries == (1, 3, 6)
+    assert RungSchedule(first_rung=1, factor=2, epochs=6).rungs == (1, 2, 4)
+    assert RungSchedule(first_rung=6, factor=2, epochs=6).boundaries == (6,)
+
+
+def test_a_network_at_chance_stops_at_the_first_rung_even_alone() -> None:
+    decision = decide_at_first_rung(fabricated_study([]), 0.10, [1e-3, 1000, 1e-6])
+    assert not decision.go_on and "chance" in decision.reason
+
+
+def test_a_cheap_accurate_network_goes_on_and_an_outranked_one_stops() -> None:
+    # Eight peers, each both more accurate and cheaper than the expensive mediocre network.
+    study = fabricated_study([(0.80 + i / 100, [1e-3, 1000 + i, 1e-6]) for i in range(8)])
+    cheap = decide_at_first_rung(study, 0.60, [1e-4, 100, 1e-7])  # less accurate, far cheaper
+    assert cheap.go_on
+    outranked = decide_at_first_rung(study, 0.50, [1e-2, 50_000, 1e-5])
+    assert not outranked.go_on and "top 1/3" in outranked.reason
+
+
+def test_with_too_few_peers_a_learning_network_goes_on() -> None:
+    study = fabricated_study([(0.9, [1e-3, 1000, 1e-6])])
+    assert decide_at_first_rung(study, 0.2, [1e-2, 50_000, 1e-5]).go_on
+
+
+def run(tmp_path: Path, **study) -> optuna.Study:
+    config = tiny_config(tmp_path, **study)
+    config["training"] = {"epochs": 3, "batch_sizes": [32]}
+    return optuna_energy.run_study(config, show_progress_bar=False)
+
+
+def test_an_architecture_over_a_limit_is_measured_and_never_trained(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    steps = []
+    monkeypatch.setattr(early_stopping, "train", lambda *a, **k: steps.append(1))
+    config = tiny_config(tmp_path, n_trials=3)
+    config["constraints"] = {"max_params": 1}
+    study = optuna_energy.run_study(config, show_progress_bar=False)
+
+    assert steps == []
+    for trial in study.trials:
+        stored = TrialRecord.of(trial)
+        assert trial.state == TrialState.PRUNED and stored.stop_reason == "over max_params"
+        assert stored.epochs_trained == 0 and stored.train_energy_j == 0
+        assert stored.params > 1 and stored.inference_time_s > 0 and stored.energy_per_inference_j > 0
+        assert trial.constraints["params"] > 0
+
+
+def test_stopped_trials_are_never_on_a_front_in_best_trials_the_report_or_the_dashboard(
+        tmp_path: Path) -> None:
+    from optuna_dashboard._pareto_front import get_pareto_front_trials
+
+    study = run(tmp_path, n_trials=8)
+    stopped = {t.number for t in study.trials if t.state == TrialState.PRUNED}
+    assert stopped and len(stopped) < len(study.trials)  # both kinds, or the test proves nothing
+    for trial in study.trials:
+        if trial.number in stopped:
+            stored = TrialRecord.of(trial)
+            assert stored.stop_reason and stored.rung_reached == 1 and stored.epochs_trained == 1
+            assert stored.rung_accuracies["1"] >= 0 and stored.energy_per_inference_j > 0
+    shown = {
+        "best_trials": study.best_trials,
+        "pareto_front": pareto_front(study),
+        "usable": usable_trials(study),
+        "report": [row.trial for row in build_report(study).rows],
+        "dashboard": get_pareto_front_trials(trials=study.get_trials(), directions=study.directions),
+    }
+    for where, trials in shown.items():
+        assert not {t.number for t in trials} & stopped, where
+
+
+def test_tpe_ranks_a_stopped_trial_below_every_trained_feasible_one(tmp_path: Path) -> None:
+    from optuna.samplers._tpe.sampler import _split_trials
+
+    study = run(tmp_path, n_trials=8, sampler="tpe")
+    trained = [t for t in usable_trials(study)]
+    below, _ = _split_trials(study, study.get_trials(), n_below=len(trained))
+    assert {t.number for t in below} == {t.number for t in trained}
+
+
+def test_the_epoch_budget_is_spent_exactly(tmp_path: Path) -> None:
+    study = run(tmp_path, n_trials=1000, max_train_epochs=10)
+    counted = [t for t in study.trials if counts(t)]
+    assert spent(counted).epochs == 10
+    assert all(TrialRecord.of(t).epochs_trained <= TrialRecord.of(t).epochs_claimed for t in counted)
+
+
+def test_full_training_is_one_setting_away(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, n_trials=4)
+    config["training"] = {"epochs": 2, "batch_sizes": [128]}
+    config["early_stopping"] = {"enabled": False}
+    study = optuna_energy.run_study(config, show_progress_bar=False)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
+    assert all(TrialRecord.of(t).epochs_trained == 2 for t in study.trials)
+
+
+def test_a_study_interrupted_mid_rung_resumes_without_losing_or_double_counting_budget(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = tiny_config(tmp_path, n_trials=1000, max_train_epochs=9)
+    raw["training"] = {"epochs": 3, "batch_sizes": [32]}
+    config = load_config(raw)
+    real_train, calls = early_stopping.train, []
+
+    def interrupted_in_second_rung(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the first trial's stretch from rung 1 to full training
+            raise KeyboardInterrupt
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(early_stopping, "train", interrupted_in_second_rung)
+    with pytest.raises(KeyboardInterrupt):
+        optimize_study(create_or_load_study(config), config)
+    monkeypatch.setattr(early_stopping, "train", real_train)
+    study = create_or_load_study(config)
+    interrupted = study.trials[0]
+    assert interrupted.state == TrialState.FAIL and not counts(interrupted)
+    assert TrialRecord.of(interrupted).epochs_trained == 1  # spent, but not charged: it reruns
+
+    optimize_study(study, config)
+    counted = [t for t in study.get_trials() if counts(t)]
+    assert spent(counted).epochs == 9
+    assert any(t.system_attrs.get("failed_trial") == 0 for t in counted)  # its copy ran
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("first_rung", 0, "[early_stopping] first_rung must be an epoch count >= 1, got 0"),
+    ("factor", 1, "[early_stopping] factor must be an integer >= 2, got 1"),
+    ("enabled", "yes", "[early_stopping] enabled must be bool, got 'yes'"),
+])
+def test_bad_early_stopping_settings_are_one_line_errors(key: str, value, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_config({"early_stopping": {key: value}})
+    assert str(error.value) == message
+
+
+def test_a_budget_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match=r"^\[study\] max_train_epochs must be > 0, got 0$"):
+        load_config({"study": {"max_train_epochs": 0}})
+    assert math.isinf(early_stopping.training_budget(load_config(None)).joules_left([]))
