@@ -193,7 +193,7 @@ def run(device: torch.device, *, images: int = 10_000, repeats: int = 3,
             torch.manual_seed(0)
             models = {key: small_cnn().to(device) for key in pipelines}
             for key, batches in pipelines.items():  # warm-up: worker start, allocator, kernels
-                train_epoch(lambda: _first(batches(), 3), models[key], device)
+                train_epoch(lambda batches=batches: _first(batches(), 3), models[key], device)
             for _ in range(repeats):
                 for key, batches in pipelines.items():
                     rates[key]["data"].append(data_epoch(batches, device))

@@ -32,20 +32,20 @@ import torch
 from optuna.trial import TrialState
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sampler_comparison import Scale, _losses, _mean_sd, _run_metrics  # noqa: E402
+from sampler_comparison import Scale, _losses, _mean_sd, _run_metrics
 
-from optuna_energy.arch import build_model, profile  # noqa: E402
-from optuna_energy.budget import counts  # noqa: E402
-from optuna_energy.config import load_config  # noqa: E402
-from optuna_energy.costs_first import measure_architecture  # noqa: E402
-from optuna_energy.data import DeviceData, load_dataset  # noqa: E402
-from optuna_energy.energy import EstimateMeter  # noqa: E402
-from optuna_energy.loop import optimize_within_budget  # noqa: E402
-from optuna_energy.objective import Objective  # noqa: E402
-from optuna_energy.record import TrialRecord  # noqa: E402
-from optuna_energy.space import sample_architecture, sample_training  # noqa: E402
-from optuna_energy.study import create_sampler  # noqa: E402
-from optuna_energy.train import TrialFailure, train  # noqa: E402
+from optuna_energy.arch import build_model, profile
+from optuna_energy.budget import counts
+from optuna_energy.config import load_config
+from optuna_energy.costs_first import measure_architecture
+from optuna_energy.data import DeviceData, load_dataset
+from optuna_energy.energy import EstimateMeter
+from optuna_energy.loop import optimize_within_budget
+from optuna_energy.objective import Objective
+from optuna_energy.record import TrialRecord
+from optuna_energy.space import sample_architecture, sample_training
+from optuna_energy.study import create_sampler
+from optuna_energy.train import TrialFailure, train
 
 BASE = Path(__file__).with_name("sampler_comparison.toml")
 SETTINGS = {

@@ -25,10 +25,10 @@ import optuna
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from optuna_energy.budget import tally  # noqa: E402
-from optuna_energy.config import StorageSection  # noqa: E402
-from optuna_energy.loop import optimize_within_budget  # noqa: E402
-from optuna_energy.storage import mask_url, open_storage  # noqa: E402
+from optuna_energy.budget import tally
+from optuna_energy.config import StorageSection
+from optuna_energy.loop import optimize_within_budget
+from optuna_energy.storage import mask_url, open_storage
 
 SETTINGS = StorageSection(heartbeat_interval=60)
 

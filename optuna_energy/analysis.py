@@ -261,7 +261,7 @@ def payback(study: optuna.Study, *, weights: TradeOffWeights = TradeOffWeights()
     chosen = highlight(require_usable(study), "energy", names, weights=weights)
     trained = [record for record in map(TrialRecord.of, study.get_trials(deepcopy=False))
                if record.train_energy_j is not None]
-    spent = [record.train_energy_j for record in trained]
+    spent = [record.train_energy_j or 0.0 for record in trained]
     energy = {trial.number: value for trial, value in zip(
         (chosen.most_accurate, chosen.best_trade_off),
         metric_values([chosen.most_accurate, chosen.best_trade_off], "energy", names))}

@@ -69,7 +69,7 @@ class WithinBudget:
         self.trial_id: int | None = None  # the trial in flight, to clean up after an outage
 
     def __call__(self, trial: optuna.Trial) -> Sequence[float]:
-        self.trial_id = trial_id(trial)
+        self.trial_id = trial_id(trial)  # type: ignore[arg-type]  # Trial and FrozenTrial both carry it
         STOP.in_objective = True
         try:
             STOP.deliver()

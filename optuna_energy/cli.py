@@ -76,7 +76,8 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
 
 def study_overrides(args: argparse.Namespace) -> dict:
     objectives = tuple(name.strip() for name in args.objectives.split(",")) if args.objectives else None
-    return {"storage": args.storage or os.environ.get(STORAGE_ENV), "study_name": args.study_name, "n_trials": args.n_trials,
+    return {"storage": args.storage or os.environ.get(STORAGE_ENV), "study_name": args.study_name,
+            "n_trials": args.n_trials,
             "timeout": args.timeout, "device": args.device, "seed": args.seed,
             "sampler": args.sampler, "objectives": objectives}
 

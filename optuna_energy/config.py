@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +137,7 @@ class StudyConfig:
     training: TrainingSection = TrainingSection()
     space: SpaceSection = SpaceSection()
     measure: MeasureSection = MeasureSection()
-    constraints: ConstraintsSection = ConstraintsSection()
+    constraints: Any = ConstraintsSection()  # built from the metric registry: one field per limit
     storage: StorageSection = StorageSection()
     evolution: EvolutionSection = EvolutionSection()
     early_stopping: EarlyStoppingSection = EarlyStoppingSection()
@@ -336,7 +336,7 @@ def _validate_measure(section: MeasureSection, name: str) -> None:
     _choice(section.energy, ENERGY_KINDS, f"[{name}] energy")
 
 
-def _validate_constraints(section: ConstraintsSection, name: str) -> None:
+def _validate_constraints(section: Any, name: str) -> None:
     for field in dataclasses.fields(section):
         _positive(getattr(section, field.name), f"[{name}] {field.name}")
 
@@ -363,7 +363,7 @@ def _validate_early_stopping(section: EarlyStoppingSection, name: str) -> None:
         raise ConfigError(f"[{name}] min_peers must be >= 2, got {section.min_peers}")
 
 
-_VALIDATORS = {
+_VALIDATORS: dict[type, Callable[[Any, str], None]] = {
     StudySection: _validate_study,
     DatasetSection: _validate_dataset,
     TrainingSection: _validate_training,

@@ -41,7 +41,7 @@ class ArchitectureCosts:
     @property
     def over_limit(self) -> list[str]:
         """The ``[constraints]`` keys the architecture exceeds."""
-        return [METRICS[name].limit for name, value in self.violations.items() if value > 0]
+        return [str(METRICS[name].limit) for name, value in self.violations.items() if value > 0]
 
     def cost(self, name: str) -> float:
         """A cost metric's value, by registry name."""

@@ -27,7 +27,8 @@ def _cuda_identity(device: torch.device) -> GpuId:
     bus = getattr(properties, "pci_bus_id", None)
     pci_bus_id = None
     if bus is not None:
-        pci_bus_id = f"{properties.pci_domain_id:04x}:{bus:02x}:{properties.pci_device_id:02x}.0"
+        domain, device_id = getattr(properties, "pci_domain_id", 0), getattr(properties, "pci_device_id", 0)
+        pci_bus_id = f"{domain:04x}:{bus:02x}:{device_id:02x}.0"
     return GpuId(uuid=str(uuid) if uuid is not None else None, pci_bus_id=pci_bus_id)
 
 

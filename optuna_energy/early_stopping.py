@@ -23,7 +23,7 @@ from optuna_energy.measure import metered
 from optuna_energy.metrics import ACCURACY, METRICS
 from optuna_energy.rungs import Decision, RungSchedule, decide, rung_peers
 from optuna_energy.space import TrainingParams
-from optuna_energy.train import TrainingSession, evaluate, train
+from optuna_energy.train import TrainingSession, TrainResult, evaluate, train
 from optuna_energy.training_budget import TrainingBudget
 
 
@@ -89,10 +89,12 @@ def train_in_rungs(trial: optuna.Trial, *, model, data: DeviceData, config: Stud
         if per_epoch * stretch > budget.joules_left(trial.study.get_trials(deepcopy=False)):
             return RungTraining(session.epochs_done, joules, window_s, seconds, accuracy,
                                 "training energy budget used")
+        def train_stretch(epochs: int = stretch) -> TrainResult:
+            return train(model, data, training, epochs=epochs, seed=seed, precision=precision,
+                         session=session)
+
         result, window = metered(
-            meter, "training", data.device,
-            lambda: train(model, data, training, epochs=stretch, seed=seed, precision=precision,
-                          session=session),
+            meter, "training", data.device, train_stretch,
             work=lambda trained: Work(macs=profile.macs, params=profile.params,
                                       activations=profile.activations,
                                       batch_size=training.batch_size, images=trained.images,

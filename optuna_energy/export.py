@@ -48,6 +48,8 @@ class Deployable(nn.Module):
     def __init__(self, network: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
         super().__init__()
         self.network = network
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
         self.register_buffer("mean", mean.reshape(1, -1, 1, 1).float())
         self.register_buffer("std", std.reshape(1, -1, 1, 1).float())
 
@@ -104,8 +106,9 @@ def rebuild(study: optuna.Study, trial_number: int, *, config: StudyConfig | str
     seed = trial_seed(config, trial.number)
     torch.manual_seed(seed)
     stored = TrialRecord.of(trial)
+    assert stored.architecture is not None and stored.training is not None  # _trial checked
     network = build_model(stored.architecture, data.input_shape, data.n_classes).to(
-        data.device, memory_format=data.memory_format)
+        data.device, memory_format=data.memory_format)  # type: ignore[call-overload]
     weights = kept_weights(study, trial, config.study.artifact_dir)
     if weights is not None:
         network.load_state_dict(weights)
@@ -173,7 +176,7 @@ def _is_export(path: Path, fmt: str) -> bool:
 
         try:
             graph = onnx.load(str(path), load_external_data=False).graph
-        except Exception:  # noqa: BLE001 - whatever onnx raises, it is not an ONNX export
+        except Exception:
             return False
         return [i.name for i in graph.input] == ["images"] and [o.name for o in graph.output] == ["logits"]
     # torch.save and torch.jit.save both write a zip archive with a pickled data part.
@@ -218,7 +221,7 @@ def export_trial(study: optuna.Study, trial_number: int, *, fmt: str, path: str 
     # existing file as it was.
     draft = path.with_name(f".{path.name}.draft")
     try:
-        _write(model, draft, fmt, images, architecture=TrialRecord.of(trial).architecture,
+        _write(model, draft, fmt, images, architecture=TrialRecord.of(trial).architecture or [],
                n_classes=data.n_classes)
         with torch.inference_mode():
             expected = model(images).numpy()

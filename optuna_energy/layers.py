@@ -302,6 +302,7 @@ def layer_kind(layer: Mapping[str, Any]) -> LayerKind:
     """
     name = layer.get("kind") if isinstance(layer, Mapping) else None
     if name not in LAYER_KINDS:
-        raise ValueError(f"unknown layer kind {name!r} in {dict(layer) if isinstance(layer, Mapping) else layer!r}; "
-                         f"allowed: {', '.join(FEATURE_TYPES + tuple(k for k in CLASSIFIER_TYPES if k not in FEATURE_TYPES))}")
+        shown = dict(layer) if isinstance(layer, Mapping) else layer
+        allowed = [name for name, kind in LAYER_KINDS.items() if kind.stages]
+        raise ValueError(f"unknown layer kind {name!r} in {shown!r}; allowed: {', '.join(allowed)}")
     return LAYER_KINDS[name]

@@ -25,7 +25,7 @@ from optuna_energy.recovery import (
     lost_database,
     requeue_interrupted,
 )
-from optuna_energy.samplers._optuna_compat import heartbeat_enabled, storage_of
+from optuna_energy.samplers._optuna_compat import heartbeat_enabled, heartbeat_interval
 from optuna_energy.training_budget import TrainingBudget
 
 _POLL_SECONDS = 5.0
@@ -113,5 +113,5 @@ def _needs_trial(study: optuna.Study, n_trials: int, deadline: float | None,
             fail_stale_trials(study)
         fail_orphans(study)
         if tally(study) == counted:
-            time.sleep(min(storage_of(study).get_heartbeat_interval(), _POLL_SECONDS))
+            time.sleep(min(heartbeat_interval(study) or _POLL_SECONDS, _POLL_SECONDS))
     return False

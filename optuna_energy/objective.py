@@ -84,7 +84,7 @@ class Objective:
         torch.manual_seed(seed)
         with trial_failures():
             model = build_model(sampled.spec, data.input_shape, data.n_classes).to(
-                data.device, memory_format=data.memory_format)
+                data.device, memory_format=data.memory_format)  # type: ignore[call-overload]
         # Costs first: they do not depend on the weights, so an architecture over a limit is
         # never trained and the stop rule ranks by exact costs (optuna_energy.costs_first).
         architecture = measure_architecture(model, config=config, data=data, profile=costs,

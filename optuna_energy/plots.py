@@ -12,14 +12,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-import numpy as np  # noqa: E402
-import optuna  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import FancyBboxPatch  # noqa: E402
-from optuna.trial import TrialState  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import optuna
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyBboxPatch
+from optuna.trial import TrialState
 
-from optuna_energy.analysis import (  # noqa: E402
+from optuna_energy.analysis import (
     hypervolume_history,
     is_feasible,
     metric_names,
@@ -27,10 +27,10 @@ from optuna_energy.analysis import (  # noqa: E402
     pareto_front,
     usable_trials,
 )
-from optuna_energy.arch import describe  # noqa: E402
-from optuna_energy.metrics import ACCURACY, METRICS  # noqa: E402
-from optuna_energy.record import TrialRecord  # noqa: E402
-from optuna_energy.report import Report  # noqa: E402
+from optuna_energy.arch import describe
+from optuna_energy.metrics import ACCURACY, METRICS
+from optuna_energy.record import TrialRecord
+from optuna_energy.report import Report
 
 _KIND_COLOURS = {"conv": "#9ecae1", "inception": "#bcbddc", "pool": "#a1d99b",
                  "dropout": "#d9d9d9", "linear": "#fdd0a2", "head": "#fdae6b"}

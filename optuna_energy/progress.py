@@ -24,7 +24,7 @@ class TrialProgress:
                          desc=study.study_name, disable=not enabled, dynamic_ncols=True)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        postfix = {}
+        postfix: dict[str, str | int] = {}
         record = TrialRecord.of(trial)
         if record.accuracy is not None:
             postfix["acc"] = f"{record.accuracy:.3f}"

@@ -138,9 +138,12 @@ def stored_config(study: optuna.Study | optuna.study.StudySummary) -> dict[str, 
 
 
 def _trial_defining(stored: dict[str, Any]) -> dict[str, Any]:
-    return {f"{section}.{key}": value for section, values in stored.items()
-            if isinstance(values, dict) and _RESUMABLE.get(section, set()) is not None
-            for key, value in values.items() if key not in _RESUMABLE.get(section, set())}
+    defining: dict[str, Any] = {}
+    for section, values in stored.items():
+        resumable = _RESUMABLE.get(section, set())
+        if isinstance(values, dict) and resumable is not None:
+            defining |= {f"{section}.{key}": value for key, value in values.items() if key not in resumable}
+    return defining
 
 
 def changed_trial_settings(before: dict[str, Any], now: dict[str, Any]) -> list[str]:

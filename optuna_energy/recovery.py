@@ -19,6 +19,8 @@ from optuna.trial import TrialState
 from optuna_energy.budget import counts
 from optuna_energy.record import TrialRecord
 from optuna_energy.samplers._optuna_compat import (
+    heartbeat_interval,
+    stale_trial_callback,
     storage_behind_cache,
     storage_of,
     trial_id,
@@ -52,8 +54,8 @@ def fail_orphans(study: optuna.Study) -> None:
     """
     storage = storage_of(study)
     grace = (getattr(storage_behind_cache(study), "grace_period", None)
-             or 2 * storage.get_heartbeat_interval())
-    retry = storage.get_heartbeat_stale_trial_callback()
+             or 2 * (heartbeat_interval(study) or 0))
+    retry = stale_trial_callback(study)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         started = trial.datetime_start
         if TrialRecord.of(trial).worker is not None or started is None:

@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import io
 import math
+from collections.abc import Sequence
 
 import optuna
 
@@ -144,7 +145,7 @@ def _model_name(report: Report, trial: optuna.trial.FrozenTrial) -> str:
     return f"model {label} (trial {trial.number})" if label else f"trial {trial.number}"
 
 
-def report_markdown(report: Report, *, figures: list[str] = ()) -> str:
+def report_markdown(report: Report, *, figures: Sequence[str] = ()) -> str:
     """The whole report as Markdown: counts, weights, Table I, payback, and figure links."""
     w = report.weights
     lines = [f"# Study {report.study_name}", "",

@@ -2,8 +2,8 @@
 
 The space owns its settings (:class:`SpaceSection`, the config's ``[space]``). Slots and their
 parameter names come from :mod:`optuna_energy.slots`, the kinds of layer and their genes from
-:mod:`optuna_energy.layers`. Every slot has an on/off gene ``sNN_on``; a slot that is on has a type gene ``sNN_type`` and,
-only for that type, its hyperparameters ``sNN_<type>_<name>``. All genes of a slot share the
+:mod:`optuna_energy.layers`. Every slot has an on/off gene ``sNN_on``; a slot that is on has a
+type gene ``sNN_type`` and, only for that type, its hyperparameters ``sNN_<type>_<name>``. All genes of a slot share the
 prefix ``sNN_`` so that samplers (the evolutionary one in particular) can move a slot's whole
 block at once. Training genes are prefixed ``train_``.
 

@@ -60,7 +60,8 @@ def create_or_load_study(config: StudyConfig, *, sampler: optuna.samplers.BaseSa
                                         evolution=config.evolution)
     objectives = list(config.study.objectives)
     study = optuna.create_study(storage=storage, study_name=config.study.name, sampler=sampler,
-                                directions=config.directions, load_if_exists=True)
+                                directions=config.directions,  # type: ignore[arg-type]
+                                load_if_exists=True)
     stored = study.metric_names
     if stored is not None and stored != objectives:
         raise ConfigError(

@@ -34,6 +34,7 @@ STORAGE_ENV = "OPTUNA_ENERGY_STORAGE"
 """Environment variable holding the storage URL, so that passwords stay out of ``ps`` output."""
 
 _GPUS = BACKENDS["cuda"]
+_VISIBLE = _GPUS.visible_devices_env or "CUDA_VISIBLE_DEVICES"
 """The launcher places workers on NVIDIA GPUs (indices in nvidia-smi's order)."""
 
 STOP_SECONDS = 30.0
@@ -115,12 +116,12 @@ def plan_workers(gpus: str | None, *, workers_per_gpu: int = 1, cpu_workers: int
     if gpus is None and available_gpus == 0:
         threads = str(max(1, (os.cpu_count() or 1) // cpu_workers))
         return [WorkerSlot(f"cpu{index}", "cpu",
-                           {_GPUS.visible_devices_env: "", "OMP_NUM_THREADS": threads})
+                           {_VISIBLE: "", "OMP_NUM_THREADS": threads})
                 for index in range(cpu_workers)]
     indices = _gpu_indices(gpus or "all", available_gpus)
     # CUDA numbers devices fastest-first by default; PCI order matches nvidia-smi and NVML.
     return [WorkerSlot(f"gpu{gpu}" + (f".{k}" if workers_per_gpu > 1 else ""), "cuda",
-                       {_GPUS.visible_devices_env: str(gpu), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"})
+                       {_VISIBLE: str(gpu), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"})
             for gpu in indices for k in range(workers_per_gpu)]
 
 
@@ -162,6 +163,7 @@ def launch(slots: Sequence[WorkerSlot], worker_args: Sequence[str], *, storage: 
         process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                    text=True, errors="replace", start_new_session=True)
         workers.append(process)
+        assert process.stdout is not None  # stdout=PIPE
         output.follow(slot.name, process.stdout)
         output.line("launch", f"started worker {slot.name} (pid {process.pid}, {slot.device})")
     stopping = threading.Event()

@@ -99,7 +99,8 @@ def test_highlight_picks_lowest_cost_most_accurate_and_best_trade_off():
 ])
 def test_weights_move_the_best_trade_off(weights, expected):
     study = make_study()
-    assert highlight(usable_trials(study), "params", study.metric_names, weights=weights).best_trade_off.number == expected
+    chosen = highlight(usable_trials(study), "params", study.metric_names, weights=weights)
+    assert chosen.best_trade_off.number == expected
 
 
 def test_weights_must_be_non_negative_and_not_both_zero():

@@ -45,7 +45,8 @@ def test_an_epoch_visits_every_image_once_in_a_seeded_order():
     first = epoch(0)
     assert [len(labels) for _, labels in first] == [10] * 6 + [4]
     seen = torch.cat([images for images, _ in first])
-    assert sorted(map(tuple, seen.flatten(1).tolist())) == sorted(map(tuple, data.normalize(data.train_x).flatten(1).tolist()))
+    expected = data.normalize(data.train_x).flatten(1).tolist()
+    assert sorted(map(tuple, seen.flatten(1).tolist())) == sorted(map(tuple, expected))
     assert all(torch.equal(a, b) for (a, _), (b, _) in zip(first, epoch(0)))
     assert not torch.equal(first[0][0], epoch(1)[0][0])
 

@@ -117,7 +117,7 @@ def test_tpe_ranks_a_stopped_trial_below_every_trained_feasible_one(tmp_path: Pa
     from optuna.samplers._tpe.sampler import _split_trials
 
     study = run(tmp_path, n_trials=8, sampler="tpe")
-    trained = [t for t in usable_trials(study)]
+    trained = list(usable_trials(study))
     below, _ = _split_trials(study, study.get_trials(), n_below=len(trained))
     assert {t.number for t in below} == {t.number for t in trained}
 

@@ -76,7 +76,8 @@ def test_kept_weights_are_loaded_instead_of_retraining(tmp_path):
 
 def test_export_command_writes_the_file(study, folder, tmp_path, capsys):
     number = _best(study).number
-    assert main(["export", "--storage", f"sqlite:///{folder / 'study.db'}", "--study-name", "tiny", "--trial", str(number),
+    assert main(["export", "--storage", f"sqlite:///{folder / 'study.db'}", "--study-name", "tiny",
+                 "--trial", str(number),
                  "--format", "torchscript", "-o", str(tmp_path / "m.pt")]) == 0
     assert "file and model agree" in capsys.readouterr().out
     assert (tmp_path / "m.pt").stat().st_size > 0

@@ -66,7 +66,7 @@ def test_large_inputs_can_get_non_square_kernels_like_20x3():
 def test_kernels_never_exceed_the_feature_map_and_unfit_slots_are_off():
     space = SpaceSection(feature_types=("pool",), pool_kernel=(2, 3), pool_stride=(2, 2))
     sampled = _sampled_specs((1, 8, 8), 20, space, seed=4)
-    assert all(len([l for l in s.spec if l["kind"] == "pool"]) <= 3 for s in sampled)
+    assert all(len([layer for layer in s.spec if layer["kind"] == "pool"]) <= 3 for s in sampled)
     assert any(s.skipped_slots for s in sampled)  # 8 -> 4 -> 2 -> 1: the 4th pool cannot fit
     for s in sampled:
         assert not set(s.skipped_slots) & {layer["slot"] for layer in s.spec}

@@ -26,12 +26,7 @@ from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[2]
 
-GPU_IMAGE_HAS = frozenset(canonicalize_name(name) for name in """
-    torch torchvision nvidia-ml-py numpy scikit-learn scipy matplotlib onnx onnxscript onnx-ir
-    onnxruntime tqdm pyyaml packaging typing-extensions markupsafe jinja2 pillow pytest
-    hypothesis protobuf ml-dtypes flatbuffers sympy filelock fsspec networkx joblib
-    threadpoolctl contourpy cycler fonttools kiwisolver pyparsing python-dateutil six
-""".split())
+GPU_IMAGE_HAS = frozenset(canonicalize_name(name) for name in ["torch", "torchvision", "nvidia-ml-py", "numpy", "scikit-learn", "scipy", "matplotlib", "onnx", "onnxscript", "onnx-ir", "onnxruntime", "tqdm", "pyyaml", "packaging", "typing-extensions", "markupsafe", "jinja2", "pillow", "pytest", "hypothesis", "protobuf", "ml-dtypes", "flatbuffers", "sympy", "filelock", "fsspec", "networkx", "joblib", "threadpoolctl", "contourpy", "cycler", "fonttools", "kiwisolver", "pyparsing", "python-dateutil", "six"])
 """What the 'cuda' image of the lent GPU machines holds (.library/device/KINDS.md, 2026-11-17)."""
 
 NOT_NEEDED_THERE = frozenset({canonicalize_name("psycopg")})

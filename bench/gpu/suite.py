@@ -396,7 +396,7 @@ def run_stage(ctx: Context, name: str) -> bool:
     try:
         result = STAGES[name](ctx)
         ok = True
-    except Exception as error:  # noqa: BLE001 - one stage's failure must not lose the others'
+    except Exception as error:
         traceback.print_exc()
         partial = error.partial if isinstance(error, StageFailure) else ctx.report["stages"].get(name, {})
         result = {**partial, "error": f"{type(error).__name__}: {error}"}

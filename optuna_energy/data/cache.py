@@ -30,7 +30,7 @@ from optuna_energy.data.splits import DatasetError
 try:
     import fcntl
 except ImportError:  # Windows: the atomic rename alone keeps readers safe
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]
 
 FORMAT_VERSION = 1
 """Part of every hash: raising it invalidates caches written by older decoders."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,8 +48,8 @@ def load_cifar100(section: DatasetSection, seed: int) -> ArraySplits:
 
 
 def _load(cifar: _Cifar, section: DatasetSection, seed: int) -> ArraySplits:
-    root = Path(section.root).expanduser().absolute()
-    cls = cifar.dataset_class
+    root = Path(section.root or ".").expanduser().absolute()
+    cls: Any = cifar.dataset_class  # torchvision's classes declare these as plain class attributes
     folder = root / cls.base_folder
     names = [name for name, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
     cache_folder = cache.cache_dir(section.cache_dir)
@@ -94,12 +95,12 @@ def _download(cifar: _Cifar, root: Path, cache_folder: Path) -> None:
         except (OSError, RuntimeError) as error:
             raise DatasetError(
                 f"downloading {cifar.title} into {root} failed ({error}); fetch "
-                f"{cifar.dataset_class.filename} from {HOME_PAGE} and extract it into {root}"
+                f"{cifar.dataset_class.filename} from {HOME_PAGE} and extract it into {root}"  # type: ignore[attr-defined]
             ) from None
 
 
 def _decode(cifar: _Cifar, root: Path, *, train: bool) -> tuple[np.ndarray, np.ndarray]:
-    cls = cifar.dataset_class
+    cls: Any = cifar.dataset_class  # torchvision's classes declare these as plain class attributes
     try:
         dataset = cls(str(root), train=train, download=False)
     except RuntimeError:  # torchvision's md5 check of every file failed
@@ -111,7 +112,7 @@ def _decode(cifar: _Cifar, root: Path, *, train: bool) -> tuple[np.ndarray, np.n
 def _corruption(cifar: _Cifar, root: Path) -> str:
     from torchvision.datasets.utils import check_integrity
 
-    cls = cifar.dataset_class
+    cls: Any = cifar.dataset_class  # torchvision's classes declare these as plain class attributes
     folder = root / cls.base_folder
     expected = cls.train_list + cls.test_list + [[cls.meta["filename"], cls.meta["md5"]]]
     bad = [name for name, md5 in expected if not check_integrity(str(folder / name), md5)]

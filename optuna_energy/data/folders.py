@@ -27,7 +27,7 @@ _CINIC_CLASSES = 10
 
 
 def load_cinic10(section: DatasetSection, seed: int) -> ArraySplits:
-    root = Path(section.root).expanduser().absolute()
+    root = Path(section.root or ".").expanduser().absolute()
     absent = [name for name in ("train", "valid") if not (root / name).is_dir()]
     if absent:
         raise DatasetError(
@@ -48,7 +48,7 @@ def load_cinic10(section: DatasetSection, seed: int) -> ArraySplits:
 
 
 def load_imagefolder(section: DatasetSection, seed: int) -> ArraySplits:
-    root = Path(section.root).expanduser().absolute()
+    root = Path(section.root or ".").expanduser().absolute()
     if not root.is_dir():
         raise DatasetError(f"image folder not found: {root}; set [dataset] root to a folder "
                            f"with one sub-folder of images per class")

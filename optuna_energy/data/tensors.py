@@ -84,7 +84,7 @@ def from_datasets(train: torch.utils.data.Dataset, evaluation: torch.utils.data.
 
 def _read(dataset: torch.utils.data.Dataset, which: str) -> tuple[np.ndarray, np.ndarray]:
     images, labels = [], []
-    for index in range(len(dataset)):
+    for index in range(len(dataset)):  # type: ignore[arg-type]  # map-style datasets have a length
         item = dataset[index]
         if not isinstance(item, (tuple, list)) or len(item) != 2:
             raise DatasetError(f"{which} dataset item {index} is not an (image, label) pair")

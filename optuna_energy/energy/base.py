@@ -79,7 +79,7 @@ class EnergyMeter(abc.ABC):
         """What was measured: device name, power limit and the like, for the trial's record."""
         return {}
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - most meters hold nothing to release
         """Release the hardware handle or background thread."""
 
     def _await_step(self, since: float) -> tuple[float, float]:

@@ -26,11 +26,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 __all__ = [
     "heartbeat_enabled",
+    "heartbeat_interval",
     "hypervolume",
     "is_enqueued",
     "non_domination_rank",
     "select_by_hypervolume",
     "set_trial_user_attr",
+    "stale_trial_callback",
     "storage_of",
     "storage_behind_cache",
     "study_id",
@@ -75,6 +77,16 @@ def storage_behind_cache(study: Study) -> BaseStorage:
     return getattr(storage, "_backend", storage)
 
 
+def heartbeat_interval(study: Study) -> int | None:
+    """Seconds between heartbeats of the study's storage (``None``: no heartbeat)."""
+    return study._storage.get_heartbeat_interval()  # type: ignore[attr-defined]
+
+
+def stale_trial_callback(study: Study) -> Any:
+    """What the storage's heartbeat does with a trial whose worker died (re-queues it), or ``None``."""
+    return study._storage.get_heartbeat_stale_trial_callback()  # type: ignore[attr-defined]
+
+
 def heartbeat_enabled(study: Study) -> bool:
     """Whether the study's storage runs Optuna's heartbeat (dead workers are detected)."""
     return is_heartbeat_enabled(study._storage)
@@ -90,7 +102,7 @@ def trial_id(trial: FrozenTrial) -> int:
     return trial._trial_id
 
 
-def study_trials(study: Study, states: Container[TrialState]) -> list[FrozenTrial]:
+def study_trials(study: Study, states: Container[TrialState] | None) -> list[FrozenTrial]:
     """The study's trials in ``states``, not copied, from the per-ask cache Optuna's samplers use."""
     return study._get_trials(deepcopy=False, states=states, use_cache=True)
 

@@ -56,7 +56,7 @@ class EvolutionSettings:
         for name in RATES:
             value = getattr(self, name)
             # bool is a Real to Python, so exclude it; NaN and infinities fail the range test.
-            if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 <= value <= 1.0:
+            if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 <= float(value) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
 
 
