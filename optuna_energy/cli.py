@@ -28,6 +28,7 @@ from optuna_energy.data import DatasetError
 from optuna_energy.devices import BACKENDS, DeviceError
 from optuna_energy.energy import EnergyMeterError
 from optuna_energy.export import FORMATS, ExportError
+from optuna_energy.objective import ObjectiveError
 from optuna_energy.savings import savings, savings_text
 from optuna_energy.storage import StorageError, mask_url, open_storage, remember_secrets
 from optuna_energy.study import create_or_load_study, run_study
@@ -40,7 +41,7 @@ from optuna_energy.workers import (
 
 PROG = "optuna-energy"
 _USER_ERRORS = (ConfigError, DatasetError, DeviceError, StorageError, EnergyMeterError, AnalysisError,
-                ExportError)
+                ExportError, ObjectiveError)
 
 
 def _number(kind: Callable[[str], float], *, zero_allowed: bool = False) -> Callable[[str], float]:

@@ -7,9 +7,12 @@ trials' worker dies, its re-queued copy must still be run by someone.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import re
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import optuna
 from optuna.storages import fail_stale_trials
@@ -52,7 +55,7 @@ def optimize_within_budget(study: optuna.Study, objective: Callable[[optuna.Tria
     Raises:
         StorageError: The database stayed unreachable for ``reconnect_timeout`` seconds.
     """
-    with deferred_interrupts():
+    with deferred_interrupts(), one_line_trial_failures():
         _optimize(study, objective, n_trials=n_trials, timeout=timeout, callbacks=callbacks,
                   catch=catch, reconnect_timeout=reconnect_timeout, training=training)
 
@@ -90,6 +93,41 @@ def _optimize(study: optuna.Study, objective: Callable[[optuna.Trial], Sequence[
             outage.wait(lost)
         else:
             outage.reset()
+
+
+_OPTUNA_FAILED = re.compile(r"Trial (\d+) failed with parameters: .* because of the following error: "
+                            r"(.*)\.$", re.DOTALL)
+
+
+class _OneLineFailures(logging.Filter):
+    """Optuna's warning for a failed trial (every parameter, a traceback, then a second line with
+    its values) as one line, ``trial N failed: reason``; the details stay on the trial."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("Trial ") and " failed with value " in message:
+            return False  # the line before said it
+        found = _OPTUNA_FAILED.match(message)
+        if found is None:
+            return True
+        error = record.exc_info[1] if record.exc_info else None
+        reason = getattr(error, "reason", None) or (
+            (str(error) or type(error).__name__) if error is not None else found.group(2))
+        record.msg, record.args = f"trial {found.group(1)} failed: {' '.join(reason.split())}", None
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
+@contextlib.contextmanager
+def one_line_trial_failures() -> Iterator[None]:
+    """Failed trials logged as one line each by Optuna's logger (its verbosity still decides)."""
+    logger = logging.getLogger("optuna.study._optimize")
+    quiet = _OneLineFailures()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
 
 
 def _needs_trial(study: optuna.Study, n_trials: int, deadline: float | None,

@@ -10,6 +10,7 @@ and the constraints come from the metric registry (:mod:`optuna_energy.metrics`)
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 from typing import NoReturn
 
@@ -30,6 +31,7 @@ from optuna_energy.early_stopping import (
 from optuna_energy.energy import EnergyMeter
 from optuna_energy.metrics import COSTS, METRICS
 from optuna_energy.space import sample_architecture, sample_training
+from optuna_energy.storage import database_errors
 from optuna_energy.train import TrialFailure, trial_failures
 
 LEARNED = "learned"
@@ -37,6 +39,31 @@ LEARNED = "learned"
 class by at least one evaluation image. A model that does not is no trade-off at any budget,
 and without the constraint the cheapest chance-level networks fill every Pareto front and every
 sampler's idea of a good trial."""
+
+MAX_UNEXPECTED_IN_A_ROW = 3
+"""Consecutive trials of one process that may end with an exception the objective did not expect
+(a bug, not a :class:`TrialFailure`) before the run stops: a deterministic bug would otherwise
+fail every trial of the budget."""
+
+
+_logger = logging.getLogger(__name__)
+
+
+class UnexpectedFailure(TrialFailure):
+    """A trial ended by an exception the objective did not expect; recorded and counted like any
+    failed trial (its ``failure_reason`` names the exception), never retried."""
+
+
+class ObjectiveError(RuntimeError):
+    """Several trials in a row failed with unexpected exceptions: the run stops (a bug).
+
+    ``reason`` is the last trial's ``failure_reason``.
+    """
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
 
 TrainedModelHook = Callable[[optuna.Trial, nn.Module], None]
 """Called with each trained model before its trial ends (the dashboard's artifact upload)."""
@@ -60,13 +87,36 @@ class Objective:
         budget = training_budget(config)
         # Without a limit on training there is nothing to claim (studies run by study.optimize).
         self.training_budget = budget if (budget.max_epochs or budget.max_joules) else None
+        self.unexpected_in_a_row = 0
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         try:
-            return self._run(trial)
+            values = self._run(trial)
         except TrialFailure as failure:
+            self.unexpected_in_a_row = 0
             record.write(trial, failure_reason=failure.reason)
             raise
+        except (optuna.exceptions.OptunaError, *database_errors()):  # pruned, or Optuna's own business
+            self.unexpected_in_a_row = 0
+            raise
+        except Exception as error:
+            self._unexpected(trial, error)
+        self.unexpected_in_a_row = 0
+        return values
+
+    def _unexpected(self, trial: optuna.Trial, error: Exception) -> NoReturn:
+        """Record an exception the objective did not expect as the trial's failure, and stop the
+        run after ``MAX_UNEXPECTED_IN_A_ROW`` of them in a row."""
+        reason = f"unexpected {type(error).__name__}: {' '.join(str(error).split())}"[:500]
+        _logger.debug("trial %d: unexpected exception", trial.number, exc_info=error)
+        record.write(trial, failure_reason=reason)
+        self.unexpected_in_a_row += 1
+        if self.unexpected_in_a_row >= MAX_UNEXPECTED_IN_A_ROW:
+            raise ObjectiveError(
+                f"{self.unexpected_in_a_row} trials in a row failed with an unexpected error "
+                f"(the last, trial {trial.number}: {reason}); stopping the run: this is a bug, "
+                "not a bad architecture (the traceback is logged at DEBUG level)", reason) from error
+        raise UnexpectedFailure(reason) from error
 
     def _run(self, trial: optuna.Trial) -> tuple[float, ...]:
         config, data = self.config, self.data
