@@ -90,13 +90,14 @@ class Objective:
         self.unexpected_in_a_row = 0
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
+        passed_on: tuple[type[BaseException], ...] = (optuna.exceptions.OptunaError, *database_errors())
         try:
             values = self._run(trial)
         except TrialFailure as failure:
             self.unexpected_in_a_row = 0
             record.write(trial, failure_reason=failure.reason)
             raise
-        except (optuna.exceptions.OptunaError, *database_errors()):  # pruned, or Optuna's own business
+        except passed_on:  # pruned, or Optuna's and the database's business
             self.unexpected_in_a_row = 0
             raise
         except Exception as error:
