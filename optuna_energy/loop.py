@@ -16,20 +16,25 @@ from collections.abc import Callable, Iterator, Sequence
 
 import optuna
 from optuna.storages import fail_stale_trials
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from optuna_energy.budget import WithinBudget, tally
 from optuna_energy.interrupts import STOP, deferred_interrupts
+from optuna_energy.record import TrialRecord
 from optuna_energy.recovery import (
     Outage,
     fail_abandoned,
+    fail_dead_workers,
     fail_orphans,
     failed_elsewhere,
+    grace_period,
     lost_database,
     requeue_interrupted,
 )
-from optuna_energy.samplers._optuna_compat import heartbeat_enabled, heartbeat_interval
+from optuna_energy.samplers._optuna_compat import heartbeat_age, heartbeat_enabled, heartbeat_interval
 from optuna_energy.training_budget import TrainingBudget
+
+_logger = logging.getLogger(__name__)
 
 _POLL_SECONDS = 5.0
 """Longest pause between looks at trials running elsewhere, while waiting for them to end."""
@@ -132,10 +137,13 @@ def one_line_trial_failures() -> Iterator[None]:
 
 def _needs_trial(study: optuna.Study, n_trials: int, deadline: float | None,
                  training: TrainingBudget | None = None) -> bool:
-    """Whether to start a trial now; waits while only trials running elsewhere fill the budget."""
+    """Whether to start a trial now; waits while only trials running elsewhere fill the budget,
+    saying for which and for how long."""
     heartbeat = heartbeat_enabled(study)
+    said: tuple = ()
     while deadline is None or time.monotonic() < deadline:
         STOP.deliver()
+        fail_dead_workers(study)
         counted = tally(study)
         if counted.finished >= n_trials:
             return False
@@ -144,8 +152,19 @@ def _needs_trial(study: optuna.Study, n_trials: int, deadline: float | None,
                 return False
         elif counted.counted < n_trials or counted.waiting:  # ask() runs queued trials first
             return True
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         if not heartbeat:  # nothing could tell us that another worker died
+            if running:
+                _logger.warning(
+                    "stopping with %d of %d trials finished: %s, on a worker this process cannot "
+                    "check (heartbeat_interval = 0); run again once it has ended, or set [storage] "
+                    "heartbeat_interval so that a dead worker's trials are retried",
+                    counted.finished, n_trials, _trials_text(running))
             return False
+        waiting_for, message = _waiting_text(study, running)
+        if waiting_for != said:  # said again when a trial starts or ends, or its worker falls silent
+            _logger.warning("%s", message)
+            said = waiting_for
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             fail_stale_trials(study)
@@ -153,3 +172,30 @@ def _needs_trial(study: optuna.Study, n_trials: int, deadline: float | None,
         if tally(study) == counted:
             time.sleep(min(heartbeat_interval(study) or _POLL_SECONDS, _POLL_SECONDS))
     return False
+
+
+def _trials_text(trials: Sequence[FrozenTrial]) -> str:
+    return ", ".join(f"trial {trial.number} runs for worker {TrialRecord.of(trial).worker or 'unknown'}"
+                     for trial in trials)
+
+
+def _waiting_text(study: optuna.Study, running: Sequence[FrozenTrial]) -> tuple[tuple, str]:
+    """What a worker waits for while the budget is full counting trials that run elsewhere:
+    the trials and whether each one's worker answers, and the line that says so."""
+    grace, beat = grace_period(study), heartbeat_interval(study) or 0
+    parts, waiting_for = [], []
+    for trial in running:
+        worker = TrialRecord.of(trial).worker or "unknown"
+        age = heartbeat_age(study, trial)
+        stopped = age is None or age > 2 * beat
+        waiting_for.append((trial.number, stopped))
+        if stopped:
+            silent = "that never beat" if age is None else f"silent for {age:.0f} s"
+            parts.append(f"up to {max(grace - (age or 0.0), 0):.0f} s for trial {trial.number} "
+                         f"of worker {worker}, which stopped answering ({silent}); it is then "
+                         "retried here")
+        else:
+            parts.append(f"for trial {trial.number}, running on worker {worker} (retried here "
+                         f"if that worker stops answering for {grace:.0f} s)")
+    return tuple(waiting_for), ("the budget is full counting trials that run elsewhere: waiting "
+                                + "; ".join(parts))

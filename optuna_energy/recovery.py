@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
+import socket
 import time
 import warnings
 
@@ -19,6 +21,8 @@ from optuna.trial import TrialState
 from optuna_energy.budget import counts
 from optuna_energy.record import TrialRecord
 from optuna_energy.samplers._optuna_compat import (
+    heartbeat_age,
+    heartbeat_enabled,
     heartbeat_interval,
     stale_trial_callback,
     storage_behind_cache,
@@ -44,32 +48,77 @@ def lost_database(error: BaseException) -> BaseException | None:
     return None
 
 
+def grace_period(study: optuna.Study) -> float:
+    """Seconds without a heartbeat after which a running trial's worker counts as dead."""
+    return (getattr(storage_behind_cache(study), "grace_period", None)
+            or 2 * (heartbeat_interval(study) or 0))
+
+
 def fail_orphans(study: optuna.Study) -> None:
-    """Fail and retry running trials that never reached their objective.
+    """Fail and retry running trials that never reached their objective, or never beat.
 
     A connection lost between creating a trial and its first heartbeat leaves a RUNNING trial
     that Optuna's heartbeat check skips (it has no heartbeat at all). Such a trial also lacks
     the ``worker`` field every started trial records at once; after the grace period (by the
-    creating machine's clock) it is treated like a trial whose worker died.
+    creating machine's clock) it is treated like a trial whose worker died. So is a started
+    trial without any heartbeat, once the grace period is over: its worker ran without one
+    (``heartbeat_interval = 0``) and nothing else could ever end it.
     """
-    storage = storage_of(study)
-    grace = (getattr(storage_behind_cache(study), "grace_period", None)
-             or 2 * (heartbeat_interval(study) or 0))
-    retry = stale_trial_callback(study)
+    grace = grace_period(study)
+    heartbeat = heartbeat_enabled(study)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         started = trial.datetime_start
-        if TrialRecord.of(trial).worker is not None or started is None:
+        if started is None:
             continue
         if (datetime.datetime.now(started.tzinfo) - started).total_seconds() < grace:
             continue
-        try:
-            storage.set_trial_state_values(trial_id(trial), TrialState.FAIL)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # another worker got there first
-        _logger.warning("trial %d never started its objective (connection lost?); failed it",
-                        trial.number)
-        if retry is not None:
-            retry(study, storage.get_trial(trial_id(trial)))
+        if TrialRecord.of(trial).worker is None:
+            _fail_and_retry(study, trial, "never started its objective (connection lost?)")
+        elif heartbeat and heartbeat_age(study, trial) is None:
+            _fail_and_retry(study, trial, f"has run for over {grace:.0f} s without a heartbeat "
+                            "(its worker ran with heartbeat_interval = 0 and stopped?)")
+
+
+def fail_dead_workers(study: optuna.Study) -> None:
+    """Fail and retry running trials whose worker was a process of this machine that is gone
+    (killed, crashed): no heartbeat is needed to know that it will never finish them."""
+    host = socket.gethostname()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = TrialRecord.of(trial).worker
+        name, _, pid = (worker or "").rpartition(":")
+        if name == host and pid.isdigit() and not _process_alive(int(pid)):
+            _fail_and_retry(study, trial, f"belonged to worker {worker}, a process of this machine "
+                            "that no longer exists (killed?)")
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed child its parent has not reaped yet is a zombie: dead all the same
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _fail_and_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str) -> None:
+    """Fail a running trial that can never finish and queue its copy, as the heartbeat would."""
+    storage = storage_of(study)
+    try:
+        storage.set_trial_state_values(trial_id(trial), TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return  # another worker got there first
+    _logger.warning("trial %d %s; failed it and queued its retry", trial.number, why)
+    retry = stale_trial_callback(study) if heartbeat_enabled(study) else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        (retry or RetryHeartbeatStaleTrialCallback())(study, storage.get_trial(trial_id(trial)))
 
 
 def requeue_interrupted(study: optuna.Study, stopped_id: int | None) -> None:

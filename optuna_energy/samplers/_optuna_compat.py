@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from optuna._hypervolume import compute_hypervolume as _compute_hypervolume
 from optuna._hypervolume.hssp import _solve_hssp
-from optuna.storages import BaseStorage
+from optuna.storages import BaseStorage, RDBStorage
 from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.study import Study
 from optuna.study._multi_objective import _fast_non_domination_rank
@@ -90,6 +90,28 @@ def stale_trial_callback(study: Study) -> Any:
 def heartbeat_enabled(study: Study) -> bool:
     """Whether the study's storage runs Optuna's heartbeat (dead workers are detected)."""
     return is_heartbeat_enabled(study._storage)
+
+
+def heartbeat_age(study: Study, trial: FrozenTrial) -> float | None:
+    """Seconds since a running trial's last heartbeat, by the database's clock; ``None`` when it
+    never recorded one (or the storage keeps no heartbeats)."""
+    import sqlalchemy
+    from optuna.storages._rdb import models
+
+    storage = storage_behind_cache(study)
+    if not isinstance(storage, RDBStorage):
+        return None
+    session = storage.scoped_session()
+    try:
+        beat = models.TrialHeartbeatModel.where_trial_id(trial._trial_id, session)
+        if beat is None:
+            return None
+        now = session.execute(sqlalchemy.func.now()).scalar()
+        if now is None:
+            return None
+        return (now.replace(tzinfo=None) - beat.heartbeat.replace(tzinfo=None)).total_seconds()
+    finally:
+        session.close()
 
 
 def is_enqueued(trial: FrozenTrial) -> bool:
