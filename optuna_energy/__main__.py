@@ -1,5 +1,5 @@
 import sys
 
-from optuna_energy.cli import main
+from optuna_energy.entry import main
 
 sys.exit(main())
