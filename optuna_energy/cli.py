@@ -61,6 +61,17 @@ def _number(kind: Callable[[str], float], *, zero_allowed: bool = False) -> Call
     return parse
 
 
+def _port(text: str) -> int:
+    """An argparse type: a TCP port number."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port from 1 to 65535, got {text!r}")
+    return port
+
+
 def add_study_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by every command that runs trials; each overrides the config's [study]."""
     parser.add_argument("config", nargs="?", help="study TOML (default: the embedded digits study)")
@@ -76,11 +87,17 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
 
 
 def study_overrides(args: argparse.Namespace) -> dict:
-    objectives = tuple(name.strip() for name in args.objectives.split(",")) if args.objectives else None
-    return {"storage": args.storage or os.environ.get(STORAGE_ENV), "study_name": args.study_name,
+    objectives = (None if args.objectives is None  # "" is an error, not the config's objectives
+                  else tuple(name.strip() for name in args.objectives.split(",") if name.strip()))
+    return {"storage": _storage_option(args), "study_name": args.study_name,
             "n_trials": args.n_trials,
             "timeout": args.timeout, "device": args.device, "seed": args.seed,
             "sampler": args.sampler, "objectives": objectives}
+
+
+def _storage_option(args: argparse.Namespace) -> str | None:
+    """--storage, else $OPTUNA_ENERGY_STORAGE, else None (the config's); "" is an error later."""
+    return args.storage if args.storage is not None else os.environ.get(STORAGE_ENV)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -128,7 +145,8 @@ def _launch(args: argparse.Namespace) -> int:
 def add_stored_study_options(parser: argparse.ArgumentParser) -> None:
     """Options of commands that read an existing study: a config, or a storage URL and a name."""
     parser.add_argument("config", nargs="?", help="the study's TOML (gives storage and study name)")
-    parser.add_argument("--storage", help="RDB URL of the study, e.g. sqlite:///optuna_energy.db")
+    parser.add_argument("--storage", help="RDB URL of the study, e.g. sqlite:///optuna_energy.db "
+                        f"(default: ${STORAGE_ENV}, then the config)")
     parser.add_argument("--study-name", help="the study (default: the config's, or the only one stored)")
 
 
@@ -138,8 +156,8 @@ def load_stored_study(args: argparse.Namespace) -> tuple[optuna.Study, StudyConf
     Raises:
         AnalysisError: No such study; the message lists the studies the storage holds.
     """
-    config = load_config(args.config).with_study(storage=args.storage)
-    storage = open_storage(config.study.storage)
+    config = load_config(args.config).with_study(storage=_storage_option(args))
+    storage = open_storage(config.study.storage, create=False)
     names = optuna.get_all_study_names(storage)
     name = args.study_name or config.study.name
     if args.study_name is None and args.config is None and len(names) == 1:
@@ -152,9 +170,10 @@ def load_stored_study(args: argparse.Namespace) -> tuple[optuna.Study, StudyConf
 
 def _report(args: argparse.Namespace) -> int:
     from optuna_energy.report import build_report, payback_text, table_text
-    from optuna_energy.report_files import write_report
+    from optuna_energy.report_files import prepare_out_dir, write_report
 
     study, _ = load_stored_study(args)
+    prepare_out_dir(args.out)  # before the table is printed: a bad path fails first
     weights = TradeOffWeights(accuracy=args.accuracy_weight, cost=args.cost_weight)
     report = build_report(study, weights=weights)
     print(f"Highlighted models of study {study.study_name!r} "
@@ -170,13 +189,18 @@ def _report(args: argparse.Namespace) -> int:
 def _dashboard(args: argparse.Namespace) -> int:
     from optuna_energy.dashboard import HOST, recorded_artifact_dir, serve
 
-    config = load_config(args.config).with_study(storage=args.storage)
+    config = load_config(args.config).with_study(storage=_storage_option(args))
+    open_storage(config.study.storage, create=False)  # a mistyped URL fails here, creating nothing
     artifact_dir = (args.artifact_dir or config.study.artifact_dir
                     or recorded_artifact_dir(config.study.storage))
     print(f"optuna-dashboard on http://{HOST}:{args.port}/dashboard/ for "
           f"{mask_url(config.study.storage)}" + (f" (artifacts: {artifact_dir})" if artifact_dir else ""),
           flush=True)
-    serve(config.study.storage, port=args.port, artifact_dir=artifact_dir)
+    try:
+        serve(config.study.storage, port=args.port, artifact_dir=artifact_dir)
+    except OSError as error:  # binding the port: in use, or not allowed
+        raise ConfigError(f"cannot serve on {HOST}:{args.port}: {error.strerror or error} "
+                          "(choose another --port)") from None
     return 0
 
 
@@ -210,10 +234,11 @@ def _add_analysis_commands(commands: argparse._SubParsersAction) -> None:
         "dashboard", help="start optuna-dashboard on 127.0.0.1 with the artifact store",
         description="Serve optuna-dashboard for the storage on the loopback interface.")
     dashboard.add_argument("config", nargs="?", help="a study TOML (gives storage and artifact_dir)")
-    dashboard.add_argument("--storage", help="RDB URL, e.g. sqlite:///optuna_energy.db")
+    dashboard.add_argument("--storage", help="RDB URL, e.g. sqlite:///optuna_energy.db "
+                           f"(default: ${STORAGE_ENV}, then the config)")
     dashboard.add_argument("--artifact-dir",
                            help="the studies' artifact_dir (default: the config's, else the one the studies recorded)")
-    dashboard.add_argument("--port", type=_number(int), default=8080, help="TCP port (default 8080)")
+    dashboard.add_argument("--port", type=_port, default=8080, help="TCP port, 1-65535 (default 8080)")
     dashboard.set_defaults(handler=_dashboard)
 
     export = commands.add_parser(

@@ -29,6 +29,9 @@ OBJECTIVES: dict[str, str] = {name: metric.direction for name, metric in METRICS
 
 SAMPLERS = ("tpe", "nsga2", "random", "evolution")
 OPTIMIZERS = ("sgd", "adam", "adamw")
+MAX_SEED = 2**31 - 1
+"""Seeds go to NumPy (below 2**32) after the trial number or a worker's offset is added."""
+MAX_LEARNING_RATE = 10.0
 ENERGY_KINDS = ("net", "gross")
 PRECISIONS = ("fp32", "bf16")
 
@@ -170,6 +173,9 @@ def load_config(source: str | Path | Mapping[str, Any] | StudyConfig | None = No
     """
     if isinstance(source, StudyConfig):
         return source
+    if not (source is None or isinstance(source, (str, Path, Mapping))):
+        raise ConfigError(f"config must be a TOML path, a mapping of sections, a StudyConfig or None, "
+                          f"got {type(source).__name__} {source!r}")
     if source is None:
         raw: Mapping[str, Any] = {}
     elif isinstance(source, Mapping):
@@ -197,6 +203,11 @@ def _read_toml(path: Path) -> Mapping[str, Any]:
         raise ConfigError(f"config path is a directory, expected a TOML file: {path}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"malformed TOML in {path}: {error}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {error.object[error.start]:#04x} "
+                          f"at offset {error.start}); TOML files must be UTF-8") from None
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
 
 
 def _reject_unknown(raw: Mapping[str, Any], allowed: Mapping[str, Any], where: str) -> None:
@@ -295,6 +306,8 @@ def _validate_study(section: StudySection, name: str) -> None:
     _positive(section.timeout, f"[{name}] timeout")
     _positive(section.max_train_epochs, f"[{name}] max_train_epochs")
     _positive(section.max_train_energy, f"[{name}] max_train_energy")
+    if section.seed is not None and not 0 <= section.seed <= MAX_SEED:
+        raise ConfigError(f"[{name}] seed must be an integer from 0 to {MAX_SEED}, got {section.seed}")
     if not section.name:
         raise ConfigError(f"[{name}] name must not be empty")
     if not section.storage:
@@ -313,6 +326,9 @@ def _validate_dataset(section: DatasetSection, name: str) -> None:
 def _validate_training(section: TrainingSection, name: str) -> None:
     _positive(section.epochs, f"[{name}] epochs")
     _interval(section.learning_rate, f"[{name}] learning_rate", low=0, positive=True)
+    if section.learning_rate[1] > MAX_LEARNING_RATE:
+        raise ConfigError(f"[{name}] learning_rate must lie in (0, {MAX_LEARNING_RATE:g}], got "
+                          f"{list(section.learning_rate)} (a larger step only diverges)")
     _interval(section.weight_decay, f"[{name}] weight_decay", low=0, positive=True)
     _choices(section.optimizers, OPTIMIZERS, f"[{name}] optimizers")
     if not section.batch_sizes or min(section.batch_sizes) < 1:

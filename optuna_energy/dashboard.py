@@ -109,7 +109,8 @@ def recorded_artifact_dir(storage: str) -> str | None:
     """The ``artifact_dir`` the storage's studies were run with (the first one, if several)."""
     from optuna_energy.storage import open_storage
 
-    for summary in optuna.get_all_study_summaries(open_storage(storage), include_best_trial=False):
+    for summary in optuna.get_all_study_summaries(open_storage(storage, create=False),
+                                                  include_best_trial=False):
         directory = (stored_config(summary) or {}).get("study", {}).get("artifact_dir")
         if directory:
             return directory
@@ -129,4 +130,4 @@ def serve(storage: str, *, port: int = 8080, artifact_dir: str | Path | None = N
     from optuna_energy.storage import open_storage
 
     store = artifact_store(artifact_dir) if artifact_dir is not None else None
-    run_server(open_storage(storage), host=HOST, port=port, artifact_store=store)
+    run_server(open_storage(storage, create=False), host=HOST, port=port, artifact_store=store)

@@ -14,6 +14,7 @@ Supported URLs:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import re
@@ -103,13 +104,16 @@ def database_errors() -> tuple[type[BaseException], ...]:
     return (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
 
 
-def open_storage(url: str, settings: StorageSection | None = None) -> optuna.storages.BaseStorage:
+def open_storage(url: str, settings: StorageSection | None = None, *,
+                 create: bool = True) -> optuna.storages.BaseStorage:
     """Open an Optuna storage for a URL, creating its tables if needed.
 
     Args:
         url: A ``sqlite``, ``postgresql``, ``mysql`` or ``journal`` URL (see the module docs).
         settings: Heartbeat and retry settings; database storages only. ``None`` turns the
             heartbeat off.
+        create: ``False`` for commands that only read: a SQLite or journal file that does not
+            exist is an error instead of a new, empty database (and its folder).
 
     Raises:
         StorageError: Unsupported scheme, missing driver, or unreachable database; the message
@@ -127,8 +131,11 @@ def open_storage(url: str, settings: StorageSection | None = None) -> optuna.sto
             f"unsupported storage URL {mask_url(url)!r}; allowed schemes: "
             + ", ".join(f"{s}://" for s in SCHEMES)
         )
+    if not create:
+        _require_file(url, scheme)
     if scheme == "sqlite":
         _make_parent_directory(url)
+        _refuse_foreign_sqlite(url)
     if scheme == "journal":
         return _open_journal(url)
     try:
@@ -140,6 +147,33 @@ def open_storage(url: str, settings: StorageSection | None = None) -> optuna.sto
                            f"is not installed (pip install '{_DRIVER_PACKAGES.get(name, name)}')") from None
     except (sqlalchemy.exc.SQLAlchemyError, ValueError) as error:
         raise StorageError(f"cannot open storage {mask_url(url)}: {describe_error(error, url)}") from None
+    except optuna.exceptions.StorageInternalError as error:  # its own text guesses "max length"
+        raise StorageError(f"cannot write to storage {mask_url(url)}: "
+                           f"{describe_error(error.__cause__ or error, url)}") from None
+
+
+_OPTUNA_TABLES = {"alembic_version", "version_info", "studies", "trials"}
+
+
+def _refuse_foreign_sqlite(url: str) -> None:
+    """A SQLite file that holds another application's tables is not a study database: Optuna
+    would fail on a table name it shares (``studies``) or silently add its tables beside them."""
+    import sqlite3
+
+    path = url.split(":///", 1)[-1]
+    if not path or path == ":memory:" or "?" in path or not Path(path).is_file() or Path(path).stat().st_size == 0:
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
+            tables = {row[0] for row in connection.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
+    except sqlite3.DatabaseError as error:
+        raise StorageError(f"cannot open storage {mask_url(url)}: {path} is not a SQLite database "
+                           f"({error}); give a new file or an optuna-energy database") from None
+    if tables and not {"alembic_version", "version_info"} <= tables:
+        others = ", ".join(sorted(tables - _OPTUNA_TABLES)[:5]) or ", ".join(sorted(tables)[:5])
+        raise StorageError(f"{path} is another application's SQLite database (tables: {others}), "
+                           "not an Optuna study database; give a new file or an optuna-energy database")
 
 
 def _create_tables_once(url: str, settings: StorageSection | None) -> optuna.storages.RDBStorage:
@@ -179,10 +213,35 @@ def _open_journal(url: str) -> optuna.storages.BaseStorage:
     if not path.startswith("/") or path == "/":
         raise StorageError(f"journal URL {url!r} needs a file: journal:///relative.log "
                            "or journal:////absolute/path.log")
+    _refuse_foreign_journal(path[1:], url)
     try:
         return JournalStorage(JournalFileBackend(path[1:]))
     except OSError as error:
         raise StorageError(f"cannot open journal file {path[1:]!r}: {error.strerror}") from None
+
+
+def _refuse_foreign_journal(path: str, url: str) -> None:
+    """A file that is not Optuna's journal (one JSON operation per line) is refused, not parsed."""
+    import json
+
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(1 << 16)
+    except FileNotFoundError:
+        return  # a new journal
+    except OSError as error:
+        raise StorageError(f"cannot open journal file {path!r}: {error.strerror}") from None
+    lines = head.split(b"\n")
+    for line in lines[:-1] if len(lines) > 1 else lines:
+        if not line.strip():
+            continue
+        try:
+            operation = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            operation = None
+        if not isinstance(operation, dict) or "op_code" not in operation:
+            raise StorageError(f"{path} is not an Optuna journal file (each line of one is a JSON "
+                               f"operation); {mask_url(url)} must name a new file or a journal")
 
 
 def _heartbeat_kwargs(settings: StorageSection | None) -> dict:
@@ -194,6 +253,16 @@ def _heartbeat_kwargs(settings: StorageSection | None) -> dict:
         "heartbeat_stale_trial_callback":
             optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=settings.max_retry),
     }
+
+
+def _require_file(url: str, scheme: str) -> None:
+    """A read-only command's SQLite or journal file must exist: it never creates one."""
+    if scheme not in ("sqlite", "journal"):
+        return
+    path = url.split(":///", 1)[-1].split("?", 1)[0]
+    if path and path != ":memory:" and not Path(path).is_file():
+        raise StorageError(f"no {scheme} database file {path!r} (from {mask_url(url)}); this command "
+                           "only reads a study and never creates one: check the path or the URL")
 
 
 def _make_parent_directory(url: str) -> None:

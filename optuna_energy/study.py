@@ -125,9 +125,12 @@ def run_study(config: str | Path | StudyConfig | dict[str, Any] | None = None, *
         >>> study = optuna_energy.run_study("studies/digits.toml", n_trials=20)
         >>> [t.number for t in study.best_trials]
     """
+    if isinstance(objectives, str):
+        raise ConfigError(f"objectives must be a list of names such as ['accuracy', 'energy'], "
+                          f"got the string {objectives!r}")
     config = load_config(config).with_study(
         storage=storage, name=study_name, n_trials=n_trials, timeout=timeout, device=device,
-        seed=seed, sampler=sampler, objectives=tuple(objectives) if objectives else None)
+        seed=seed, sampler=sampler, objectives=None if objectives is None else tuple(objectives))
     study = create_or_load_study(config)
     optimize_study(study, config, dataset=dataset, show_progress_bar=show_progress_bar)
     return study

@@ -82,6 +82,9 @@ def _class_names(folder: Path) -> list[str]:
         classes = sorted(entry.name for entry in entries if entry.is_dir())
     if not classes:
         raise DatasetError(f"no class folders in {folder}: expected one sub-folder of images per class")
+    if len(classes) < 2:
+        raise DatasetError(f"only one class folder in {folder} ({classes[0]}): classifying needs at "
+                           "least two, one sub-folder of images per class")
     return classes
 
 

@@ -42,10 +42,12 @@ class DatasetSource:
                 return f"eval_split is {split!r} for {name}; allowed: {allowed}"
         if self.root_hint and section.root is None:
             return f"root is required for {name}: the folder that holds {self.root_hint}"
+        if not self.root_hint and section.root is not None:
+            return f"root applies only to datasets read from disk, not {name} (it ships with its library)"
         if section.download and not self.downloadable:
             downloadable = ", ".join(key for key, source in DATASETS.items() if source.downloadable)
-            return (f"download = true works only for {downloadable}; {name} must already be on "
-                    f"disk under root")
+            where = "must already be on disk under root" if self.root_hint else "needs no download"
+            return f"download = true works only for {downloadable}; {name} {where}"
         if self.resizes and section.image_size is None:
             return f"image_size is required for {name}: the square side in pixels, e.g. 32"
         if not self.resizes and (section.image_size is not None or section.channels != 3):
