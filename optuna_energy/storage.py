@@ -30,7 +30,7 @@ SCHEMES = ("sqlite", "postgresql", "mysql", "journal")
 _DEFAULT_DRIVERS = {"postgresql": "postgresql+psycopg", "mysql": "mysql+pymysql"}
 _DRIVER_PACKAGES = {"psycopg": "psycopg[binary]", "pymysql": "optuna-energy[mysql]"}
 
-_CREATE_ATTEMPTS = 5
+_CREATE_ATTEMPTS = 8
 _logger = logging.getLogger(__name__)
 
 
@@ -152,28 +152,34 @@ def open_storage(url: str, settings: StorageSection | None = None, *,
                            f"{describe_error(error.__cause__ or error, url)}") from None
 
 
-_OPTUNA_TABLES = {"alembic_version", "version_info", "studies", "trials"}
+_OPTUNA_TABLES = frozenset({
+    "alembic_version", "version_info", "studies", "study_directions", "study_user_attributes",
+    "study_system_attributes", "trials", "trial_user_attributes", "trial_system_attributes",
+    "trial_params", "trial_values", "trial_intermediate_values", "trial_heartbeats"})
 
 
 def _refuse_foreign_sqlite(url: str) -> None:
     """A SQLite file that holds another application's tables is not a study database: Optuna
-    would fail on a table name it shares (``studies``) or silently add its tables beside them."""
+    would fail on a table name it shares (``studies``) or silently add its tables beside them.
+    (Optuna's own tables, even half created by a process starting beside this one, are fine.)"""
     import sqlite3
 
     path = url.split(":///", 1)[-1]
     if not path or path == ":memory:" or "?" in path or not Path(path).is_file() or Path(path).stat().st_size == 0:
         return
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)) as connection:
             tables = {row[0] for row in connection.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
+            studies = {row[1] for row in connection.execute("PRAGMA table_info(studies)")}
     except sqlite3.DatabaseError as error:
         raise StorageError(f"cannot open storage {mask_url(url)}: {path} is not a SQLite database "
                            f"({error}); give a new file or an optuna-energy database") from None
-    if tables and not {"alembic_version", "version_info"} <= tables:
-        others = ", ".join(sorted(tables - _OPTUNA_TABLES)[:5]) or ", ".join(sorted(tables)[:5])
-        raise StorageError(f"{path} is another application's SQLite database (tables: {others}), "
-                           "not an Optuna study database; give a new file or an optuna-energy database")
+    foreign = sorted(tables - _OPTUNA_TABLES) or (["studies"] if studies and "study_name" not in studies else [])
+    if foreign:
+        raise StorageError(f"{path} is another application's SQLite database (tables: "
+                           f"{', '.join(foreign[:5])}), not an Optuna study database; give a new file "
+                           "or an optuna-energy database")
 
 
 def _create_tables_once(url: str, settings: StorageSection | None) -> optuna.storages.RDBStorage:
@@ -188,8 +194,13 @@ def _create_tables_once(url: str, settings: StorageSection | None) -> optuna.sto
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return _ResilientRDBStorage(_with_driver(url), engine_kwargs=_engine_kwargs(scheme_of(url)),
                                             **_heartbeat_kwargs(settings))
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
-            if attempt == _CREATE_ATTEMPTS:
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError,
+                sqlalchemy.exc.OperationalError) as error:
+            # SQLite says "table studies already exists" (or "database is locked") as an
+            # OperationalError; an unreachable server is one too, and is not retried here.
+            racing = not isinstance(error, sqlalchemy.exc.OperationalError) or any(
+                text in str(error) for text in ("already exists", "database is locked"))
+            if attempt == _CREATE_ATTEMPTS or not racing:
                 raise
             attempt += 1
             time.sleep(random.uniform(0.2, 1.0))

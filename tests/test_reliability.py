@@ -256,3 +256,17 @@ def test_ctrl_c_while_starting_is_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in err, err
     assert process.returncode == 130
     assert err.strip().splitlines()[-1].startswith("optuna-energy: interrupted")
+
+
+def test_many_processes_create_a_fresh_sqlite_schema_at_once(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    code = ("import sys, optuna; from optuna_energy.storage import open_storage; "
+            f"optuna.create_study(storage=open_storage({url!r}), study_name='s', load_if_exists=True)")
+    processes = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+                 for _ in range(8)]
+    errors = [process.communicate(timeout=300)[1] for process in processes]
+    failed = [error for process, error in zip(processes, errors) if process.returncode != 0]
+    assert not failed, failed[0]
