@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import socket
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,9 +12,11 @@ from typing import Any
 
 import optuna
 import torch
+from optuna.trial import FrozenTrial, TrialState
 
 from optuna_energy.budget import tally
 from optuna_energy.config import (
+    MAX_SEED,
     SAMPLERS,
     ConfigError,
     EvolutionSection,
@@ -27,6 +31,7 @@ from optuna_energy.measure import measure_idle_watts, open_meter
 from optuna_energy.objective import Objective
 from optuna_energy.progress import TrialProgress
 from optuna_energy.record import (
+    TrialRecord,
     changed_trial_settings,
     config_record,
     store_config,
@@ -53,9 +58,48 @@ def create_sampler(name: str, *, seed: int | None = None,
     raise ConfigError(f"unknown sampler {name!r}; allowed: {', '.join(SAMPLERS)}")
 
 
+def process_seed(seed: int | None, study: optuna.Study) -> int | None:
+    """The sampler seed of a process joining ``study``: the configured seed plus the number of
+    trials the study already has, plus this process's id when other processes' trials are
+    running. A seeded run of a fresh study keeps the configured seed (reproducible, as is a
+    resume), and a resume or a second ``run`` on the study never replays the proposals of the
+    runs before it."""
+    if seed is None:
+        return None
+    trials = study.get_trials(deepcopy=False)
+    offset = len(trials) + (os.getpid() if any(t.state == TrialState.RUNNING for t in trials) else 0)
+    return (seed + offset) % (MAX_SEED + 1)
+
+
+class DistinctStreams:
+    """A callback that re-seeds this process's sampler once, after its first trial, when other
+    processes run trials of the same study: processes that joined an empty study at the same
+    moment got the same seed, and would otherwise keep proposing the same architectures."""
+
+    def __init__(self, config: StudyConfig) -> None:
+        self.config = config
+        self.done = config.study.seed is None  # unseeded samplers already differ per process
+        self.me = f"{socket.gethostname()}:{os.getpid()}"
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if self.done:
+            return
+        self.done = True
+        others = {TrialRecord.of(other).worker for other in study.get_trials(deepcopy=False)} - {self.me, None}
+        if others:
+            assert self.config.study.seed is not None
+            study.sampler = create_sampler(
+                self.config.study.sampler, evolution=self.config.evolution,
+                seed=(self.config.study.seed + trial.number + 1 + os.getpid()) % (MAX_SEED + 1))
+
+
 def create_or_load_study(config: StudyConfig, *, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
-    """Create the configured study, or load it when it exists with the same objectives."""
+    """Create the configured study, or load it when it exists with the same objectives.
+
+    Without ``sampler``, the configured one is seeded for this process (:func:`process_seed`).
+    """
     storage = open_storage(config.study.storage, config.storage)
+    given = sampler
     sampler = sampler or create_sampler(config.study.sampler, seed=config.study.seed,
                                         evolution=config.evolution)
     objectives = list(config.study.objectives)
@@ -82,6 +126,9 @@ def create_or_load_study(config: StudyConfig, *, sampler: optuna.samplers.BaseSa
                 "sampler, device, [storage] and [evolution]): restore them or use another study name")
     else:  # export retrains with it; a first run that failed before any trial is not binding
         store_config(study, config)
+    seed = process_seed(config.study.seed, study)
+    if given is None and seed != config.study.seed:
+        study.sampler = create_sampler(config.study.sampler, seed=seed, evolution=config.evolution)
     return study
 
 
@@ -156,7 +203,8 @@ def optimize_study(study: optuna.Study, config: StudyConfig, *, dataset: ArraySp
                            training=objective.training_budget) as progress:
             optimize_within_budget(study, objective, n_trials=config.study.n_trials,
                                    timeout=config.study.timeout,
-                                   callbacks=[progress, *callbacks, *study_callbacks(config)],
+                                   callbacks=[progress, DistinctStreams(config), *callbacks,
+                                              *study_callbacks(config)],
                                    catch=(TrialFailure,),
                                    reconnect_timeout=config.storage.reconnect_timeout,
                                    training=objective.training_budget)

@@ -270,3 +270,28 @@ def test_many_processes_create_a_fresh_sqlite_schema_at_once(tmp_path: Path) -> 
     errors = [process.communicate(timeout=300)[1] for process in processes]
     failed = [error for process, error in zip(processes, errors) if process.returncode != 0]
     assert not failed, failed[0]
+
+
+def test_two_seeded_runs_on_one_study_train_different_architectures(postgres_url: str, tmp_path: Path) -> None:
+    import json
+
+    from tests.test_workers_pg import finish, load, start
+    from tests.test_workers_pg import tiny_config as worker_config
+
+    config = worker_config(tmp_path, n_trials=8, min_window_seconds=0.05)  # seed 0, random sampler
+    finish([start("run", config, postgres_url), start("run", config, postgres_url)])
+    trials = [trial for trial in load(postgres_url).get_trials()
+              if trial.state in (TrialState.COMPLETE, TrialState.PRUNED) and not TrialRecord.of(trial).over_budget]
+    architectures = [json.dumps(trial.params, sort_keys=True) for trial in trials]
+    assert len(trials) == 8
+    # Processes that join an empty study in the same instant share one first proposal at most.
+    assert len(set(architectures)) >= len(architectures) - 1, architectures
+
+
+def test_a_seeded_single_run_is_reproducible_and_a_resume_proposes_new_networks(tmp_path: Path) -> None:
+    first = run_study(tiny_config(tmp_path / "a", n_trials=3, sampler="random"), show_progress_bar=False)
+    again = run_study(tiny_config(tmp_path / "b", n_trials=3, sampler="random"), show_progress_bar=False)
+    assert [t.params for t in first.trials] == [t.params for t in again.trials]
+    resumed = run_study(tiny_config(tmp_path / "a", n_trials=6, sampler="random"), show_progress_bar=False)
+    params = [t.params for t in resumed.trials]
+    assert params[3:] != params[:3]
