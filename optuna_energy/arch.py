@@ -92,6 +92,19 @@ def profile(spec: Sequence[Mapping[str, Any]], input_shape: Shape, n_classes: in
     return ArchProfile(params=params, macs=macs, activations=activations)
 
 
+_BYTES_PER_ELEMENT = 4  # fp32; mixed precision needs less, so the estimate errs on the safe side
+_COPIES_PER_PARAMETER = 4  # weight, gradient and an optimizer's two moments (Adam)
+_COPIES_PER_ACTIVATION = 2  # the output kept for the backward pass, and its gradient
+
+
+def training_memory(costs: ArchProfile, batch_size: int) -> int:
+    """Bytes training an architecture needs, estimated from its spec alone before it is built:
+    parameters with their gradients and optimizer state, and every layer's output (with its
+    gradient) for a batch. Allocator overheads and workspaces come on top."""
+    return _BYTES_PER_ELEMENT * (_COPIES_PER_PARAMETER * costs.params
+                                 + _COPIES_PER_ACTIVATION * costs.activations * batch_size)
+
+
 def build_model(spec: Sequence[Mapping[str, Any]], input_shape: Shape, n_classes: int) -> nn.Sequential:
     """Build the PyTorch model an architecture spec describes.
 

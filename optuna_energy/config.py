@@ -71,6 +71,10 @@ class TrainingSection:
     channels_last: bool = False
     augment: tuple[str, ...] = ()
     crop_padding: int = 4
+    max_memory_share: float = 0.5
+    """Largest share of the device's available memory (a GPU's free memory, the machine's
+    available RAM for the CPU) that training one model may need, by the estimate from its spec;
+    a larger model fails its trial before it is built instead of exhausting a shared node."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -336,6 +340,8 @@ def _validate_training(section: TrainingSection, name: str) -> None:
     _choice(section.precision, PRECISIONS, f"[{name}] precision")
     for augmentation in section.augment:
         _choice(augmentation, AUGMENTATIONS, f"[{name}] augment entry")
+    if not 0 < section.max_memory_share <= 1:
+        raise ConfigError(f"[{name}] max_memory_share must lie in (0, 1], got {section.max_memory_share}")
     if section.crop_padding < 0:
         raise ConfigError(f"[{name}] crop_padding must be >= 0, got {section.crop_padding}")
 

@@ -9,6 +9,7 @@ backend here plus its meter in ``optuna_energy.energy``.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 
 import torch
@@ -56,6 +57,23 @@ def _count_nvidia_gpus() -> int:
         pynvml.nvmlShutdown()
 
 
+def _cuda_available_memory(device: torch.device) -> int:
+    free, _total = torch.cuda.mem_get_info(device)
+    return int(free)
+
+
+def _host_available_memory(device: torch.device) -> int:
+    """The machine's available RAM: MemAvailable (free plus reclaimable cache) where Linux says it."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
 @dataclasses.dataclass(frozen=True)
 class DeviceBackend:
     """What optuna-energy needs to know about one kind of device."""
@@ -76,6 +94,8 @@ class DeviceBackend:
     """Copies from pinned host memory are faster (and are what the paper's timing includes)."""
     peak_memory: Callable[[torch.device, Callable[[], object]], int] | None = None
     """Peak device memory a callable allocates, where the device's allocator can tell."""
+    available_memory: Callable[[torch.device], int] = _host_available_memory
+    """Bytes a new model may still use on the device (the machine's RAM for the CPU)."""
 
 
 BACKENDS: dict[str, DeviceBackend] = {
@@ -84,7 +104,8 @@ BACKENDS: dict[str, DeviceBackend] = {
     "cuda": DeviceBackend(kind="cuda", visible=torch.cuda.device_count,
                           synchronize=torch.cuda.synchronize, identity=_cuda_identity,
                           visible_devices_env="CUDA_VISIBLE_DEVICES", count_on_node=_count_nvidia_gpus,
-                          pins_host_memory=True, peak_memory=_cuda_peak_memory),
+                          pins_host_memory=True, peak_memory=_cuda_peak_memory,
+                          available_memory=_cuda_available_memory),
 }
 """Device kinds by ``torch.device.type``."""
 
@@ -94,6 +115,11 @@ def backend(device: torch.device | str) -> DeviceBackend:
     if kind not in BACKENDS:
         raise DeviceError(f"no backend for device {str(device)!r}; allowed: {', '.join(BACKENDS)}")
     return BACKENDS[kind]
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes a new model may still use on ``device``."""
+    return backend(device).available_memory(device)
 
 
 def parse_device_name(name: str) -> tuple[str, int | None]:

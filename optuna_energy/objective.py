@@ -19,10 +19,11 @@ import torch
 from torch import nn
 
 from optuna_energy import record
-from optuna_energy.arch import build_model, profile, summarize
+from optuna_energy.arch import build_model, profile, summarize, training_memory
 from optuna_energy.config import StudyConfig
 from optuna_energy.costs_first import measure_architecture
 from optuna_energy.data import DeviceData
+from optuna_energy.devices import available_memory
 from optuna_energy.early_stopping import (
     learned_threshold,
     train_in_rungs,
@@ -72,6 +73,14 @@ TrainedModelHook = Callable[[optuna.Trial, nn.Module], None]
 def trial_seed(config: StudyConfig, number: int) -> int:
     """The seed of a trial's weights and batches; export uses it to retrain the same model."""
     return number if config.study.seed is None else config.study.seed + number
+
+
+def _bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.3g} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
 
 
 class Objective:
@@ -131,6 +140,7 @@ class Objective:
                      training=dataclasses.asdict(training), device=str(data.device),
                      eval_split=data.eval_split, precision=config.training.precision)
 
+        self._check_memory(training_memory(costs, training.batch_size), training.batch_size)
         seed = trial_seed(config, trial.number)
         torch.manual_seed(seed)
         with trial_failures():
@@ -158,6 +168,16 @@ class Objective:
         if self.on_trained is not None:
             self.on_trained(trial, model)
         return tuple(float(measured[METRICS[name].field]) for name in config.study.objectives)
+
+    def _check_memory(self, needed: int, batch_size: int) -> None:
+        """Fail a trial whose model would need more than its share of the device's memory."""
+        share = self.config.training.max_memory_share
+        available = available_memory(self.data.device)
+        if needed > share * available:
+            raise TrialFailure(
+                f"needs about {_bytes(needed)} to train at batch {batch_size} (estimate from its "
+                f"spec), over max_memory_share = {share:g} of the {_bytes(available)} available on "
+                f"{self.data.device}")
 
     @staticmethod
     def _stop(trial: optuna.Trial, reason: str, *, epochs: int, joules: float) -> NoReturn:

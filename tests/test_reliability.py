@@ -295,3 +295,24 @@ def test_a_seeded_single_run_is_reproducible_and_a_resume_proposes_new_networks(
     resumed = run_study(tiny_config(tmp_path / "a", n_trials=6, sampler="random"), show_progress_bar=False)
     params = [t.params for t in resumed.trials]
     assert params[3:] != params[:3]
+
+
+def test_a_model_too_big_for_its_share_of_memory_fails_before_it_is_built(
+        postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from optuna_energy.arch import profile, training_memory
+
+    built = []
+    monkeypatch.setattr(objective_module, "available_memory", lambda device: 64 * 2**10)  # a 64 KiB device
+    monkeypatch.setattr(objective_module, "build_model",
+                        lambda *args, **kwargs: built.append(args) or pytest.fail("built"))
+    config = tiny_config(tmp_path, storage=postgres_url, n_trials=2)
+    config["training"]["max_memory_share"] = 0.25
+    study = run_study(config, show_progress_bar=False)
+    assert not built
+    for trial in study.get_trials():
+        assert trial.state == TrialState.FAIL
+        reason = TrialRecord.of(trial).failure_reason or ""
+        assert "to train at batch 128 (estimate from its spec)" in reason and "over max_memory_share = 0.25" in reason
+    spec = [{"slot": 16, "kind": "linear", "out_features": 100_000}]
+    costs = profile(spec, (1, 8, 8), 10)
+    assert training_memory(costs, 128) >= 4 * 4 * costs.params + 4 * 2 * costs.activations * 128
