@@ -32,6 +32,7 @@ from optuna_energy.samplers._optuna_compat import (
 from optuna_energy.storage import StorageError, database_errors, mask_url
 
 _logger = logging.getLogger(__name__)
+_READ_ONLY = ("readonly database", "read-only", "read only")
 
 
 def lost_database(error: BaseException) -> BaseException | None:
@@ -39,10 +40,16 @@ def lost_database(error: BaseException) -> BaseException | None:
 
     Optuna sometimes raises a different error while handling a lost connection (an unbound
     local in its trial clean-up), so the whole chain of causes is searched.
+
+    Raises:
+        StorageError: The database refuses writes (read-only): waiting would not help.
     """
     seen: BaseException | None = error
     while seen is not None:
         if isinstance(seen, database_errors()):
+            if any(text in str(seen) for text in _READ_ONLY):
+                raise StorageError(f"cannot write to the study's database: {_one_line(seen)} (make "
+                                   "it writable; report, export and dashboard only read)") from None
             return seen
         seen = seen.__cause__ or seen.__context__
     return None

@@ -38,7 +38,7 @@ from optuna_energy.record import (
     stored_config,
 )
 from optuna_energy.samplers import EvolutionSampler
-from optuna_energy.storage import open_storage
+from optuna_energy.storage import StorageError, describe_error, mask_url, open_storage
 from optuna_energy.train import TrialFailure
 
 
@@ -103,9 +103,13 @@ def create_or_load_study(config: StudyConfig, *, sampler: optuna.samplers.BaseSa
     sampler = sampler or create_sampler(config.study.sampler, seed=config.study.seed,
                                         evolution=config.evolution)
     objectives = list(config.study.objectives)
-    study = optuna.create_study(storage=storage, study_name=config.study.name, sampler=sampler,
-                                directions=config.directions,  # type: ignore[arg-type]
-                                load_if_exists=True)
+    try:
+        study = optuna.create_study(storage=storage, study_name=config.study.name, sampler=sampler,
+                                    directions=config.directions,  # type: ignore[arg-type]
+                                    load_if_exists=True)
+    except optuna.exceptions.StorageInternalError as error:  # its text guesses "exceeding max length"
+        raise StorageError(f"cannot write to storage {mask_url(config.study.storage)}: "
+                           f"{describe_error(error.__cause__ or error, config.study.storage)}") from None
     stored = study.metric_names
     if stored is not None and stored != objectives:
         raise ConfigError(

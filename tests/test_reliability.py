@@ -316,3 +316,14 @@ def test_a_model_too_big_for_its_share_of_memory_fails_before_it_is_built(
     spec = [{"slot": 16, "kind": "linear", "out_features": 100_000}]
     costs = profile(spec, (1, 8, 8), 10)
     assert training_memory(costs, 128) >= 4 * 4 * costs.params + 4 * 2 * costs.activations * 128
+
+
+def test_a_read_only_sqlite_database_is_one_line(stored_study: str, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    copy = tmp_path / "copy.db"
+    shutil.copy(stored_study.split(":///", 1)[1], copy)
+    error = _one_line_error(capsys, ["run", "--storage", f"sqlite:///file:{copy}?mode=ro&uri=true",
+                                     "--n-trials", "5"])
+    assert "attempt to write a readonly database" in error and "max length" not in error
