@@ -22,21 +22,9 @@ from collections import Counter
 from pathlib import Path
 
 SECRET = "S3C/RE@T:P%W"
-TINY = """[study]
-name = "tiny"
-n_trials = 1
-device = "cpu"
-[training]
-epochs = 1
-batch_sizes = [128]
-[space]
-feature_slots = 2
-classifier_slots = 1
-[measure]
-min_window_seconds = 0.01
-idle_seconds = 0.0
-meter = "estimate"
-"""
+TINY = ('[study]\nname = "tiny"\nn_trials = 1\ndevice = "cpu"\n[training]\nepochs = 1\n'
+        '[space]\nfeature_slots = 2\nclassifier_slots = 1\n'
+        '[measure]\nmin_window_seconds = 0.01\nidle_seconds = 0.0\nmeter = "estimate"\n')
 
 
 def command(*argv: str) -> list[str]:
