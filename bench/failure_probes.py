@@ -1,7 +1,8 @@
 """Bad inputs and hostile operations against the command, counted as issue 11 counted them.
 
 Each probe runs ``optuna-energy`` (or a line of Python) in a fresh process in a scratch folder
-and is classified: ``clear`` (exit 2, or 130 for Ctrl-C, and one line naming the problem),
+and is classified: ``clear`` (exit 2, or 130 for Ctrl-C, and one line naming the problem; from the Python API,
+an exception of a documented type whose one-line message names the problem),
 ``traceback`` (a Python traceback was printed), ``silent`` (exit 0 for something that must
 fail), ``secret`` (a password was printed) or ``loss`` (the study's database was damaged).
 
@@ -122,13 +123,16 @@ def classify(name: str, argv: list[str], folder: Path, db: str) -> tuple[str, st
         busy.close()
     text = out + err
     last = (err.strip().splitlines() or [""])[-1]
-    if SECRET in text or SECRET.split("@")[-1] in text:
+    if any(piece in text for piece in (SECRET, "S3C", "RE@T", "P%W")):
         return "secret", last
     try:
         with sqlite3.connect(f"file:{db.split(':///', 1)[1]}?mode=ro", uri=True) as connection:
             connection.execute("SELECT count(*) FROM trials").fetchone()
     except sqlite3.DatabaseError:
         return "loss", last
+    if argv[1] == "-c":  # the Python API: a clear exception of a documented type is the answer
+        clear = last.startswith(("optuna_energy.config.ConfigError: ", "ValueError: ", "TypeError: "))
+        return ("clear" if clear and len(last) > 40 else "traceback"), last
     if "Traceback" in text:
         return "traceback", last
     if process.returncode == 0:

@@ -82,6 +82,9 @@ def remember_secrets(url: str) -> None:
         key, _, value = raw.partition("=")
         if _SECRET_QUERY.match(f"?{key}="):
             found |= {value, unquote(value)}
+    # A driver that splits the URL elsewhere than we do quotes a password's tail or middle
+    # ("invalid port 'P%W@host'"): every piece between URL delimiters is a secret too.
+    found |= {piece for secret in list(found) for piece in re.split(r"[@:/?#&]", secret)}
     _known_secrets.update(secret for secret in found if len(secret) >= _MIN_FREE_TEXT_SECRET)
 
 

@@ -327,3 +327,11 @@ def test_a_read_only_sqlite_database_is_one_line(stored_study: str, tmp_path: Pa
     error = _one_line_error(capsys, ["run", "--storage", f"sqlite:///file:{copy}?mode=ro&uri=true",
                                      "--n-trials", "5"])
     assert "attempt to write a readonly database" in error and "max length" not in error
+
+
+@pytest.mark.parametrize("url", ["postgresql://u:S3C/RE@T:P%W@127.0.0.1:1/db",
+                                 "postgresql://127.0.0.1:1/db?user=u&password=S3C/RE@T:P%W"])
+def test_no_piece_of_a_password_is_printed_when_the_driver_splits_the_url_elsewhere(
+        url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    error = _one_line_error(capsys, ["run", "--storage", url])
+    assert not any(piece in error for piece in ("S3C", "RE@T", "P%W")), error
