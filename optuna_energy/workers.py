@@ -60,10 +60,24 @@ def run_worker(config: StudyConfig) -> optuna.Study:
     study = create_or_load_study(config, sampler=sampler)
     _logger.info("joined study %r: %d of %d trials finished", study.study_name,
                  tally(study).finished, config.study.n_trials)
-    optimize_study(study, config, callbacks=[_TrialLog(config.study.n_trials)])
+    optuna_trials = logging.getLogger("optuna.study._optimize")
+    said_by_trial_log = _SaidByTrialLog()
+    optuna_trials.addFilter(said_by_trial_log)  # before the run loop's filter, which rewrites them
+    try:
+        optimize_study(study, config, callbacks=[_TrialLog(config.study.n_trials)])
+    finally:
+        optuna_trials.removeFilter(said_by_trial_log)
     _logger.info("study %r has %d of %d trials finished; worker done", study.study_name,
                  tally(study).finished, config.study.n_trials)
     return study
+
+
+class _SaidByTrialLog(logging.Filter):
+    """Drops Optuna's line for a failed trial: the worker's own line says it, with its reason."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Trial ") and " failed with " in message)
 
 
 class _TrialLog:

@@ -335,3 +335,15 @@ def test_no_piece_of_a_password_is_printed_when_the_driver_splits_the_url_elsewh
         url: str, capsys: pytest.CaptureFixture[str]) -> None:
     error = _one_line_error(capsys, ["run", "--storage", url])
     assert not any(piece in error for piece in ("S3C", "RE@T", "P%W")), error
+
+
+def test_a_worker_says_a_failed_trial_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    from optuna_energy.config import load_config
+    from optuna_energy.workers import run_worker
+
+    monkeypatch.setattr(objective_module, "build_model", _broken_build_model)
+    with caplog.at_level(logging.INFO):
+        run_worker(load_config(tiny_config(tmp_path, n_trials=1)))
+    said = [record.getMessage() for record in caplog.records if "trial 0" in record.getMessage().lower()]
+    assert len(said) == 1 and "(unexpected ValueError: a bug in build_model)" in said[0], said
