@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import socket
 import warnings
@@ -67,8 +68,16 @@ def process_seed(seed: int | None, study: optuna.Study) -> int | None:
     if seed is None:
         return None
     trials = study.get_trials(deepcopy=False)
-    offset = len(trials) + (os.getpid() if any(t.state == TrialState.RUNNING for t in trials) else 0)
-    return (seed + offset) % (MAX_SEED + 1)
+    if any(trial.state == TrialState.RUNNING for trial in trials):
+        return _mixed_seed(seed, len(trials), os.getpid())
+    return (seed + len(trials)) % (MAX_SEED + 1)
+
+
+def _mixed_seed(*parts: int) -> int:
+    """A seed from several numbers, by hashing: sums collide (seed + trial 0 + pid 101 is
+    seed + trial 1 + pid 100, and neighbouring processes have neighbouring pids)."""
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "big") % (MAX_SEED + 1)
 
 
 class DistinctStreams:
@@ -90,7 +99,7 @@ class DistinctStreams:
             assert self.config.study.seed is not None
             study.sampler = create_sampler(
                 self.config.study.sampler, evolution=self.config.evolution,
-                seed=(self.config.study.seed + trial.number + 1 + os.getpid()) % (MAX_SEED + 1))
+                seed=_mixed_seed(self.config.study.seed, trial.number, os.getpid()))
 
 
 def create_or_load_study(config: StudyConfig, *, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
