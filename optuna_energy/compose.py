@@ -62,7 +62,8 @@ def suggest_architecture(trial: optuna.Trial, input_shape: Sequence[int], n_clas
     (parameters ``sNN_...``, which ``EvolutionSampler`` evolves slot by slot), with kernel and
     pooling ranges narrowed to the feature map so every architecture computes. The trial stores
     ``architecture``, ``architecture_summary``, ``skipped_slots``, ``params`` and ``macs``, as
-    built-in trials do, so the report draws its topology and ``export`` can rebuild it.
+    built-in trials do, so the report draws its topology and ``build_model`` rebuilds it from
+    the database alone.
 
     Args:
         trial: The trial of your objective.
