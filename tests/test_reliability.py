@@ -348,3 +348,11 @@ def test_a_worker_says_a_failed_trial_once(tmp_path: Path, monkeypatch: pytest.M
         run_worker(load_config(tiny_config(tmp_path, n_trials=1)))
     said = [record.getMessage() for record in caplog.records if "trial 0" in record.getMessage().lower()]
     assert len(said) == 1 and "(unexpected ValueError: a bug in build_model)" in said[0], said
+
+
+def test_every_public_name_loads_lazily() -> None:
+    import optuna_energy
+
+    assert set(optuna_energy.__all__) == set(optuna_energy._HOMES)
+    for name in optuna_energy.__all__:
+        assert getattr(optuna_energy, name) is not None
