@@ -1,0 +1,98 @@
+"""What a new user sees (issue 14): one default study, one answer per question, output that fits."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+import optuna_energy
+from optuna_energy.cli import build_parser, main
+from optuna_energy.config import load_config
+from tests.helpers import tiny_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def toml_text(config: dict) -> str:
+    """A config dict as TOML (its values are strings, numbers, booleans and lists: JSON's syntax)."""
+    return "\n".join(f"[{section}]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in keys.items())
+                     for section, keys in config.items())
+
+
+def _exit_code(argv: list[str]) -> int:
+    with pytest.raises(SystemExit) as exit_info:
+        sys.exit(main(argv))
+    return int(exit_info.value.code or 0)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A finished tiny study run by the CLI: (config path, storage URL)."""
+    folder = tmp_path_factory.mktemp("first-run")
+    config = tiny_config(folder)
+    path = folder / "tiny.toml"
+    path.write_text(toml_text(config))
+    assert main(["run", str(path)]) == 0
+    return path, config["study"]["storage"]
+
+
+def test_run_without_a_config_is_the_shipped_digits_study():
+    shipped = REPO / "studies" / "digits.toml"
+    assert load_config(None) == load_config(shipped)
+    assert load_config(None).study.name == "digits"
+    # One file, in one place: studies/digits.toml is the package's own copy.
+    assert shipped.resolve() == Path(optuna_energy.__file__).parent / "digits.toml"
+    run = build_parser()._subparsers._group_actions[0].choices["run"]  # type: ignore[union-attr]
+    assert "studies/digits.toml" in run.format_help()
+
+
+def test_several_studies_and_no_name_asks_for_one(tmp_path, capsys):
+    storage = f"sqlite:///{tmp_path / 'two.db'}"
+    for name in ("alpha", "beta"):
+        optuna.create_study(storage=storage, study_name=name, directions=["maximize", "minimize"])
+    for argv in (["report", "--storage", storage, "--out", str(tmp_path / "report")],
+                 ["export", "--storage", storage, "--trial", "0", "--format", "onnx", "-o",
+                  str(tmp_path / "m.onnx")]):
+        assert _exit_code(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"optuna-energy: error: 2 studies in {storage}: alpha, beta; "
+                       "choose one with --study-name"]
+
+
+def test_rerunning_a_finished_study_says_how_to_extend_it(tiny_run, capsys):
+    path, _ = tiny_run
+    capsys.readouterr()
+    assert main(["run", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "Study 'tiny' already has its budget: 3 finished trials, n_trials = 3" in out
+    assert f"optuna-energy run {path} --n-trials 6" in out
+    assert "Pareto front of study 'tiny'" in out
+
+
+def test_the_python_api_is_quiet_while_its_progress_bar_shows(tiny_run, caplog):
+    path, _ = tiny_run
+
+    def optuna_says() -> str:
+        said = " ".join(record.getMessage() for record in caplog.records if record.name.startswith("optuna."))
+        caplog.clear()
+        return said
+
+    optuna.logging.set_verbosity(optuna.logging.INFO)  # Optuna's default
+    caplog.set_level(logging.DEBUG)
+    optuna_energy.run_study(path)  # resumes the finished study: Optuna would say "Using an existing study"
+    assert "Using an existing study" not in optuna_says()
+    assert optuna.logging.get_verbosity() == optuna.logging.INFO  # restored after the call
+    # Without a progress bar, or with a verbosity the user chose, Optuna's lines are Optuna's to show.
+    optuna_energy.run_study(path, show_progress_bar=False)
+    assert "Using an existing study" in optuna_says()
+    optuna.logging.set_verbosity(optuna.logging.DEBUG)
+    try:
+        optuna_energy.run_study(path)
+        assert "Using an existing study" in optuna_says()
+    finally:
+        optuna.logging.set_verbosity(optuna.logging.INFO)
