@@ -97,7 +97,10 @@ def _run(args: argparse.Namespace) -> int:
         optimize_study(study, config, show_progress_bar=True)
     front = pareto_trials(study)
     print(f"\nPareto front of study {study.study_name!r} ({len(front)} of {len(study.trials)} trials):")
-    print(format_table(study, front))
+    table = format_table(study, front)
+    print(table)
+    if "... (+" in table:
+        print("(shortened to fit; full architectures: `optuna-energy report`, user attr architecture_summary)")
     print(f"\n{savings_text(savings(study))}")
     return 0
 

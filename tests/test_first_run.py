@@ -96,3 +96,29 @@ def test_the_python_api_is_quiet_while_its_progress_bar_shows(tiny_run, caplog):
         assert "Using an existing study" in optuna_says()
     finally:
         optuna.logging.set_verbosity(optuna.logging.INFO)
+
+
+def _long_spec(layers: int) -> list[dict]:
+    spec: list[dict] = [{"slot": 0, "kind": "conv", "out_channels": 35, "kernel": [3, 2], "stride": 1, "padding": 1}]
+    spec += [{"slot": 1 + i, "kind": "dropout", "rate": 0.07} for i in range(layers - 2)]
+    return [*spec, {"slot": 16, "kind": "linear", "out_features": 26}]
+
+
+def test_the_pareto_table_fits_a_100_column_terminal():
+    from optuna.trial import create_trial
+
+    from optuna_energy.analysis import format_table
+    from optuna_energy.arch import summarize
+
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize", "minimize"])
+    study.set_metric_names(["accuracy", "inference_time", "params", "energy"])
+    for layers in (3, 30):
+        spec = _long_spec(layers)
+        study.add_trial(create_trial(values=[0.958333333, 0.00101, 18862, 7.959e-06],
+                                     user_attrs={"architecture": spec, "architecture_summary": summarize(spec)}))
+    table = format_table(study, study.trials)
+    assert max(map(len, table.splitlines())) <= 100
+    short, long = table.splitlines()[2:]
+    assert short.endswith(summarize(_long_spec(3)))  # whole where it fits
+    assert "conv3x2/35 > dropout0.07" in long and long.endswith("(+" + long.rsplit("(+", 1)[1])
+    assert summarize(_long_spec(30)) in format_table(study, study.trials, width=None)
