@@ -63,6 +63,32 @@ def test_study_note_shows_the_report_table(made):
     assert "energy/inference" in note and "The search spent" in note
 
 
+def test_trials_at_chance_after_full_training_end_pruned_so_the_dashboard_agrees(made):
+    from optuna_energy.dashboard import dashboard_only_best
+
+    study = made[2]
+    at_chance = [t for t in study.trials if t.user_attrs.get("stop_reason") == "at chance after 1 epochs"]
+    assert at_chance and all(t.state == TrialState.PRUNED for t in at_chance)
+    assert all(t.user_attrs["feasible"] for t in study.get_trials(states=(TrialState.COMPLETE,)))
+    assert dashboard_only_best(study) == []
+
+
+def test_the_note_names_what_the_dashboard_marks_best_wrongly_in_the_papers_mode(tmp_path):
+    """Without early stopping, infeasible trials complete, and optuna-dashboard cannot tell."""
+    from optuna_dashboard import get_note
+
+    from optuna_energy.dashboard import dashboard_only_best
+
+    config = tiny_config(tmp_path, artifact_dir=str(tmp_path / "artifacts"))
+    config["early_stopping"] = {"enabled": False}
+    study = optuna_energy.run_study(config, show_progress_bar=False)
+    wrong = dashboard_only_best(study)
+    assert wrong and not any(t.user_attrs["feasible"] for t in wrong)
+    note = get_note(study)
+    assert f"**Not best trials: {', '.join(str(t.number) for t in wrong)}.**" in note
+    assert "does not read Optuna 5's constraints" in note
+
+
 def test_constraints_are_mirrored_in_user_attributes(made):
     for trial in made[2].get_trials(states=(TrialState.COMPLETE,)):
         assert set(trial.constraints) == {"learned", "params"}
@@ -126,6 +152,10 @@ def test_dashboard_page_in_headless_chromium(made, tmp_path):
         for name in OBJECTIVES + USER_ATTRS:
             assert name in text, f"{name!r} not rendered"
         assert "estimate" in text  # a user attribute's value, not only its column
+        # The dashboard's best trials (the Pareto front of its COMPLETE trials) are the study's.
+        with urllib.request.urlopen(f"{base}/api/studies/{study._study_id}") as response:
+            detail = json.loads(response.read())
+        assert sorted(t["number"] for t in detail["best_trials"]) == sorted(t.number for t in study.best_trials)
         shot = tmp_path / "dashboard.png"
         _chromium(f"--screenshot={shot}", f"{base}/dashboard/studies/{study._study_id}")
         with Image.open(shot) as image:
