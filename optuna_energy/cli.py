@@ -28,7 +28,7 @@ from optuna_energy.config import (
 from optuna_energy.data import DatasetError
 from optuna_energy.devices import BACKENDS, DeviceError
 from optuna_energy.energy import EnergyMeterError
-from optuna_energy.export import FORMATS, ExportError
+from optuna_energy.export import DEFAULT_FORMAT, FORMATS, ExportError
 from optuna_energy.savings import savings, savings_text
 from optuna_energy.storage import StorageError, mask_url, open_storage, remember_secrets
 from optuna_energy.study import create_or_load_study, optimize_study
@@ -242,12 +242,14 @@ def _add_analysis_commands(commands: argparse._SubParsersAction) -> None:
     dashboard.set_defaults(handler=_dashboard)
 
     export = commands.add_parser(
-        "export", help="write a trial's model as TorchScript, ONNX or a state_dict checkpoint",
+        "export", help="write a trial's model as a torch.export .pt2 file, ONNX, a state_dict or TorchScript",
         description="Rebuild a trial's model (kept weights, or retrained with its stored "
                     "hyperparameters and seed), write it, and check the file predicts as the model does.")
     add_stored_study_options(export)
     export.add_argument("--trial", type=int, required=True, help="trial number (see `report`)")
-    export.add_argument("--format", choices=FORMATS, required=True, help="file format")
+    export.add_argument("--format", choices=FORMATS, default=DEFAULT_FORMAT,
+                        help=f"file format (default {DEFAULT_FORMAT}: torch.export, loaded with torch.export.load; "
+                        "torchscript is deprecated by PyTorch)")
     export.add_argument("-o", "--output", required=True, help="file to write")
     export.add_argument("--force", action="store_true",
                         help="replace an existing file that is not an earlier export (never the study's database)")
