@@ -122,3 +122,44 @@ def test_the_pareto_table_fits_a_100_column_terminal():
     assert short.endswith(summarize(_long_spec(3)))  # whole where it fits
     assert "conv3x2/35 > dropout0.07" in long and long.endswith("(+" + long.rsplit("(+", 1)[1])
     assert summarize(_long_spec(30)) in format_table(study, study.trials, width=None)
+
+
+def test_fig1_counts_what_it_draws_shows_every_role_and_keeps_labels_inside():
+    from optuna_energy.plots import cost_figure
+    from optuna_energy.report import build_report
+    from tests.test_analysis import make_study
+
+    # Trial 0 is the most accurate and the best trade-off; trial 1 the lowest cost; 2 infeasible; 3 failed.
+    study = make_study(points=[(0.95, 100, 2e-3, 1.0), (0.20, 50, 1e-3, 1.0)])
+    report = build_report(study)
+    chosen = report.highlights[0]
+    assert chosen.most_accurate.number == chosen.best_trade_off.number == 0
+    figure = cost_figure(study, report)
+    assert figure.get_suptitle() == ("Study " + study.study_name + ", 4 trials: 2 feasible trials (dots), "
+                                     "1 infeasible (x); 1 stopped early or failed, not drawn")
+    ax = figure.axes[0]
+    markers = {c.get_label(): c for c in ax.collections}
+    star, diamond = markers["best trade-off"], markers["most accurate"]
+    # The smaller diamond is drawn over the star: both show where they are the same trial.
+    assert diamond.get_zorder() > star.get_zorder() and diamond.get_sizes()[0] < star.get_sizes()[0]
+    figure.canvas.draw()
+    frame = ax.get_window_extent()
+    labels = [text for text in ax.texts if text.get_text() in report.labels.values()]
+    assert sorted(text.get_text() for text in labels) == sorted(set(report.labels.values()))  # once each
+    for text in labels:
+        box = text.get_window_extent()
+        assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+
+
+def test_fig2_has_a_colour_legend_that_explains_the_notation():
+    from optuna_energy.layers import LAYER_KINDS
+    from optuna_energy.plots import topology_figure
+    from optuna_energy.report import build_report
+    from tests.test_analysis import make_study
+
+    figure = topology_figure(build_report(make_study()))
+    texts = [text.get_text() for legend in figure.legends for text in legend.get_texts()]
+    assert LAYER_KINDS["conv"].notation in texts
+    assert any(text.startswith("conv3x2/35") and "output channels" in text for text in texts)
+    assert {"inception", "pool", "dropout", "linear"} <= {kind for kind in LAYER_KINDS
+                                                         if LAYER_KINDS[kind].notation in texts}
