@@ -163,3 +163,20 @@ def test_fig2_has_a_colour_legend_that_explains_the_notation():
     assert any(text.startswith("conv3x2/35") and "output channels" in text for text in texts)
     assert {"inception", "pool", "dropout", "linear"} <= {kind for kind in LAYER_KINDS
                                                          if LAYER_KINDS[kind].notation in texts}
+
+
+def test_the_readme_python_example_shows_the_highlighted_models(tiny_run, tmp_path, monkeypatch, capsys):
+    readme = (REPO / "README.md").read_text()
+    assert "best_trials[0]" not in readme  # the first of the front is no better than the others
+    example = readme.split("From Python:\n\n```python\n", 1)[1].split("```", 1)[0]
+    _, storage = tiny_run
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    monkeypatch.setattr(optuna_energy, "run_study", lambda *args, **kwargs: study)  # the finished tiny study
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    exec(compile(example, "README.md", "exec"), {})
+    report = optuna_energy.build_report(study)
+    assert capsys.readouterr().out.splitlines() == [
+        f"model {row.label}: trial {row.trial.number}, {row.metrics['accuracy']:.1%}, {row.roles}"
+        for row in report.rows]
+    assert (tmp_path / "model.pt2").is_file()
