@@ -28,6 +28,7 @@ from optuna_energy.samplers import REFERENCE, hypervolume
 from optuna_energy.samplers import (
     normalised_losses as normalised_losses_for_hypervolume,
 )
+from optuna_energy.samplers._optuna_compat import non_domination_rank
 
 
 class AnalysisError(ValueError):
@@ -139,12 +140,7 @@ def normalised_losses(matrix: np.ndarray) -> np.ndarray:
 def pareto_mask(matrix: np.ndarray) -> np.ndarray:
     """Rows of a loss matrix that no other row beats on every column (ties kept)."""
     matrix = np.asarray(matrix, dtype=float)
-    keep = np.ones(len(matrix), dtype=bool)
-    for i, row in enumerate(matrix):
-        no_worse = np.all(matrix <= row, axis=1)
-        better = np.any(matrix < row, axis=1)
-        keep[i] = not np.any(no_worse & better)
-    return keep
+    return non_domination_rank(matrix) == 0 if len(matrix) else np.zeros(0, dtype=bool)
 
 
 def _loss_matrix(trials: Sequence[FrozenTrial], metrics: Sequence[str], names: Sequence[str]) -> np.ndarray:

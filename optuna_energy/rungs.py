@@ -30,6 +30,7 @@ import numpy as np
 from optuna.trial import FrozenTrial
 
 from optuna_energy.record import TrialRecord
+from optuna_energy.samplers._optuna_compat import non_domination_rank
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,22 +64,6 @@ class Decision:
     """Why the trial stops; ``None`` when it goes on."""
 
 
-def non_domination_ranks(losses: np.ndarray) -> np.ndarray:
-    """The front index of each row of a loss matrix (0: no row beats it on every column)."""
-    losses = np.asarray(losses, dtype=float)
-    ranks = np.full(len(losses), -1)
-    remaining = np.arange(len(losses))
-    rank = 0
-    while len(remaining):
-        sub = losses[remaining]
-        dominated = np.array([np.any(np.all(sub <= row, axis=1) & np.any(sub < row, axis=1))
-                              for row in sub])
-        ranks[remaining[~dominated]] = rank
-        remaining = remaining[dominated]
-        rank += 1
-    return ranks
-
-
 def decide(*, accuracy: float, costs: Sequence[float], peers: Sequence[tuple[float, Sequence[float]]],
            learned: float, factor: int, min_peers: int, rung: int) -> Decision:
     """Whether a trial at ``rung`` epochs goes on training.
@@ -98,7 +83,7 @@ def decide(*, accuracy: float, costs: Sequence[float], peers: Sequence[tuple[flo
     if len(peers) + 1 < min_peers:
         return Decision(True)
     losses = np.array([[1.0 - accuracy, *costs], *([1.0 - a, *c] for a, c in peers)], dtype=float)
-    ranks = non_domination_ranks(losses)
+    ranks = non_domination_rank(losses)
     ahead = int(np.sum(ranks < ranks[0]))
     if ahead < math.ceil(len(losses) / factor):
         return Decision(True)

@@ -181,3 +181,15 @@ def test_a_budget_must_be_positive() -> None:
     with pytest.raises(ConfigError, match=r"^\[study\] max_train_epochs must be > 0, got 0$"):
         load_config({"study": {"max_train_epochs": 0}})
     assert math.isinf(early_stopping.training_budget(load_config(None)).joules_left([]))
+
+
+def test_the_evolution_sampler_never_breeds_from_a_stopped_trial(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, n_trials=14, sampler="evolution")
+    config["training"] = {"epochs": 3, "batch_sizes": [32]}
+    config["evolution"] = {"population_size": 2}
+    study = optuna_energy.run_study(config, show_progress_bar=False)
+    states = {trial.number: trial.state for trial in study.trials}
+    assert TrialState.PRUNED in states.values()  # some were stopped, or the test proves nothing
+    parents = [number for trial in study.trials for number in trial.user_attrs.get("parents", [])]
+    assert parents, "no child was bred"
+    assert all(states[number] == TrialState.COMPLETE for number in parents)

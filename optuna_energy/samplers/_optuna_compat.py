@@ -55,7 +55,7 @@ def select_by_hypervolume(losses: np.ndarray, indices: np.ndarray, count: int,
     return np.asarray(_solve_hssp(losses, indices, count, reference))
 
 
-def non_domination_rank(losses: np.ndarray, *, penalty: np.ndarray) -> np.ndarray:
+def non_domination_rank(losses: np.ndarray, *, penalty: np.ndarray | None = None) -> np.ndarray:
     """Constrained non-domination rank (0 = first front): feasible (penalty <= 0) trials first by
     dominance, infeasible ones after them by penalty, as in Optuna's constrained NSGA-II."""
     return np.asarray(_fast_non_domination_rank(losses, penalty=penalty))
