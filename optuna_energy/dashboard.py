@@ -48,8 +48,9 @@ def dashboard_only_best(study: optuna.Study) -> list[FrozenTrial]:
     optuna-dashboard (0.21) takes a multi-objective study's best trials to be the Pareto front of
     every COMPLETE trial by its values alone: it does not read Optuna 5's constraints
     (``set_constraint``), so an infeasible COMPLETE trial that no trial beats on every objective
-    shows as best. With early stopping on, every trial that does not learn ends PRUNED and this is
-    empty; in the paper's mode (``[early_stopping] enabled = false``) infeasible trials complete.
+    shows as best. With early stopping on, trials over a limit or at chance at a rung end PRUNED,
+    so this is usually empty; in the paper's mode (``[early_stopping] enabled = false``)
+    infeasible trials complete.
     """
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:

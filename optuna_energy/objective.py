@@ -1,8 +1,7 @@
 """One trial: sample an architecture, measure its costs, train it in rungs, return the values.
 
-An architecture over a ``[constraints]`` limit, or one that early stopping stops (at a rung, or
-at chance after full training), ends PRUNED with its costs, rungs and reason on its record
-(docs/energy.md says why PRUNED).
+An architecture over a ``[constraints]`` limit, or one that early stopping stops, ends PRUNED
+with its costs, rungs and reason on its record (docs/energy.md says why PRUNED).
 
 Everything is stored on the trial through :mod:`optuna_energy.record`; the objective values
 and the constraints come from the metric registry (:mod:`optuna_energy.metrics`).
@@ -105,12 +104,6 @@ class Objective:
         measured = {**architecture.fields, "accuracy": trained.accuracy}
         record.write(trial, accuracy=trained.accuracy)
         self._set_constraints(trial, measured, architecture.violations)
-        if config.early_stopping.enabled and measured["accuracy"] < learned_threshold(data):
-            # The rungs' chance rule at full training too: a COMPLETE trial is then one that
-            # learned, which is all optuna-dashboard can tell (it ranks COMPLETE trials by their
-            # values alone, not by Optuna 5's constraints), so it agrees with study.best_trials.
-            self._stop(trial, f"at chance after {trained.epochs} epochs", epochs=trained.epochs,
-                       joules=trained.joules)
         if self.on_trained is not None:
             self.on_trained(trial, model)
         return tuple(float(measured[METRICS[name].field]) for name in config.study.objectives)

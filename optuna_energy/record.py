@@ -57,8 +57,7 @@ class TrialRecord:
     epochs_claimed: int | None = None
     """Epochs of the study's epoch budget this trial may spend (``optuna_energy.training_budget``)."""
     stop_reason: str | None = None
-    """Why the trial was stopped (PRUNED): over a limit, at chance (at a rung or after full
-    training), outranked, budget used."""
+    """Why the trial was not trained fully: over a limit, at chance, outranked, budget used."""
     # How it ended.
     constraints: dict[str, float] | None = None
     """Constraint key -> violation (> 0 violated), mirroring Optuna's ``set_constraint``."""

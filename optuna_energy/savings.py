@@ -60,7 +60,7 @@ def savings(study: optuna.Study, *, full: int | None = None) -> Savings:
         trained = r.epochs_trained if r.epochs_trained is not None else full
         epochs += trained
         joules += r.train_energy_j or 0.0
-        if r.stop_reason is not None and trained < full:  # not one at chance after full training
+        if r.stop_reason is not None:
             stopped[trained] += 1
         per_epoch = (r.train_energy_j or 0.0) / trained if trained else typical * (r.macs or 0)
         joules_full += per_epoch * full

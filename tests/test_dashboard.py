@@ -63,18 +63,8 @@ def test_study_note_shows_the_report_table(made):
     assert "energy/inference" in note and "The search spent" in note
 
 
-def test_trials_at_chance_after_full_training_end_pruned_so_the_dashboard_agrees(made):
-    from optuna_energy.dashboard import dashboard_only_best
-
-    study = made[2]
-    at_chance = [t for t in study.trials if t.user_attrs.get("stop_reason") == "at chance after 1 epochs"]
-    assert at_chance and all(t.state == TrialState.PRUNED for t in at_chance)
-    assert all(t.user_attrs["feasible"] for t in study.get_trials(states=(TrialState.COMPLETE,)))
-    assert dashboard_only_best(study) == []
-
-
 def test_the_note_names_what_the_dashboard_marks_best_wrongly_in_the_papers_mode(tmp_path):
-    """Without early stopping, infeasible trials complete, and optuna-dashboard cannot tell."""
+    """Infeasible trials that complete (here: no early stopping) are best to optuna-dashboard."""
     from optuna_dashboard import get_note
 
     from optuna_energy.dashboard import dashboard_only_best
@@ -152,10 +142,19 @@ def test_dashboard_page_in_headless_chromium(made, tmp_path):
         for name in OBJECTIVES + USER_ATTRS:
             assert name in text, f"{name!r} not rendered"
         assert "estimate" in text  # a user attribute's value, not only its column
-        # The dashboard's best trials (the Pareto front of its COMPLETE trials) are the study's.
+        # The dashboard's best trials (the Pareto front of its COMPLETE trials, constraints not
+        # read) are the study's plus exactly the ones the study's note names as not best.
+        from optuna_energy.dashboard import dashboard_only_best
+
         with urllib.request.urlopen(f"{base}/api/studies/{study._study_id}") as response:
             detail = json.loads(response.read())
-        assert sorted(t["number"] for t in detail["best_trials"]) == sorted(t.number for t in study.best_trials)
+        extra = [t.number for t in dashboard_only_best(study)]
+        assert sorted(t["number"] for t in detail["best_trials"]) == sorted(
+            [t.number for t in study.best_trials] + extra)
+        if extra:
+            from optuna_dashboard import get_note
+
+            assert f"**Not best trials: {', '.join(map(str, extra))}.**" in get_note(study)
         shot = tmp_path / "dashboard.png"
         _chromium(f"--screenshot={shot}", f"{base}/dashboard/studies/{study._study_id}")
         with Image.open(shot) as image:
