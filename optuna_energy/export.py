@@ -140,7 +140,11 @@ def _trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
         raise ExportError(f"study {study.study_name!r} has no trial {number}; it has trials "
                           f"0 to {max(trials, default=-1)}")
     trial = trials[number]
-    if trial.state != optuna.trial.TrialState.COMPLETE or TrialRecord.of(trial).architecture is None:
+    if trial.state == optuna.trial.TrialState.COMPLETE and TrialRecord.of(trial).architecture is None:
+        raise ExportError(f"trial {number} stores no architecture of the built-in space: export rebuilds "
+                          "only specs of optuna-energy's 32-slot space (suggest_architecture); save a model "
+                          "of your own with torch.save or torch.onnx.export in your objective")
+    if trial.state != optuna.trial.TrialState.COMPLETE:
         raise ExportError(f"trial {number} is {trial.state.name}, not a completed optuna-energy "
                           "trial; export a completed one (see `optuna-energy report`)")
     return trial

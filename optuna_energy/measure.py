@@ -96,17 +96,33 @@ def measure_inference(model: nn.Module, data: DeviceData, *, batch_size: int, wa
     host = data.eval_x_host
     device = data.device
 
-    def one_batch(start: int) -> None:
-        images = host[start:start + batch_size].to(device, non_blocking=True)
+    def one_batch(index: int) -> None:
+        images = host[index * batch_size:(index + 1) * batch_size].to(device, non_blocking=True)
         with autocast or contextlib.nullcontext():
             model(data.normalize(images)).argmax(dim=1)
 
+    return measure_passes(one_batch, batches=-(-len(host) // batch_size), inputs_per_pass=len(host),
+                          batch_size=batch_size, device=device, warmup_batches=warmup_batches,
+                          min_window_seconds=min_window_seconds, meter=meter, costs=costs)
+
+
+def measure_passes(one_batch: Callable[[int], object], *, batches: int, inputs_per_pass: int,
+                   batch_size: int, device: torch.device, warmup_batches: int,
+                   min_window_seconds: float, meter: EnergyMeter,
+                   costs: ArchProfile) -> InferenceMeasurement:
+    """The protocol behind every inference measurement: ``warmup_batches`` batches, then whole
+    passes (``one_batch(0 .. batches - 1)``) repeated inside one energy window until it lasts
+    ``min_window_seconds``, the device synchronised after each pass and at the window's edges.
+
+    ``inputs_per_pass`` inputs in batches of ``batch_size`` (the last may be smaller); ``costs``
+    describe one input's work for a meter that estimates.
+    """
     def passes_for_the_minimum_window() -> tuple[int, float]:
         start = time.perf_counter()
         passes = 0
         while True:
-            for offset in range(0, len(host), batch_size):
-                one_batch(offset)
+            for index in range(batches):
+                one_batch(index)
             synchronize(device)
             passes += 1
             elapsed = time.perf_counter() - start
@@ -114,13 +130,13 @@ def measure_inference(model: nn.Module, data: DeviceData, *, batch_size: int, wa
                 return passes, elapsed
 
     for index in range(warmup_batches):
-        one_batch((index * batch_size) % len(host))
+        one_batch(index % batches)
     (passes, elapsed), window = metered(
         meter, "inference", device, passes_for_the_minimum_window,
         work=lambda done: Work(macs=costs.macs, params=costs.params, activations=costs.activations,
-                               batch_size=batch_size, images=done[0] * len(host)))
+                               batch_size=batch_size, images=done[0] * inputs_per_pass))
     return InferenceMeasurement(seconds_per_pass=elapsed / passes, passes=passes,
-                                images=passes * len(host), window_seconds=window.seconds,
+                                images=passes * inputs_per_pass, window_seconds=window.seconds,
                                 window_joules=window.joules)
 
 
@@ -141,14 +157,24 @@ def peak_inference_memory(under_test: ModelUnderTest) -> float:
     (an upper bound, since a framework frees activations it no longer needs).
     """
     data, model = under_test.data, under_test.model
-    params = sum(parameter.numel() * parameter.element_size() for parameter in model.parameters())
-    peak_memory = backend(data.device).peak_memory
-    if peak_memory is None:
-        activation_bytes = 2 if under_test.precision == "bf16" else 4
-        return float(params + under_test.batch_size * under_test.costs.activations * activation_bytes)
-    model.eval()
     batch = data.eval_x_host[:under_test.batch_size]
-    return float(peak_memory(data.device, lambda: model(data.normalize(batch.to(data.device)))) + params)
+    return peak_memory(model, data.device, lambda: model(data.normalize(batch.to(data.device))),
+                       batch_size=under_test.batch_size, activations=under_test.costs.activations,
+                       activation_bytes=2 if under_test.precision == "bf16" else 4)
+
+
+@torch.inference_mode()
+def peak_memory(model: nn.Module, device: torch.device, forward: Callable[[], object], *,
+                batch_size: int, activations: int, activation_bytes: int = 4) -> float:
+    """Peak bytes of one forward pass (``forward``, one batch of ``batch_size``): measured where
+    the device's allocator can tell, else the parameters plus ``activations`` elements per input
+    of ``activation_bytes`` each (see :func:`peak_inference_memory`)."""
+    params = sum(parameter.numel() * parameter.element_size() for parameter in model.parameters())
+    measured = backend(device).peak_memory
+    if measured is None:
+        return float(params + batch_size * activations * activation_bytes)
+    model.eval()
+    return float(measured(device, forward) + params)
 
 
 def measure_idle_watts(meter: EnergyMeter, seconds: float) -> float:

@@ -9,7 +9,6 @@ and the constraints come from the metric registry (:mod:`optuna_energy.metrics`)
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import NoReturn
 
@@ -18,7 +17,8 @@ import torch
 from torch import nn
 
 from optuna_energy import record
-from optuna_energy.arch import build_model, profile, summarize
+from optuna_energy.arch import build_model
+from optuna_energy.compose import record_architecture, suggest_training
 from optuna_energy.config import StudyConfig
 from optuna_energy.costs_first import measure_architecture
 from optuna_energy.data import DeviceData
@@ -29,7 +29,7 @@ from optuna_energy.early_stopping import (
 )
 from optuna_energy.energy import EnergyMeter
 from optuna_energy.metrics import COSTS, METRICS
-from optuna_energy.space import sample_architecture, sample_training
+from optuna_energy.space import sample_architecture
 from optuna_energy.train import TrialFailure, trial_failures
 
 LEARNED = "learned"
@@ -72,13 +72,11 @@ class Objective:
         config, data = self.config, self.data
         # Claimed before anything runs, so a trial that cannot afford a rung costs nothing.
         claim = self.training_budget.claim(trial) if self.training_budget else config.training.epochs
-        training = sample_training(trial, config.training)
+        training = suggest_training(trial, training=config.training)
         sampled = sample_architecture(trial, config.space, data.input_shape)
-        costs = profile(sampled.spec, data.input_shape, data.n_classes)
-        record.write(trial, architecture=sampled.spec, architecture_summary=summarize(sampled.spec),
-                     skipped_slots=sampled.skipped_slots, params=costs.params, macs=costs.macs,
-                     training=dataclasses.asdict(training), device=str(data.device),
-                     eval_split=data.eval_split, precision=config.training.precision)
+        costs = record_architecture(trial, sampled, data.input_shape, data.n_classes)
+        record.write(trial, device=str(data.device), eval_split=data.eval_split,
+                     precision=config.training.precision)
 
         seed = trial_seed(config, trial.number)
         torch.manual_seed(seed)

@@ -3,7 +3,9 @@
 The search space (``optuna_energy.space``) prefixes every gene of layer slot N with ``sNN_``:
 ``sNN_on``, ``sNN_type`` and the genes of that type, ``sNN_<type>_<name>``. Training genes share
 the prefix ``train_``. A block is what crossover moves as a whole; any other parameter name is a
-block of its own, so the sampler still works on spaces that follow no convention.
+block of its own, so the sampler still works on spaces that follow no convention. A space of
+one's own declares its blocks with a function from parameter name to block key
+(``EvolutionSampler(block_of=...)``); :func:`block_of` is the default.
 
 The naming is read here rather than imported from ``optuna_energy.space``, which builds models
 (torch) and reads the application's config: the sampler works in any Optuna study and imports
@@ -23,8 +25,15 @@ TRAINING_PREFIX = "train_"
 _SLOT_BLOCK = re.compile(r"^(s\d+)_")  # "s03" of "s03_conv_kh": what the space writes per slot
 
 
+BlockOf = Callable[[str], str]
+"""A function from a parameter's name to its block's key: parameters with one key move together."""
+
+
 def block_of(name: str) -> str:
-    """The block a gene belongs to: ``"s03"`` for slot 3, ``"train"``, or the name itself."""
+    """The block a gene belongs to: ``"s03"`` for slot 3, ``"train"``, or the name itself.
+
+    The default ``BlockOf``: the search space's ``sNN_`` rule.
+    """
     slot = _SLOT_BLOCK.match(name)
     if slot is not None:
         return slot.group(1)
@@ -56,26 +65,29 @@ class Genome:
 
     values: dict[str, Any]
     distributions: dict[str, BaseDistribution]
+    block_of: BlockOf = block_of
+    """How gene names group into blocks."""
 
     @classmethod
-    def of(cls, params: dict[str, Any], distributions: dict[str, BaseDistribution]) -> Genome:
-        return cls(values=dict(params), distributions=dict(distributions))
+    def of(cls, params: dict[str, Any], distributions: dict[str, BaseDistribution], *,
+           block_of: BlockOf = block_of) -> Genome:
+        return cls(values=dict(params), distributions=dict(distributions), block_of=block_of)
 
     def blocks(self) -> dict[str, list[str]]:
         """Gene names by block, in the order the genes were first drawn."""
         grouped: dict[str, list[str]] = {}
         for name in self.values:
-            grouped.setdefault(block_of(name), []).append(name)
+            grouped.setdefault(self.block_of(name), []).append(name)
         return grouped
 
     def block(self, block: str) -> dict[str, Any]:
-        return {name: value for name, value in self.values.items() if block_of(name) == block}
+        return {name: value for name, value in self.values.items() if self.block_of(name) == block}
 
     def copy_block(self, source: Genome, block: str) -> None:
         """Replace this genome's block by ``source``'s (which may lack it: then it is empty)."""
-        self.drop(lambda name: block_of(name) == block)
+        self.drop(lambda name: self.block_of(name) == block)
         for name, value in source.values.items():
-            if block_of(name) == block:
+            if self.block_of(name) == block:
                 self.values[name] = value
                 self.distributions[name] = source.distributions[name]
 

@@ -15,7 +15,7 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from optuna_energy.samplers._genome import Genome
+from optuna_energy.samplers._genome import BlockOf, Genome, block_of
 from optuna_energy.samplers._optuna_compat import (
     is_enqueued,
     set_trial_user_attr,
@@ -79,11 +79,11 @@ class EvolutionSampler(BaseSampler):
     generation barrier.
 
     The child is built by crossover of whole blocks (a layer slot's on/off, type and
-    hyperparameters; the training hyperparameters) and mutated by switching slots, changing
-    layer types and perturbing hyperparameters. It is then handed to the define-by-run
-    objective one parameter at a time, clipped to the distribution the objective asks for;
-    parameters the child lacks are drawn at random. The parents' trial numbers are stored on
-    every trial as the user attribute ``parents``.
+    hyperparameters; the training hyperparameters; or the blocks ``block_of`` declares) and
+    mutated by switching slots, changing layer types and perturbing hyperparameters. It is then
+    handed to the define-by-run objective one parameter at a time, clipped to the distribution
+    the objective asks for; parameters the child lacks are drawn at random. The parents' trial
+    numbers are stored on every trial as the user attribute ``parents``.
 
     The first ``population_size`` trials are random, or whatever was enqueued with
     ``study.enqueue_trial``; until two trials have completed, children are random too.
@@ -100,6 +100,12 @@ class EvolutionSampler(BaseSampler):
         perturbation_scale: Standard deviation of a numeric perturbation, as a fraction of the
             distribution's range (log range for log distributions).
         seed: Seed for reproducible runs in one process.
+        block_of: The block of a parameter, from its name: parameters with the same key are
+            inherited together, from one parent. By default the search space's rule: every
+            parameter named ``sNN_...`` belongs to slot NN's block, every ``train_...`` to
+            one training block, and any other name is a block of its own. For a space of your
+            own, map the parameters of one unit (a stage of a ResNet: its depth, width and
+            kernel) to one key. To pickle the sampler, pass a module-level function.
 
     A sampler can serve several studies, one after the other or interleaved; each has its own
     population. It can be pickled or deep-copied, to resume a seeded study as with Optuna's
@@ -116,6 +122,11 @@ class EvolutionSampler(BaseSampler):
         >>> study = optuna_energy.run_study("studies/digits.toml", sampler="evolution", n_trials=40)
         >>> study.trials[-1].user_attrs["parents"]
         [12, 7]
+
+        Your own conditional space, one block per stage (``stage2_depth``, ``stage2_width``...):
+
+        >>> sampler = EvolutionSampler(block_of=lambda name: name.split("_")[0])
+        >>> study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
     """
 
     def __init__(self, *, population_size: int = _DEFAULTS.population_size,
@@ -126,7 +137,11 @@ class EvolutionSampler(BaseSampler):
                  type_change_rate: float = _DEFAULTS.type_change_rate,
                  gene_mutation_rate: float = _DEFAULTS.gene_mutation_rate,
                  perturbation_scale: float = _DEFAULTS.perturbation_scale,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, block_of: BlockOf = block_of) -> None:
+        if not callable(block_of):
+            raise ValueError(f"block_of must be a function from parameter name to block key, "
+                             f"got {block_of!r}")
+        self._block_of = block_of
         self._settings = EvolutionSettings(
             population_size=population_size, tournament_size=tournament_size,
             selection=selection, crossover_rate=crossover_rate,
@@ -234,12 +249,12 @@ class EvolutionSampler(BaseSampler):
         first = population.tournament(self._rng, size=self._settings.tournament_size)
         second = population.tournament(self._rng, size=self._settings.tournament_size,
                                        exclude=first.number)
-        mother = Genome.of(first.params, first.distributions)
-        father = Genome.of(second.params, second.distributions)
+        mother = Genome.of(first.params, first.distributions, block_of=self._block_of)
+        father = Genome.of(second.params, second.distributions, block_of=self._block_of)
         if self._rng.random() < self._rates.crossover_rate:
             child = crossover(mother, father, self._rng)
         else:
-            child = Genome.of(mother.values, mother.distributions)
+            child = Genome.of(mother.values, mother.distributions, block_of=self._block_of)
         mutate(child, father, self._rates, self._rng)
         state.children[_trial_key(trial)] = child
         while len(state.children) > MAX_PENDING_CHILDREN:

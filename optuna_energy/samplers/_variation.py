@@ -24,7 +24,6 @@ from optuna.distributions import (
 
 from optuna_energy.samplers._genome import (
     Genome,
-    block_of,
     is_slot_block,
     on_gene,
     type_gene,
@@ -45,7 +44,7 @@ class VariationRates:
 
 def crossover(first: Genome, second: Genome, rng: np.random.Generator) -> Genome:
     """Uniform crossover by block: each block of the child comes whole from one parent."""
-    child = Genome.of({}, {})
+    child = Genome.of({}, {}, block_of=first.block_of)
     for block in dict.fromkeys([*first.blocks(), *second.blocks()]):
         child.copy_block(first if rng.random() < 0.5 else second, block)
     return child
@@ -72,7 +71,7 @@ def mutate(child: Genome, other: Genome, rates: VariationRates, rng: np.random.G
 def _toggle_slot(child: Genome, block: str) -> None:
     """Switch a slot off, or on with a type and hyperparameters left to be drawn fresh."""
     was_on = bool(child.values[on_gene(block)])
-    child.drop(lambda name: block_of(name) == block and name != on_gene(block))
+    child.drop(lambda name: child.block_of(name) == block and name != on_gene(block))
     child.values[on_gene(block)] = not was_on
 
 

@@ -1,0 +1,65 @@
+"""The examples and the README's "Use it from your own objective" run as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+from optuna_energy import cli
+
+REPO = Path(__file__).resolve().parent.parent
+# One thread: the examples' models are tiny, and threads fight on a shared machine.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def run(arguments: list[str], cwd: Path) -> str:
+    result = subprocess.run([sys.executable, *arguments], cwd=cwd, env=ENV, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def test_the_builtin_space_in_a_hand_written_loop(tmp_path):
+    out = run([str(REPO / "examples" / "builtin_space_own_loop.py"), str(tmp_path), "--trials", "8"], tmp_path)
+    assert "Pareto front of 'builtin-space'" in out and "energy/inference" in out
+    study = optuna.load_study(study_name="builtin-space", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    assert len(study.trials) == 8 and study.metric_names == ["accuracy", "energy"]
+    assert all(trial.user_attrs["architecture"] is not None and trial.user_attrs["train_energy_j"] > 0
+               for trial in study.trials)
+    assert all(name.startswith(("s", "train_")) for trial in study.trials for name in trial.params)
+
+
+def test_a_model_family_of_your_own_ends_with_the_report(tmp_path):
+    out = run([str(REPO / "examples" / "own_model_family.py"), str(tmp_path), "--trials", "10"], tmp_path)
+    assert "Highlighted models of study 'resnet-family'" in out and "The search spent" in out
+    report = tmp_path / "report"
+    assert {"report.md", "table.csv", "fig1_costs_vs_accuracy.png"} <= {path.name for path in report.iterdir()}
+    study = optuna.load_study(study_name="resnet-family", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    assert any(trial.user_attrs["parents"] for trial in study.trials)  # bred by the evolution sampler
+
+
+def test_the_readme_example_runs_and_its_study_reports(tmp_path, capsys, monkeypatch):
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Use it from your own objective", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S)
+    assert code is not None
+    (tmp_path / "mine.py").write_text(code.group(1))
+    run(["mine.py"], tmp_path)
+    command = re.search(r"```bash\n(optuna-energy report .*?)\n```", section, re.S)
+    assert command is not None
+    arguments = command.group(1).split()[1:]
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(arguments) == 0
+    assert "Highlighted models of study 'mine'" in capsys.readouterr().out
+    assert (tmp_path / "report" / "report.md").is_file()
+
+
+@pytest.mark.parametrize("example", sorted((REPO / "examples").glob("*.py")), ids=lambda path: path.name)
+def test_every_example_is_tested(example):
+    assert example.stem in Path(__file__).read_text().replace("-", "_")
