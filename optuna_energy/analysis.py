@@ -21,6 +21,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from optuna_energy.arch import summarize
 from optuna_energy.metrics import ACCURACY, COSTS, METRICS, metric
 from optuna_energy.record import TrialRecord
 from optuna_energy.samplers import REFERENCE, hypervolume
@@ -300,8 +301,17 @@ def hypervolume_history(study: optuna.Study) -> list[tuple[int, float]]:
     return history
 
 
-def format_table(study: optuna.Study, trials: list[FrozenTrial]) -> str:
-    """A plain-text table of trials with their objective values and topology."""
+TABLE_WIDTH = 100
+"""Columns a terminal table fits in: architectures are shortened to fit (``summarize``'s
+``max_layers``); the full one is the trial's ``architecture_summary`` and the report's."""
+
+
+def format_table(study: optuna.Study, trials: list[FrozenTrial], *, width: int | None = TABLE_WIDTH) -> str:
+    """A plain-text table of trials with their objective values and topology.
+
+    With ``width``, each architecture is shortened to as many leading layers as fit the line
+    (``conv3x2/35 > dropout0.07 > ... (+9)``); ``None`` shows every layer.
+    """
     names = study.metric_names or [f"value{i}" for i in range(len(study.directions))]
     headers = ["trial", *(METRICS[name].header if name in METRICS else name for name in names),
                "architecture"]
@@ -309,8 +319,26 @@ def format_table(study: optuna.Study, trials: list[FrozenTrial]) -> str:
     for trial in trials:
         values = [METRICS[name].format(value) if name in METRICS else f"{value:.4g}"
                   for name, value in zip(names, trial.values)]
-        rows.append([str(trial.number), *values, TrialRecord.of(trial).architecture_summary or ""])
+        rows.append([str(trial.number), *values])
+    fixed = sum(max(len(row[i]) for row in [headers, *rows]) + 2 for i in range(len(headers) - 1))
+    room = None if width is None else max(width - fixed, len("architecture"))
+    for row, trial in zip(rows, trials):
+        stored = TrialRecord.of(trial)
+        text = stored.architecture_summary or ""
+        if room is not None and len(text) > room and stored.architecture:
+            text = _fitting_summary(stored.architecture, room)
+        row.append(text)
     return render_text(headers, rows, free_last=True)
+
+
+def _fitting_summary(spec: list, room: int) -> str:
+    """The architecture's summary with as many leading layers as fit in ``room`` characters."""
+    for layers in range(len(spec) - 1, 0, -1):
+        text = summarize(spec, max_layers=layers)
+        if len(text) <= room:
+            return text
+    text = summarize(spec, max_layers=1)
+    return text if len(text) <= room else text[:room - 3] + "..."
 
 
 def render_text(headers: Sequence[str], rows: Sequence[Sequence[str]], *, free_last: bool = False) -> str:

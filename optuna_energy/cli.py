@@ -17,6 +17,7 @@ from optuna_energy.analysis import (
     format_table,
     pareto_trials,
 )
+from optuna_energy.budget import tally
 from optuna_energy.config import (
     OBJECTIVES,
     SAMPLERS,
@@ -27,11 +28,11 @@ from optuna_energy.config import (
 from optuna_energy.data import DatasetError
 from optuna_energy.devices import BACKENDS, DeviceError
 from optuna_energy.energy import EnergyMeterError
-from optuna_energy.export import FORMATS, ExportError
+from optuna_energy.export import DEFAULT_FORMAT, FORMATS, ExportError
 from optuna_energy.objective import ObjectiveError
 from optuna_energy.savings import savings, savings_text
 from optuna_energy.storage import StorageError, mask_url, open_storage, remember_secrets
-from optuna_energy.study import create_or_load_study, run_study
+from optuna_energy.study import create_or_load_study, optimize_study
 from optuna_energy.workers import (
     STORAGE_ENV,
     launch,
@@ -74,7 +75,8 @@ def _port(text: str) -> int:
 
 def add_study_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by every command that runs trials; each overrides the config's [study]."""
-    parser.add_argument("config", nargs="?", help="study TOML (default: the embedded digits study)")
+    parser.add_argument("config", nargs="?",
+                        help="study TOML (default: the embedded digits study, studies/digits.toml)")
     parser.add_argument("--storage", help="sqlite:///optuna_energy.db, postgresql://user@host/db, "
                         f"mysql://..., journal:///file.log (default: ${STORAGE_ENV}, then the config)")
     parser.add_argument("--study-name", help="study to create or resume")
@@ -102,12 +104,32 @@ def _storage_option(args: argparse.Namespace) -> str | None:
 
 def _run(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar says it better
-    study = run_study(args.config, **study_overrides(args))
+    config = _config(args)
+    study = create_or_load_study(config)
+    finished = tally(study).finished
+    if finished >= config.study.n_trials:
+        print(f"Study {study.study_name!r} already has its budget: {finished} finished trials, "
+              f"n_trials = {config.study.n_trials} (the study's total); nothing to run. To extend it, "
+              f"give a larger total: {_rerun_command(args, 2 * config.study.n_trials)}")
+    else:
+        optimize_study(study, config, show_progress_bar=True)
     front = pareto_trials(study)
     print(f"\nPareto front of study {study.study_name!r} ({len(front)} of {len(study.trials)} trials):")
-    print(format_table(study, front))
+    table = format_table(study, front)
+    print(table)
+    if "... (+" in table:
+        print("(shortened to fit; full architectures: `optuna-energy report`, user attr architecture_summary)")
     print(f"\n{savings_text(savings(study))}")
     return 0
+
+
+def _rerun_command(args: argparse.Namespace, n_trials: int) -> str:
+    """The ``run`` command the user gave, with ``--n-trials`` set (passwords masked)."""
+    words = [PROG, "run", *([args.config] if args.config else [])]
+    for flag, value in (("--storage", args.storage), ("--study-name", args.study_name)):
+        if value is not None:
+            words += [flag, mask_url(value)]
+    return " ".join([*words, "--n-trials", str(n_trials)])
 
 
 def _config(args: argparse.Namespace) -> StudyConfig:
@@ -160,8 +182,12 @@ def load_stored_study(args: argparse.Namespace) -> tuple[optuna.Study, StudyConf
     storage = open_storage(config.study.storage, create=False)
     names = optuna.get_all_study_names(storage)
     name = args.study_name or config.study.name
-    if args.study_name is None and args.config is None and len(names) == 1:
-        name = names[0]
+    if args.study_name is None and args.config is None:
+        if len(names) > 1:  # the default study's name would pick one of them silently
+            raise AnalysisError(f"{len(names)} studies in {mask_url(config.study.storage)}: "
+                                f"{', '.join(names)}; choose one with --study-name")
+        if len(names) == 1:
+            name = names[0]
     if name not in names:
         raise AnalysisError(f"no study {name!r} in {mask_url(config.study.storage)}; "
                             f"stored studies: {', '.join(names) or 'none'}")
@@ -242,12 +268,14 @@ def _add_analysis_commands(commands: argparse._SubParsersAction) -> None:
     dashboard.set_defaults(handler=_dashboard)
 
     export = commands.add_parser(
-        "export", help="write a trial's model as TorchScript, ONNX or a state_dict checkpoint",
+        "export", help="write a trial's model as a torch.export .pt2 file, ONNX, a state_dict or TorchScript",
         description="Rebuild a trial's model (kept weights, or retrained with its stored "
                     "hyperparameters and seed), write it, and check the file predicts as the model does.")
     add_stored_study_options(export)
     export.add_argument("--trial", type=int, required=True, help="trial number (see `report`)")
-    export.add_argument("--format", choices=FORMATS, required=True, help="file format")
+    export.add_argument("--format", choices=FORMATS, default=DEFAULT_FORMAT,
+                        help=f"file format (default {DEFAULT_FORMAT}: torch.export, loaded with torch.export.load; "
+                        "torchscript is deprecated by PyTorch)")
     export.add_argument("-o", "--output", required=True, help="file to write")
     export.add_argument("--force", action="store_true",
                         help="replace an existing file that is not an earlier export (never the study's database)")
@@ -269,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Energy-aware multi-objective neural architecture search on Optuna. "
                     "Searches a 32-slot CNN space for models that are accurate and cheap "
                     "(inference time, parameters, energy per inference).",
-        epilog=f"Start with: {PROG} run   (the embedded digits study, stored in ./optuna_energy.db)",
+        epilog=f"Start with: {PROG} run   (the embedded digits study, studies/digits.toml, stored in "
+               "./optuna_energy.db)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _study_command(commands, "run", _run, help="run or resume a study and print its Pareto front",

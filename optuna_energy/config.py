@@ -2,15 +2,17 @@
 
 A config file has the sections ``[study]``, ``[dataset]``, ``[training]``, ``[space]``,
 ``[measure]``, ``[constraints]``, ``[storage]``, ``[evolution]`` and ``[early_stopping]``; every key is optional
-and documented in ``studies/digits.toml``. Validation happens once, here, so that the rest of the package can
-trust the values it is handed; ``[evolution]`` is the sampler's own ``EvolutionSettings``, whose
-ranges the sampler checks itself (this module only turns its ``ValueError`` into a one-line
+and documented in ``studies/digits.toml``, the embedded default study (shipped in the package as
+``optuna_energy/digits.toml``: :data:`DEFAULT_CONFIG`). Validation happens once, here, so that
+the rest of the package can trust the values it is handed; ``[evolution]`` is the sampler's own
+``EvolutionSettings``, whose ranges the sampler checks itself (this module only turns its ``ValueError`` into a one-line
 ``ConfigError``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -34,6 +36,11 @@ MAX_SEED = 2**31 - 1
 MAX_LEARNING_RATE = 10.0
 ENERGY_KINDS = ("net", "gross")
 PRECISIONS = ("fp32", "bf16")
+
+
+DEFAULT_CONFIG = "digits.toml"
+"""The embedded default study, package data of ``optuna_energy`` (``studies/digits.toml`` links to
+it): what ``load_config(None)`` and ``optuna-energy run`` without a config run."""
 
 
 class ConfigError(ValueError):
@@ -165,7 +172,7 @@ def load_config(source: str | Path | Mapping[str, Any] | StudyConfig | None = No
 
     Args:
         source: A TOML file path, a mapping with the same sections, a ready ``StudyConfig``,
-            or ``None`` for the embedded default (digits, SQLite).
+            or ``None`` for the embedded default, ``studies/digits.toml`` (digits, SQLite).
 
     Raises:
         ConfigError: With a one-line message naming the bad file, section, key or value.
@@ -181,7 +188,7 @@ def load_config(source: str | Path | Mapping[str, Any] | StudyConfig | None = No
         raise ConfigError(f"config must be a TOML path, a mapping of sections, a StudyConfig or None, "
                           f"got {type(source).__name__} {source!r}")
     if source is None:
-        raw: Mapping[str, Any] = {}
+        raw: Mapping[str, Any] = _default_toml()
     elif isinstance(source, Mapping):
         raw = source
     else:
@@ -195,6 +202,10 @@ def load_config(source: str | Path | Mapping[str, Any] | StudyConfig | None = No
             raise ConfigError(f"[{field.name}] must be a table of keys, got {value!r}")
         built[field.name] = _build(type(field.default), value, field.name)
     return StudyConfig(**built)
+
+
+def _default_toml() -> Mapping[str, Any]:
+    return tomllib.loads(importlib.resources.files("optuna_energy").joinpath(DEFAULT_CONFIG).read_text("utf-8"))
 
 
 def _read_toml(path: Path) -> Mapping[str, Any]:

@@ -16,13 +16,14 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import optuna
 import torch
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
-from optuna_energy.analysis import AnalysisError, TradeOffWeights
+from optuna_energy.analysis import AnalysisError, TradeOffWeights, pareto_mask
 from optuna_energy.config import StudyConfig
 from optuna_energy.record import TrialRecord, stored_config
 from optuna_energy.report import build_report, payback_text, table_markdown
@@ -40,12 +41,43 @@ def artifact_store(directory: str | Path) -> FileSystemArtifactStore:
     return FileSystemArtifactStore(str(path))
 
 
+def dashboard_only_best(study: optuna.Study) -> list[FrozenTrial]:
+    """COMPLETE trials optuna-dashboard marks "Best Trial" although ``study.best_trials`` leaves
+    them out, by number.
+
+    optuna-dashboard (0.21) takes a multi-objective study's best trials to be the Pareto front of
+    every COMPLETE trial by its values alone: it does not read Optuna 5's constraints
+    (``set_constraint``), so an infeasible COMPLETE trial that no trial beats on every objective
+    shows as best. With early stopping on, trials over a limit or at chance at a rung end PRUNED,
+    so this is usually empty; in the paper's mode (``[early_stopping] enabled = false``)
+    infeasible trials complete.
+    """
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return []
+    signs = [-1.0 if direction == optuna.study.StudyDirection.MAXIMIZE else 1.0 for direction in study.directions]
+    losses = np.array([[sign * value for sign, value in zip(signs, trial.values)] for trial in complete])
+    best = {trial.number for trial in study.best_trials}
+    return sorted((trial for trial, front in zip(complete, pareto_mask(losses))
+                   if front and trial.number not in best), key=lambda trial: trial.number)
+
+
 def note_markdown(study: optuna.Study, *, weights: TradeOffWeights = TradeOffWeights()) -> str:
-    """The study note: the highlighted models' table and the energy payback, in Markdown."""
+    """The study note: the highlighted models' table and the energy payback, in Markdown, and
+    which trials optuna-dashboard marks best that are not (:func:`dashboard_only_best`)."""
     report = build_report(study, weights=weights)
-    return (f"## Highlighted models ({report.n_usable} completed, feasible trials)\n\n"
+    note = (f"## Highlighted models ({report.n_usable} completed, feasible trials)\n\n"
             f"{table_markdown(report)}\n\n{payback_text(report)}\n\n"
             f"`optuna-energy report` writes this table with Fig. 1 and Fig. 2.\n")
+    extra = dashboard_only_best(study)
+    if extra:
+        best = ", ".join(str(trial.number) for trial in sorted(study.best_trials, key=lambda t: t.number))
+        note += (f"\n**Not best trials: {', '.join(str(trial.number) for trial in extra)}.** "
+                 "optuna-dashboard marks them \"Best Trial\" because it ranks completed trials by "
+                 "their values alone and does not read Optuna 5's constraints; they are infeasible "
+                 "(see their `feasible` and `constraints` attributes). The best trials, as in "
+                 f"`study.best_trials` and the CLI: {best or 'none yet'}.\n")
+    return note
 
 
 class ReportNote:

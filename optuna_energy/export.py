@@ -1,4 +1,5 @@
-"""A trial's model, rebuilt and written as TorchScript, ONNX or a state_dict checkpoint.
+"""A trial's model, rebuilt and written as a torch.export program (``.pt2``, the default), ONNX,
+a state_dict checkpoint or TorchScript (deprecated by PyTorch; kept while torch still loads it).
 
 The model is rebuilt from the trial's ``architecture`` user attribute and either loaded from the
 weights the search kept (``[study] keep_weights``) or retrained with the trial's stored
@@ -24,6 +25,7 @@ import optuna
 import torch
 from torch import nn
 
+from optuna_energy.analysis import is_feasible
 from optuna_energy.arch import build_model
 from optuna_energy.config import StudyConfig, load_config
 from optuna_energy.data import DeviceData
@@ -35,7 +37,17 @@ from optuna_energy.space import TrainingParams
 from optuna_energy.study import load_device_data
 from optuna_energy.train import evaluate, train
 
-FORMATS = ("torchscript", "onnx", "state_dict")
+FORMATS = ("pt2", "onnx", "state_dict", "torchscript")
+"""``pt2``: PyTorch's current format (``torch.export.save``; load with ``torch.export.load(path)
+.module()``), the default; ``onnx`` for other runtimes; ``state_dict`` with the architecture, for
+``load_checkpoint``; ``torchscript``, deprecated by PyTorch in favour of ``pt2``."""
+DEFAULT_FORMAT = "pt2"
+DEPRECATED_FORMATS = {"torchscript": "TorchScript is deprecated in PyTorch (torch.jit.load warns); "
+                                     "torch.export's pt2 format replaces it"}
+
+
+class ExportWarning(UserWarning):
+    """An export that works but is probably not what the user wants (one line)."""
 
 
 class ExportError(ValueError):
@@ -183,14 +195,18 @@ def _is_export(path: Path, fmt: str) -> bool:
         except Exception:
             return False
         return [i.name for i in graph.input] == ["images"] and [o.name for o in graph.output] == ["logits"]
-    # torch.save and torch.jit.save both write a zip archive with a pickled data part.
+    # torch.save and torch.jit.save both write a zip archive with a pickled data part;
+    # torch.export.save one with an archive_format entry.
     if not zipfile.is_zipfile(path):
         return False
     with zipfile.ZipFile(path) as archive:
-        return any(name.endswith(("/data.pkl", "/constants.pkl")) for name in archive.namelist())
+        names = archive.namelist()
+    if fmt == "pt2":
+        return any(name.endswith("/archive_format") for name in names)
+    return any(name.endswith(("/data.pkl", "/constants.pkl")) for name in names)
 
 
-def export_trial(study: optuna.Study, trial_number: int, *, fmt: str, path: str | Path,
+def export_trial(study: optuna.Study, trial_number: int, *, fmt: str = DEFAULT_FORMAT, path: str | Path,
                  config: StudyConfig | str | Path | None = None, device: str = "cpu",
                  check_batch: int = 100, force: bool = False) -> ExportResult:
     """Rebuild a trial's model, write it as ``fmt`` and check the file predicts as the model does.
@@ -198,7 +214,8 @@ def export_trial(study: optuna.Study, trial_number: int, *, fmt: str, path: str 
     Args:
         study: A study made by optuna-energy.
         trial_number: The trial to export, e.g. the best trade-off from ``optuna-energy report``.
-        fmt: ``torchscript``, ``onnx`` or ``state_dict`` (a checkpoint ``load_checkpoint`` reads).
+        fmt: One of :data:`FORMATS`: ``pt2`` (torch.export, the default), ``onnx``,
+            ``state_dict`` (a checkpoint ``load_checkpoint`` reads) or ``torchscript`` (deprecated).
         path: The file to write.
         config: The study's config; by default the copy stored on the study.
         device: Where to retrain (``cpu``, ``cuda``, ``cuda:N``); the file is written from the CPU.
@@ -209,12 +226,22 @@ def export_trial(study: optuna.Study, trial_number: int, *, fmt: str, path: str 
         ExportError: Unknown format or trial, a bad output path (checked before retraining), no
             stored config, or the file's predictions differ.
 
+    Warns:
+        ExportWarning: The trial is infeasible (violates a constraint), or the format is deprecated.
+
     Example:
         >>> export_trial(study, 12, fmt="onnx", path="model.onnx")
     """
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; allowed: {', '.join(FORMATS)}")
     trial = _trial(study, trial_number)
+    if fmt in DEPRECATED_FORMATS:
+        warnings.warn(f"{DEPRECATED_FORMATS[fmt]}: prefer --format {DEFAULT_FORMAT}", ExportWarning, stacklevel=2)
+    if not is_feasible(trial):
+        violated = ", ".join(name for name, value in trial.constraints.items() if value > 0)
+        warnings.warn(f"trial {trial.number} is infeasible (violates {violated}): not one of the study's "
+                      "best trials; `optuna-energy report` lists the models worth deploying",
+                      ExportWarning, stacklevel=2)
     resolve_device(device)
     path = check_output_path(path, fmt=fmt, study=study, force=force)
     model, data, source = rebuild(study, trial_number, config=config, device=device)
@@ -243,7 +270,10 @@ def export_trial(study: optuna.Study, trial_number: int, *, fmt: str, path: str 
 
 def _write(model: Deployable, path: Path, fmt: str, example: torch.Tensor, *,
            architecture: list[dict[str, Any]], n_classes: int) -> None:
-    if fmt == "torchscript":
+    if fmt == "pt2":
+        program = torch.export.export(model, (example,), dynamic_shapes={"images": {0: torch.export.Dim("batch")}})
+        torch.export.save(program, str(path))
+    elif fmt == "torchscript":
         with warnings.catch_warnings():
             # TorchScript is deprecated in favour of torch.export, but it is still the format
             # LibTorch and most serving stacks load.
@@ -276,6 +306,9 @@ def load_checkpoint(path: str | Path) -> Deployable:
 
 def predict_file(path: str | Path, fmt: str, images: torch.Tensor) -> np.ndarray:
     """Logits of an exported file on uint8 ``images``, loaded the way a user would load it."""
+    if fmt == "pt2":
+        with torch.inference_mode():
+            return torch.export.load(str(path)).module()(images).numpy()
     if fmt == "torchscript":
         with torch.inference_mode(), warnings.catch_warnings():
             warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning))

@@ -63,6 +63,8 @@ class LayerKind(abc.ABC):
     stages: ClassVar[frozenset[str]]
     flattens: ClassVar[bool] = False
     """Acts on flat features: the network flattens before the first such layer."""
+    notation: ClassVar[str] = ""
+    """How to read :meth:`describe`'s text, with an example, for figure legends."""
 
     @abc.abstractmethod
     def sample(self, trial: Suggest, prefix: str, space: Any, shape: Shape) -> LayerSpec | None:
@@ -86,6 +88,7 @@ class LayerKind(abc.ABC):
 
 class Conv(LayerKind):
     name = "conv"
+    notation = "conv3x2/35 s2: convolution, 3x2 kernel (height x width), 35 output channels, stride 2 (s1 not shown)"
     stages = frozenset({FEATURE})
 
     def sample(self, trial: Suggest, prefix: str, space: Any, shape: Shape) -> LayerSpec | None:
@@ -145,6 +148,7 @@ class InceptionModule(nn.Module):
 
 class Inception(LayerKind):
     name = "inception"
+    notation = "inception/24: inception module, 24 output channels over its four branches"
     stages = frozenset({FEATURE})
     _BRANCHES = ("b1", "b3", "b5", "pool_proj")
 
@@ -183,6 +187,7 @@ class Inception(LayerKind):
 
 class Pool(LayerKind):
     name = "pool"
+    notation = "maxpool3 s2: max (or avg) pooling, 3x3 window, stride 2"
     stages = frozenset({FEATURE})
 
     def sample(self, trial: Suggest, prefix: str, space: Any, shape: Shape) -> LayerSpec | None:
@@ -213,6 +218,7 @@ class Pool(LayerKind):
 
 class Activation(LayerKind):
     name = "activation"
+    notation = "relu, gelu, ...: activation function"
     stages = frozenset({FEATURE, CLASSIFIER})
 
     def sample(self, trial: Suggest, prefix: str, space: Any, shape: Shape) -> LayerSpec | None:
@@ -227,6 +233,7 @@ class Activation(LayerKind):
 
 class Dropout(LayerKind):
     name = "dropout"
+    notation = "dropout0.07: dropout, rate 0.07"
     stages = frozenset({FEATURE, CLASSIFIER})
 
     def sample(self, trial: Suggest, prefix: str, space: Any, shape: Shape) -> LayerSpec | None:
@@ -241,6 +248,7 @@ class Dropout(LayerKind):
 
 class Linear(LayerKind):
     name = "linear"
+    notation = "fc26: fully connected layer, 26 outputs"
     stages = frozenset({CLASSIFIER})
     flattens = True
 
@@ -265,6 +273,7 @@ class Flatten(LayerKind):
     """Not a slot's kind: the step ``walk`` inserts before the classifier."""
 
     name = "flatten"
+    notation = "flatten: feature maps to a vector, before the classifier"
     stages = frozenset()
 
     def sample(self, trial: Suggest, prefix: str, space: Any, shape: Shape) -> LayerSpec | None:

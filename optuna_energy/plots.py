@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import optuna
 from matplotlib.figure import Figure
-from matplotlib.patches import FancyBboxPatch
+from matplotlib.patches import FancyBboxPatch, Patch
 from optuna.trial import TrialState
 
 from optuna_energy.analysis import (
@@ -28,14 +28,17 @@ from optuna_energy.analysis import (
     usable_trials,
 )
 from optuna_energy.arch import describe
+from optuna_energy.layers import LAYER_KINDS
 from optuna_energy.metrics import ACCURACY, METRICS
 from optuna_energy.record import TrialRecord
 from optuna_energy.report import Report
 
 _KIND_COLOURS = {"conv": "#9ecae1", "inception": "#bcbddc", "pool": "#a1d99b",
                  "dropout": "#d9d9d9", "linear": "#fdd0a2", "head": "#fdae6b"}
-_ROLE_STYLE = {"best trade-off": ("#d62728", "*", 220), "most accurate": ("#2ca02c", "D", 70),
-               "lowest": ("#1f77b4", "s", 70)}
+_HEAD_NOTATION = "fc (head): the final fully connected layer, one output per class"
+# Sizes nest (star > diamond > square), drawn largest first: a trial in several roles shows all.
+_ROLE_STYLE = {"best trade-off": ("#d62728", "*", 300), "most accurate": ("#2ca02c", "D", 90),
+               "lowest": ("#1f77b4", "s", 34)}
 
 
 def save(figure: Figure, path: str | Path) -> Path:
@@ -52,6 +55,7 @@ def cost_figure(study: optuna.Study, report: Report) -> Figure:
     names = metric_names(study)
     completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     infeasible = [trial for trial in completed if not is_feasible(trial)]
+    not_drawn = len(study.trials) - len(completed)
     usable = usable_trials(study)
     panels = report.highlights
     figure, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 5.0), squeeze=False)
@@ -65,24 +69,37 @@ def cost_figure(study: optuna.Study, report: Report) -> Figure:
         order = np.argsort(front_x, kind="stable")
         ax.step(front_x[order], front_y[order], where="pre", color="black", linewidth=1.2,
                 label="Pareto lower bound")
-        for role, trial in (("lowest", chosen.lowest_cost), ("most accurate", chosen.most_accurate),
-                            ("best trade-off", chosen.best_trade_off)):
-            colour, marker, size = _ROLE_STYLE[role]
-            x, y = points([trial])
-            ax.scatter(x, y, s=size, marker=marker, color=colour, edgecolor="black", linewidth=0.6,
-                       zorder=3, label=f"{role} {cost.replace('_', ' ')}" if role == "lowest" else role)
-            ax.annotate(report.labels[trial.number], (x[0], y[0]), xytext=(6, 6),
-                        textcoords="offset points", fontsize=11, fontweight="bold", zorder=4)
         _log_if_wide(ax, points(usable)[1])
+        roles = (("best trade-off", chosen.best_trade_off), ("most accurate", chosen.most_accurate),
+                 ("lowest", chosen.lowest_cost))
+        for layer, (role, trial) in enumerate(roles):
+            colour, marker, size = _ROLE_STYLE[role]
+            ax.scatter(*points([trial]), s=size, marker=marker, color=colour, edgecolor="black",
+                       linewidth=0.6, zorder=3 + layer,
+                       label=f"{role} {cost.replace('_', ' ')}" if role == "lowest" else role)
+        ax.autoscale_view()
+        for trial in {trial.number: trial for _, trial in roles}.values():  # one letter per model
+            _label_inside(ax, report.labels[trial.number], *(float(v[0]) for v in points([trial])))
         ax.set_xlabel(METRICS[ACCURACY].label)
         ax.set_ylabel(METRICS[cost].label)
         ax.set_title(f"{METRICS[cost].header} vs accuracy")
         ax.grid(alpha=0.3)
         # Under the axes: inside, it would hide trials or the front wherever it went.
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
-    figure.suptitle(f"Study {study.study_name}: {len(usable)} completed, feasible trials")
+    drawn = f"{len(usable)} feasible trials (dots)" + (f", {len(infeasible)} infeasible (x)" if infeasible else "")
+    skipped = f"; {not_drawn} stopped early or failed, not drawn" if not_drawn else ""
+    figure.suptitle(f"Study {study.study_name}, {len(study.trials)} trials: {drawn}{skipped}")
     figure.tight_layout()
     return figure
+
+
+def _label_inside(ax: Any, text: str, x: float, y: float) -> None:
+    """A model's letter beside its point, on the side towards the middle of the axes, so that it
+    never sits on (or past) the plot's edge."""
+    right, top = ax.transAxes.inverted().transform(ax.transData.transform((x, y)))
+    dx, dy = (-8, "right") if right > 0.8 else (8, "left"), (-8, "top") if top > 0.8 else (8, "bottom")
+    ax.annotate(text, (x, y), xytext=(dx[0], dy[0]), textcoords="offset points", ha=dx[1], va=dy[1],
+                fontsize=11, fontweight="bold", zorder=6)
 
 
 def _accuracy_and_cost(trials: Sequence[optuna.trial.FrozenTrial], *, cost: str,
@@ -129,7 +146,17 @@ def topology_figure(report: Report) -> Figure:
         ax.set_ylim(-depth - 0.2, 0.05)
     figure.suptitle(f"Highlighted models of {report.study_name} (activations left out)", fontsize=10)
     figure.tight_layout()
+    _kind_legend(figure)
     return figure
+
+
+def _kind_legend(figure: Figure) -> None:
+    """Under the panels: each box colour, with how to read its text (the layer registry's notation)."""
+    handles = [Patch(facecolor=colour, edgecolor="black", linewidth=0.6,
+                     label=_HEAD_NOTATION if kind == "head" else LAYER_KINDS[kind].notation)
+               for kind, colour in _KIND_COLOURS.items()]
+    figure.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=1, fontsize=7,
+                  frameon=False)
 
 
 def architecture_figure(spec: Sequence[Mapping[str, Any]], title: str) -> Figure:

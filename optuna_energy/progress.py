@@ -1,6 +1,11 @@
-"""A progress bar over a study's trial budget, as an Optuna callback."""
+"""A progress bar over a study's trial budget, as an Optuna callback, and the logging convention
+that goes with it: where optuna-energy shows its own progress bar, Optuna's INFO lines ("Using an
+existing study", "Trial N finished") are left out, as the CLI always did."""
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -43,3 +48,21 @@ class TrialProgress:
 
     def __exit__(self, *exc_info: object) -> None:
         self._bar.close()
+
+
+@contextlib.contextmanager
+def quiet_optuna(enabled: bool = True) -> Iterator[None]:
+    """Optuna's verbosity lowered from INFO (its default) to WARNING while a progress bar shows.
+
+    A verbosity the user chose other than INFO (``optuna.logging.set_verbosity``) is kept: DEBUG
+    for every detail, WARNING or less for quiet. Restored on exit.
+    """
+    before = optuna.logging.get_verbosity()
+    if not enabled or before != optuna.logging.INFO:
+        yield
+        return
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(before)

@@ -30,7 +30,7 @@ from optuna_energy.devices import resolve_device
 from optuna_energy.loop import Callback, optimize_within_budget
 from optuna_energy.measure import measure_idle_watts, open_meter
 from optuna_energy.objective import Objective
-from optuna_energy.progress import TrialProgress
+from optuna_energy.progress import TrialProgress, quiet_optuna
 from optuna_energy.record import (
     TrialRecord,
     changed_trial_settings,
@@ -178,7 +178,9 @@ def run_study(config: str | Path | StudyConfig | dict[str, Any] | None = None, *
         objectives: At least two of ``accuracy``, ``inference_time``, ``params``, ``energy``.
         dataset: Your own data in place of the config's ``[dataset]``, from
             ``optuna_energy.data.from_tensors`` or ``from_datasets``.
-        show_progress_bar: Show a progress bar over the budget.
+        show_progress_bar: Show a progress bar over the budget. While it shows, Optuna's INFO log
+            lines are off (its verbosity goes from INFO to WARNING for the call; any other
+            verbosity set with ``optuna.logging.set_verbosity`` is kept), as in the CLI.
 
     Example:
         >>> import optuna_energy
@@ -191,8 +193,9 @@ def run_study(config: str | Path | StudyConfig | dict[str, Any] | None = None, *
     config = load_config(config).with_study(
         storage=storage, name=study_name, n_trials=n_trials, timeout=timeout, device=device,
         seed=seed, sampler=sampler, objectives=None if objectives is None else tuple(objectives))
-    study = create_or_load_study(config)
-    optimize_study(study, config, dataset=dataset, show_progress_bar=show_progress_bar)
+    with quiet_optuna(show_progress_bar):  # the bar says it; Optuna's INFO lines would repeat it
+        study = create_or_load_study(config)
+        optimize_study(study, config, dataset=dataset, show_progress_bar=show_progress_bar)
     return study
 
 

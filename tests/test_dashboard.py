@@ -63,6 +63,22 @@ def test_study_note_shows_the_report_table(made):
     assert "energy/inference" in note and "The search spent" in note
 
 
+def test_the_note_names_what_the_dashboard_marks_best_wrongly_in_the_papers_mode(tmp_path):
+    """Infeasible trials that complete (here: no early stopping) are best to optuna-dashboard."""
+    from optuna_dashboard import get_note
+
+    from optuna_energy.dashboard import dashboard_only_best
+
+    config = tiny_config(tmp_path, artifact_dir=str(tmp_path / "artifacts"))
+    config["early_stopping"] = {"enabled": False}
+    study = optuna_energy.run_study(config, show_progress_bar=False)
+    wrong = dashboard_only_best(study)
+    assert wrong and not any(t.user_attrs["feasible"] for t in wrong)
+    note = get_note(study)
+    assert f"**Not best trials: {', '.join(str(t.number) for t in wrong)}.**" in note
+    assert "does not read Optuna 5's constraints" in note
+
+
 def test_constraints_are_mirrored_in_user_attributes(made):
     for trial in made[2].get_trials(states=(TrialState.COMPLETE,)):
         assert set(trial.constraints) == {"learned", "params"}
@@ -126,6 +142,19 @@ def test_dashboard_page_in_headless_chromium(made, tmp_path):
         for name in OBJECTIVES + USER_ATTRS:
             assert name in text, f"{name!r} not rendered"
         assert "estimate" in text  # a user attribute's value, not only its column
+        # The dashboard's best trials (the Pareto front of its COMPLETE trials, constraints not
+        # read) are the study's plus exactly the ones the study's note names as not best.
+        from optuna_energy.dashboard import dashboard_only_best
+
+        with urllib.request.urlopen(f"{base}/api/studies/{study._study_id}") as response:
+            detail = json.loads(response.read())
+        extra = [t.number for t in dashboard_only_best(study)]
+        assert sorted(t["number"] for t in detail["best_trials"]) == sorted(
+            [t.number for t in study.best_trials] + extra)
+        if extra:
+            from optuna_dashboard import get_note
+
+            assert f"**Not best trials: {', '.join(map(str, extra))}.**" in get_note(study)
         shot = tmp_path / "dashboard.png"
         _chromium(f"--screenshot={shot}", f"{base}/dashboard/studies/{study._study_id}")
         with Image.open(shot) as image:

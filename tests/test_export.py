@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import onnx
 import optuna
@@ -14,6 +16,7 @@ from optuna_energy.cli import main
 from optuna_energy.export import (
     FORMATS,
     ExportError,
+    ExportWarning,
     export_trial,
     predict_file,
     rebuild,
@@ -76,17 +79,46 @@ def test_kept_weights_are_loaded_instead_of_retraining(tmp_path):
 
 def test_export_command_writes_the_file(study, folder, tmp_path, capsys):
     number = _best(study).number
-    assert main(["export", "--storage", f"sqlite:///{folder / 'study.db'}", "--study-name", "tiny",
-                 "--trial", str(number),
-                 "--format", "torchscript", "-o", str(tmp_path / "m.pt")]) == 0
+    with pytest.warns(ExportWarning, match="^TorchScript is deprecated in PyTorch [^\n]*prefer --format pt2$"):
+        assert main(["export", "--storage", f"sqlite:///{folder / 'study.db'}", "--study-name", "tiny",
+                     "--trial", str(number),
+                     "--format", "torchscript", "-o", str(tmp_path / "m.pt")]) == 0
     assert "file and model agree" in capsys.readouterr().out
     assert (tmp_path / "m.pt").stat().st_size > 0
+
+
+def test_pt2_is_the_default_format_and_loads_with_torch_export(study, folder, tmp_path, capsys):
+    trial = _best(study)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ExportWarning)  # a feasible trial, a current format: no remark
+        assert main(["export", "--storage", f"sqlite:///{folder / 'study.db'}", "--trial", str(trial.number),
+                     "-o", str(tmp_path / "model.pt2")]) == 0
+    assert "(pt2)" in capsys.readouterr().out
+    model, data, _ = rebuild(study, trial.number)
+    images = data.eval_x_host[:5]  # another batch size than the export's example
+    with torch.inference_mode():
+        loaded = torch.export.load(str(tmp_path / "model.pt2")).module()
+        np.testing.assert_allclose(loaded(images).numpy(), model(images).numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_exporting_an_infeasible_trial_warns_in_one_line(tmp_path):
+    config = tiny_config(tmp_path, n_trials=3)
+    config["early_stopping"] = {"enabled": False}  # the paper's mode: trials at chance complete
+    optuna_energy.run_study(config, show_progress_bar=False)
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    infeasible = next(t for t in study.get_trials(states=(TrialState.COMPLETE,)) if not t.user_attrs["feasible"])
+    with pytest.warns(ExportWarning) as warned:
+        assert main(["export", "--storage", f"sqlite:///{tmp_path / 'study.db'}", "--trial", str(infeasible.number),
+                     "--format", "state_dict", "-o", str(tmp_path / "m.pt")]) == 0
+    assert [str(w.message) for w in warned] == [
+        f"trial {infeasible.number} is infeasible (violates learned): not one of the study's best trials; "
+        "`optuna-energy report` lists the models worth deploying"]
 
 
 def test_export_errors_are_one_line(study, folder, tmp_path, capsys):
     with pytest.raises(ExportError, match="has no trial 99"):
         export_trial(study, 99, fmt="onnx", path=tmp_path / "x.onnx")
-    with pytest.raises(ExportError, match="allowed: torchscript, onnx, state_dict"):
+    with pytest.raises(ExportError, match="allowed: pt2, onnx, state_dict, torchscript"):
         export_trial(study, 0, fmt="tflite", path=tmp_path / "x")
     assert main(["export", "--storage", f"sqlite:///{folder / 'study.db'}", "--trial", "99", "--format", "onnx",
                  "-o", str(tmp_path / "x.onnx")]) == 2
