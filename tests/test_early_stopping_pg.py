@@ -9,37 +9,11 @@ from optuna.trial import TrialState
 from optuna_energy.budget import counts
 from optuna_energy.record import TrialRecord
 from optuna_energy.training_budget import spent
-from tests.test_workers_pg import STUDY, finish, load, start
+from tests.test_workers_pg import finish, load, start, tiny_config
 
 
 def test_three_workers_spend_the_epoch_budget_exactly(postgres_url: str, tmp_path: Path) -> None:
-    config = tmp_path / "epochs.toml"
-    config.write_text(f"""
-[study]
-name = "{STUDY}"
-sampler = "random"
-n_trials = 1000
-max_train_epochs = 20
-device = "cpu"
-[training]
-epochs = 3
-batch_sizes = [128]
-[space]
-feature_slots = 2
-classifier_slots = 1
-conv_channels = [4, 8]
-kernel_size = [1, 3]
-linear_width = [8, 16]
-[measure]
-batch_size = 50
-warmup_batches = 0
-min_window_seconds = 0.02
-idle_seconds = 0.0
-meter = "estimate"
-[storage]
-heartbeat_interval = 1
-grace_period = 10
-""")
+    config = tiny_config(tmp_path, n_trials=1000, min_window_seconds=0.02, epochs=3, max_train_epochs=20)
     finish([start("worker", config, postgres_url) for _ in range(3)])
 
     trials = load(postgres_url).get_trials(deepcopy=False)

@@ -23,17 +23,20 @@ from tests.pg import PASSWORD, PostgresServer
 STUDY = "shared"
 
 
-def tiny_config(tmp_path: Path, *, n_trials: int, min_window_seconds: float) -> Path:
+def tiny_config(tmp_path: Path, *, n_trials: int, min_window_seconds: float, epochs: int = 1,
+                max_train_epochs: int | None = None) -> Path:
     """Digits with a tiny space and one epoch: a trial takes about ``min_window_seconds``."""
     path = tmp_path / "tiny.toml"
+    budget = "" if max_train_epochs is None else f"max_train_epochs = {max_train_epochs}"
     path.write_text(f"""
 [study]
 name = "{STUDY}"
 sampler = "random"
 n_trials = {n_trials}
+{budget}
 device = "cpu"
 [training]
-epochs = 1
+epochs = {epochs}
 batch_sizes = [128]
 [space]
 feature_slots = 2
