@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 
 from optuna_energy.budget import tally
 from optuna_energy.cli import main
+from optuna_energy.gpu_share import LOCKS_ENV
 from optuna_energy.record import TrialRecord
 from optuna_energy.storage import open_storage
 from tests.pg import PASSWORD, PostgresServer
@@ -115,6 +116,19 @@ def test_four_workers_finish_exactly_the_budget(postgres_url: str, tmp_path: Pat
                if trial.state != TrialState.COMPLETE)
     assert len({TrialRecord.of(trial).worker for trial in trials
                 if trial.state == TrialState.COMPLETE}) > 1
+
+
+def test_three_workers_sharing_one_gpu_finish_exactly_the_budget(postgres_url: str, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lock folder ``launch --per-gpu 3`` would give them, on the CPU standing in for the GPU."""
+    monkeypatch.setenv(LOCKS_ENV, str(tmp_path / "gpu0"))
+    config = tiny_config(tmp_path, n_trials=9, min_window_seconds=0.05)
+    finish([start("worker", config, postgres_url) for _ in range(3)])
+
+    trials = load(postgres_url).get_trials(deepcopy=False)
+    assert Counter(trial.state for trial in trials)[TrialState.COMPLETE] == 9
+    assert all(trial.user_attrs.get("over_budget") for trial in trials if trial.state != TrialState.COMPLETE)
+    assert len({TrialRecord.of(trial).worker for trial in trials if trial.state == TrialState.COMPLETE}) > 1
 
 
 def test_killed_worker_trial_is_failed_by_heartbeat_and_retried(postgres_url: str, tmp_path: Path) -> None:
