@@ -19,8 +19,8 @@ from optuna_energy import record
 from optuna_energy.budget import WithinBudget, tally
 from optuna_energy.cli import build_parser
 from optuna_energy.config import StorageSection
-from optuna_energy.loop import optimize_within_budget
 from optuna_energy.gpu_share import LOCKS_ENV
+from optuna_energy.loop import optimize_within_budget
 from optuna_energy.record import TrialRecord, search_energy
 from optuna_energy.storage import StorageError, open_storage
 from optuna_energy.workers import _Output, _SearchEnergy, _with_locks, plan_workers
