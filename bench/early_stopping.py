@@ -60,8 +60,9 @@ SETTINGS = {
 ARMS = ("evolution+es", "evolution", "tpe+es", "tpe")
 
 
-def setting_config(setting: str, arm: str, seed: int):
-    """The study config of one arm: the benchmark's base, the setting, early stopping on or off."""
+def setting_config(setting: str, arm: str, seed: int, overrides: dict[str, dict] | None = None):
+    """The study config of one arm: the benchmark's base, the setting, early stopping on or off,
+    then ``overrides`` (``{section: {key: value}}``, from ``--set``)."""
     raw = _toml(BASE)
     extra = SETTINGS[setting]
     for section, values in extra.items():
@@ -71,7 +72,23 @@ def setting_config(setting: str, arm: str, seed: int):
     raw.setdefault("early_stopping", {})["enabled"] = es == "es"
     raw["evolution"] = {"population_size": 8}  # budgets of 30 to 60 trials
     raw["study"].update(sampler=sampler, seed=seed, n_trials=10_000, max_train_epochs=extra["budget"])
+    for section, values in (overrides or {}).items():
+        raw.setdefault(section, {}).update(values)
     return load_config(raw)
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, dict]:
+    """``["early_stopping.first_rung=2", ...]`` as ``{"early_stopping": {"first_rung": 2}}``."""
+    import tomllib
+
+    overrides: dict[str, dict] = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        section, _, name = key.partition(".")
+        if not (section and name and value):
+            raise SystemExit(f"--set wants SECTION.KEY=VALUE (a TOML value), got {pair!r}")
+        overrides.setdefault(section, {})[name] = tomllib.loads(f"v = {value}")["v"]
+    return overrides
 
 
 def _toml(path: Path) -> dict:
@@ -81,14 +98,15 @@ def _toml(path: Path) -> dict:
         return tomllib.load(handle)
 
 
-def run(setting: str, arms: list[str], seeds: list[int], out: Path) -> None:
+def run(setting: str, arms: list[str], seeds: list[int], out: Path,
+        overrides: dict[str, dict] | None = None) -> None:
     records = json.loads(out.read_text()) if out.exists() else []
     done = {(r["arm"], r["seed"]) for r in records}
     for seed in seeds:
         for arm in arms:
             if (arm, seed) in done:
                 continue
-            config = setting_config(setting, arm, seed)
+            config = setting_config(setting, arm, seed, overrides)
             data = DeviceData(load_dataset(config.dataset, seed=0), torch.device("cpu"))
             study = optuna.create_study(directions=config.directions, sampler=create_sampler(
                 config.study.sampler, seed=seed, evolution=config.evolution))
@@ -103,6 +121,7 @@ def run(setting: str, arms: list[str], seeds: list[int], out: Path) -> None:
             stored = [TrialRecord.of(t) for t in evaluated]
             records.append({
                 "setting": setting, "arm": arm, "seed": seed, "seconds": seconds,
+                "overrides": overrides or {},
                 "objectives": list(config.study.objectives),
                 "values": [list(t.values) for t in completed],
                 "feasible": [all(v <= 0 for v in t.constraints.values()) for t in completed],
@@ -206,6 +225,9 @@ def main() -> None:
     run_parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     run_parser.add_argument("--seeds", nargs="+", type=int, default=list(range(100, 110)))
     run_parser.add_argument("--out", type=Path, required=True)
+    run_parser.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="SECTION.KEY=VALUE",
+                            help="config overrides for every arm, e.g. early_stopping.first_rung=2 "
+                                 "study.max_train_epochs=240")
     report_parser = commands.add_parser("report")
     report_parser.add_argument("results", nargs="+", type=Path)
     costs_parser = commands.add_parser("costs")
@@ -216,7 +238,7 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.simplefilter("ignore")
     if args.command == "run":
-        run(args.setting, args.arms, args.seeds, args.out)
+        run(args.setting, args.arms, args.seeds, args.out, parse_overrides(args.overrides))
     elif args.command == "report":
         print(report(args.results))
     else:

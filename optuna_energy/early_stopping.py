@@ -11,8 +11,11 @@ rank against it at once and an interrupted study knows what was spent.
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Sequence
 
 import optuna
+from optuna.trial import FrozenTrial
 
 from optuna_energy import gpu_share, record
 from optuna_energy.arch import ArchProfile
@@ -21,10 +24,11 @@ from optuna_energy.data import DeviceData
 from optuna_energy.energy import EnergyMeter, Work, estimate
 from optuna_energy.measure import metered
 from optuna_energy.metrics import ACCURACY, METRICS
+from optuna_energy.record import TrialRecord
 from optuna_energy.rungs import Decision, RungSchedule, decide, rung_peers
 from optuna_energy.space import TrainingParams
 from optuna_energy.train import TrainingSession, TrainResult, evaluate, train
-from optuna_energy.training_budget import TrainingBudget
+from optuna_energy.training_budget import TrainingBudget, joules_per_mac_epoch
 
 APPORTIONED = "apportioned"
 """``train_energy_basis`` of a trial trained on a shared GPU: ``train_energy_j`` is its share of
@@ -48,6 +52,19 @@ def training_budget(config: StudyConfig) -> TrainingBudget:
     return TrainingBudget(max_epochs=config.study.max_train_epochs,
                           max_joules=config.study.max_train_energy,
                           boundaries=schedule(config).boundaries)
+
+
+def first_epoch_joules(trials: Sequence[FrozenTrial], *, profile: ArchProfile,
+                       training: TrainingParams, data: DeviceData) -> float:
+    """A trial's training joules per epoch before it trained: the study's measured joules per
+    epoch and MAC times its MACs, so a hardware meter's figures, not the estimate's, decide
+    whether the first rung fits an energy budget; the analytical estimate while none trained."""
+    rate = joules_per_mac_epoch(TrialRecord.of(t) for t in trials)
+    if rate is not None and profile.macs:
+        return rate * profile.macs
+    return estimate.training_joules(macs=profile.macs, params=profile.params,
+                                    activations=profile.activations,
+                                    batch_size=training.batch_size, images=len(data.train_y))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,12 +108,14 @@ def train_in_rungs(trial: optuna.Trial, *, model, data: DeviceData, config: Stud
             if boundary > claim:
                 return RungTraining(session.epochs_done, joules, window_s, seconds, accuracy,
                                     "training epoch budget used")
-            per_epoch = joules / session.epochs_done if session.epochs_done else estimate.training_joules(
-                macs=profile.macs, params=profile.params, activations=profile.activations,
-                batch_size=training.batch_size, images=len(data.train_y))
-            if per_epoch * stretch > budget.joules_left(trial.study.get_trials(deepcopy=False)):
-                return RungTraining(session.epochs_done, joules, window_s, seconds, accuracy,
-                                    "training energy budget used")
+            trials = trial.study.get_trials(deepcopy=False)
+            left = budget.joules_left(trials)
+            if math.isfinite(left):
+                per_epoch = (joules / session.epochs_done if session.epochs_done else
+                             first_epoch_joules(trials, profile=profile, training=training, data=data))
+                if per_epoch * stretch > left:
+                    return RungTraining(session.epochs_done, joules, window_s, seconds, accuracy,
+                                        "training energy budget used")
             def train_stretch(epochs: int = stretch) -> TrainResult:
                 return train(model, data, training, epochs=epochs, seed=seed, precision=precision,
                              session=session)
@@ -119,8 +138,7 @@ def train_in_rungs(trial: optuna.Trial, *, model, data: DeviceData, config: Stud
             accuracies[str(boundary)] = accuracy
             record.write(trial, rung_accuracies=accuracies)
             decision = _decide(trial, rung=boundary, accuracy=accuracy, data=data, config=config,
-                               costs=[costs[name] for name in cost_names],
-                               cost_names=cost_names)
+                               costs=[costs[name] for name in cost_names], cost_names=cost_names)
             if not decision.go_on:
                 return RungTraining(boundary, joules, window_s, seconds, accuracy, decision.reason)
         return RungTraining(session.epochs_done, joules, window_s, seconds, accuracy, None)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import statistics
 
 import optuna
 from optuna.trial import TrialState
 
 from optuna_energy.budget import counts
 from optuna_energy.record import CONFIG_ATTR, TrialRecord
+from optuna_energy.training_budget import joules_per_mac_epoch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,9 +51,7 @@ def savings(study: optuna.Study, *, full: int | None = None) -> Savings:
               if counts(t)]
     stored = [TrialRecord.of(t) for t in trials]
     stored = [r for r in stored if r.epochs_trained is not None or r.train_energy_j is not None]
-    per_mac_epoch = [r.train_energy_j / (r.epochs_trained * r.macs) for r in stored
-                     if r.epochs_trained and r.macs and r.train_energy_j is not None]
-    typical = statistics.median(per_mac_epoch) if per_mac_epoch else 0.0
+    typical = joules_per_mac_epoch(stored) or 0.0
     stopped: collections.Counter[int] = collections.Counter()
     epochs = joules = joules_full = 0.0
     for r in stored:

@@ -13,15 +13,18 @@ not count, and a later trial takes the room the others release.
 
 **Joules, checked before each rung.** Energy is only known once spent, so a trial goes on to
 its next rung only if what the study has recorded (finished trials, and running ones after each
-of their rungs) plus this rung's projection (the trial's own joules per epoch so far, else the
-analytical estimate) fits in ``max_train_energy``. Unlike epochs, workers that pass the check at
+of their rungs) plus this rung's projection fits in ``max_train_energy``. The projection is the
+trial's own joules per epoch so far; before its first epoch, the study's measured joules per
+epoch and MAC (:func:`joules_per_mac_epoch`, from the study's own meter) times its MACs, and the
+analytical estimate only while no trial has trained. Unlike epochs, workers that pass the check at
 the same moment can each overshoot by the rung they are training.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import statistics
+from collections.abc import Iterable, Sequence
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -54,6 +57,14 @@ def spent(trials: Sequence[FrozenTrial]) -> Spent:
     counted = [TrialRecord.of(trial) for trial in trials if counts(trial)]
     return Spent(epochs=sum(r.epochs_trained or 0 for r in counted),
                  joules=sum(r.train_energy_j or 0.0 for r in counted))
+
+
+def joules_per_mac_epoch(records: Iterable[TrialRecord]) -> float | None:
+    """The median training joules per epoch and MAC of the trials that trained (``None``: none
+    did): what the study's meter says a MAC costs, for trials that have not trained yet."""
+    rates = [r.train_energy_j / (r.epochs_trained * r.macs) for r in records
+             if r.epochs_trained and r.macs and r.train_energy_j is not None]
+    return statistics.median(rates) if rates else None
 
 
 @dataclasses.dataclass(frozen=True)

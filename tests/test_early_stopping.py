@@ -7,17 +7,22 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 import optuna_energy
 from optuna_energy import early_stopping
 from optuna_energy.analysis import pareto_front, usable_trials
+from optuna_energy.arch import ArchProfile
 from optuna_energy.budget import counts
 from optuna_energy.config import ConfigError, load_config
+from optuna_energy.data import DeviceData, load_dataset
+from optuna_energy.energy import estimate
 from optuna_energy.record import TrialRecord
 from optuna_energy.report import build_report
 from optuna_energy.rungs import RungSchedule, decide, rung_peers
+from optuna_energy.space import TrainingParams
 from optuna_energy.study import create_or_load_study, optimize_study
 from optuna_energy.training_budget import spent
 from tests.helpers import tiny_config
@@ -193,3 +198,20 @@ def test_the_evolution_sampler_never_breeds_from_a_stopped_trial(tmp_path: Path)
     parents = [number for trial in study.trials for number in trial.user_attrs.get("parents", [])]
     assert parents, "no child was bred"
     assert all(states[number] == TrialState.COMPLETE for number in parents)
+
+
+def test_before_its_first_epoch_a_trial_is_projected_at_the_studys_measured_joules_per_mac() -> None:
+    data = DeviceData(load_dataset(load_config(None).dataset, seed=0), torch.device("cpu"))
+    profile = ArchProfile(params=5_000, macs=3_000_000, activations=20_000)
+    training = TrainingParams(learning_rate=1e-3, optimizer="adam", batch_size=64, weight_decay=0.0)
+    estimated = estimate.training_joules(macs=profile.macs, params=profile.params,
+                                         activations=profile.activations, batch_size=64,
+                                         images=len(data.train_y))
+    assert early_stopping.first_epoch_joules([], profile=profile, training=training, data=data) == estimated
+    # Two trials the study's (hardware) meter measured at 2 and 4 µJ per epoch and MAC, and one
+    # that never trained: the median rate, not the estimate, projects the new trial.
+    measured = [create_trial(state=TrialState.COMPLETE, values=[0.9], user_attrs={
+        "epochs_trained": epochs, "macs": macs, "train_energy_j": joules})
+        for epochs, macs, joules in ((2, 1_000_000, 4.0), (3, 2_000_000, 24.0), (0, 10, 0.0))]
+    projected = early_stopping.first_epoch_joules(measured, profile=profile, training=training, data=data)
+    assert projected == pytest.approx(3e-6 * profile.macs) and projected != pytest.approx(estimated)
