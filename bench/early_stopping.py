@@ -7,14 +7,15 @@ Not a test; results go to docs/BENCHMARKS.md.
     python bench/early_stopping.py report bench/results/early_stopping/digits.json
     python bench/early_stopping.py costs --models 24
 
-``--set SECTION.KEY=VALUE`` changes the config of every arm (tuning variants; ``report`` shows
-each variant as an arm of its own). ``run`` gives every arm (sampler x {early stopping, full training}) the same budget of training
+``run`` gives every arm (sampler x {early stopping, full training}) the same budget of training
 epochs (``[study] max_train_epochs``), runs it through the study loop on an in-memory study and
 appends one record per (arm, seed) to the JSON file (an interrupted run resumes). Hypervolume is
 computed as in ``bench/sampler_comparison.py`` (its functions: ``1 - accuracy`` and log10 costs,
 min-max normalised over every completed trial of every run of the setting, reference 1.1, learned
 trials only). ``costs`` measures inference time and energy of models untrained and after full
 training, for the claim in docs/energy.md that costs can be measured before training.
+``--set SECTION.KEY=VALUE`` changes the config of every arm (tuning variants; ``report`` shows
+each variant as an arm of its own).
 """
 
 from __future__ import annotations
