@@ -14,6 +14,8 @@ computed as in ``bench/sampler_comparison.py`` (its functions: ``1 - accuracy`` 
 min-max normalised over every completed trial of every run of the setting, reference 1.1, learned
 trials only). ``costs`` measures inference time and energy of models untrained and after full
 training, for the claim in docs/energy.md that costs can be measured before training.
+``--set SECTION.KEY=VALUE`` changes the config of every arm (tuning variants; ``report`` shows
+each variant as an arm of its own).
 """
 
 from __future__ import annotations
@@ -137,8 +139,18 @@ def run(setting: str, arms: list[str], seeds: list[int], out: Path,
                   f"completed, {records[-1]['epochs']} epochs in {seconds:.0f} s", flush=True)
 
 
+def arm_label(record: dict) -> str:
+    """The arm, with the ``--set`` overrides it ran with: tuning variants are arms of their own."""
+    overrides = [f"{section}.{key}={value}" for section, values in record.get("overrides", {}).items()
+                 for key, value in values.items()]
+    return record["arm"] + (f" [{', '.join(overrides)}]" if overrides else "")
+
+
 def report(paths: list[Path]) -> str:
-    records = [record for path in paths for record in json.loads(path.read_text())]
+    records = [{**record, "arm": arm_label(record)}
+               for path in paths for record in json.loads(path.read_text())]
+    arms = sorted(dict.fromkeys(r["arm"] for r in records),
+                  key=lambda arm: (ARMS.index(arm.split(" ")[0]), arm))
     lines = []
     for setting in dict.fromkeys(r["setting"] for r in records):
         runs = [r for r in records if r["setting"] == setting and r["values"]]
@@ -152,7 +164,7 @@ def report(paths: list[Path]) -> str:
         lines += [f"### {setting}", "",
                   "| arm | runs | hypervolume, learned trials: mean ± sd | architectures per 1,000 "
                   "epochs | epochs spent | stopped early % |", "|---|---|---|---|---|---|"]
-        for arm in ARMS:
+        for arm in arms:
             mine = [r for r in records if r["setting"] == setting and r["arm"] == arm]
             if not mine:
                 continue
@@ -165,12 +177,14 @@ def report(paths: list[Path]) -> str:
         for better, worse in (("evolution+es", "evolution"), ("tpe+es", "tpe"), ("evolution+es", "tpe+es")):
             pairs = [(volume.get((better, s)), volume.get((worse, s))) for s in seeds]
             pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+            if not pairs:
+                continue
             wins = sum(a > b for a, b in pairs)
             lines.append(f"\n{better} ahead of {worse} on {wins} of {len(pairs)} seeds")
-        lines += ["", "| seed | " + " | ".join(ARMS) + " |", "|---|" + "---|" * len(ARMS)]
+        lines += ["", "| seed | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
         for seed in seeds:
             lines.append(f"| {seed} | " + " | ".join(
-                f"{volume[(arm, seed)]:.4f}" if (arm, seed) in volume else "–" for arm in ARMS) + " |")
+                f"{volume[(arm, seed)]:.4f}" if (arm, seed) in volume else "–" for arm in arms) + " |")
         lines.append("")
     return "\n".join(lines)
 

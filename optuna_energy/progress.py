@@ -5,6 +5,7 @@ existing study", "Trial N finished") are left out, as the CLI always did."""
 from __future__ import annotations
 
 import contextlib
+import textwrap
 from collections.abc import Iterator
 
 import optuna
@@ -34,9 +35,9 @@ class TrialProgress:
         if record.accuracy is not None:
             postfix["acc"] = f"{record.accuracy:.3f}"
         if trial.state == TrialState.FAIL:
-            postfix["failed"] = (record.failure_reason or "error")[:40]
+            postfix["failed"] = _short(record.failure_reason or "error")
         if record.stop_reason is not None:
-            postfix["stopped"] = record.stop_reason[:40]
+            postfix["stopped"] = _short(record.stop_reason)
         postfix["pareto"] = len(study.best_trials)
         if self._training is not None:
             postfix |= self._training.describe(study.get_trials(deepcopy=False))
@@ -66,3 +67,8 @@ def quiet_optuna(enabled: bool = True) -> Iterator[None]:
         yield
     finally:
         optuna.logging.set_verbosity(before)
+
+
+def _short(reason: str) -> str:
+    """A reason cut at a word to fit the bar: a stop reason whole, a long failure shortened."""
+    return textwrap.shorten(reason, width=50, placeholder="…")

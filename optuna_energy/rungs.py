@@ -57,6 +57,11 @@ class RungSchedule:
         return (*self.rungs, self.epochs)
 
 
+def epochs_text(count: int) -> str:
+    """``"1 epoch"``, ``"3 epochs"``: how stop reasons and savings count epochs."""
+    return f"{count} epoch{'' if count == 1 else 's'}"
+
+
 @dataclasses.dataclass(frozen=True)
 class Decision:
     go_on: bool
@@ -79,7 +84,7 @@ def decide(*, accuracy: float, costs: Sequence[float], peers: Sequence[tuple[flo
         rung: Epochs trained, for the reason.
     """
     if accuracy < learned:
-        return Decision(False, f"at chance after {rung} epochs")
+        return Decision(False, f"at chance after {epochs_text(rung)}")
     if len(peers) + 1 < min_peers:
         return Decision(True)
     losses = np.array([[1.0 - accuracy, *costs], *([1.0 - a, *c] for a, c in peers)], dtype=float)
@@ -87,7 +92,7 @@ def decide(*, accuracy: float, costs: Sequence[float], peers: Sequence[tuple[flo
     ahead = int(np.sum(ranks < ranks[0]))
     if ahead < math.ceil(len(losses) / factor):
         return Decision(True)
-    return Decision(False, f"not in the top 1/{factor} of {len(losses)} trials after {rung} epochs")
+    return Decision(False, f"not in the top 1/{factor} of {len(losses)} trials after {epochs_text(rung)}")
 
 
 def rung_peers(trials: Sequence[FrozenTrial], *, rung: int, exclude: int,

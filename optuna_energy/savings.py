@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 
 from optuna_energy.budget import counts
 from optuna_energy.record import CONFIG_ATTR, TrialRecord
+from optuna_energy.rungs import epochs_text
 from optuna_energy.training_budget import joules_per_mac_epoch
 
 
@@ -72,7 +73,7 @@ def savings_text(found: Savings) -> str:
         return (f"No trial was stopped early: {found.evaluated} trials trained {found.epochs} "
                 f"epochs ({found.joules:.4g} J).")
     by_rung = ", ".join(
-        f"{count} {'over a limit, never trained' if epochs == 0 else f'after {epochs} epoch(s)'}"
+        f"{count} {'over a limit, never trained' if epochs == 0 else f'after {epochs_text(epochs)}'}"
         for epochs, count in found.stopped.items())
     share = found.saved_epochs / found.epochs_if_full if found.epochs_if_full else 0.0
     return (f"Early stopping stopped {sum(found.stopped.values())} of {found.evaluated} trials "

@@ -22,6 +22,7 @@ from optuna_energy.energy import estimate
 from optuna_energy.record import TrialRecord
 from optuna_energy.report import build_report
 from optuna_energy.rungs import RungSchedule, decide, rung_peers
+from optuna_energy.savings import Savings, savings_text
 from optuna_energy.space import TrainingParams
 from optuna_energy.study import create_or_load_study, optimize_study
 from optuna_energy.training_budget import spent
@@ -215,3 +216,12 @@ def test_before_its_first_epoch_a_trial_is_projected_at_the_studys_measured_joul
         for epochs, macs, joules in ((2, 1_000_000, 4.0), (3, 2_000_000, 24.0), (0, 10, 0.0))]
     projected = early_stopping.first_epoch_joules(measured, profile=profile, training=training, data=data)
     assert projected == pytest.approx(3e-6 * profile.macs) and projected != pytest.approx(estimated)
+
+
+def test_the_savings_paragraph_counts_stopped_trials_per_rung_in_words() -> None:
+    found = Savings(evaluated=6, stopped={0: 1, 1: 2, 3: 1}, epochs=14, epochs_if_full=36,
+                    joules=2.0, joules_if_full=6.0)
+    text = savings_text(found)
+    assert ("Early stopping stopped 4 of 6 trials (1 over a limit, never trained, 2 after 1 epoch, "
+            "1 after 3 epochs): they trained 14 epochs") in text
+    assert "saving 22 epochs (61 %)" in text
