@@ -150,18 +150,18 @@ def _launch(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = _config(args)
     try:
-        slots = plan_workers(args.gpus, workers_per_gpu=args.workers_per_gpu,
+        slots = plan_workers(args.gpus, per_gpu=args.per_gpu or config.workers.per_gpu,
                              cpu_workers=args.workers, available_gpus=BACKENDS["cuda"].count_on_node())
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    create_or_load_study(config)  # once here: bad URLs and passwords fail once, not per worker
+    study = create_or_load_study(config)  # once here: bad URLs and passwords fail once, not per worker
     forwarded = [args.config] if args.config else []
     for flag, value in (("--study-name", config.study.name), ("--n-trials", args.n_trials),
                         ("--timeout", args.timeout), ("--seed", args.seed),
                         ("--sampler", args.sampler), ("--objectives", args.objectives)):
         if value is not None:
             forwarded += [flag, str(value)]
-    return launch(slots, forwarded, storage=config.study.storage)
+    return launch(slots, forwarded, storage=config.study.storage, study=study)
 
 
 def add_stored_study_options(parser: argparse.ArgumentParser) -> None:
@@ -311,14 +311,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "against one PostgreSQL/MySQL database or journal file.")
     launcher = _study_command(
         commands, "launch", _launch,
-        help="start one worker per GPU of this node and stream their logs",
-        description="Start workers on this node, one per GPU (CUDA_VISIBLE_DEVICES set for "
-                    "each) or, without a GPU, --workers CPU workers. Ctrl-C or SIGTERM stops "
+        help="start workers on each GPU of this node and stream their logs",
+        description="Start workers on this node, --per-gpu on each GPU (CUDA_VISIBLE_DEVICES set "
+                    "for each) or, without a GPU, --workers CPU workers. Ctrl-C or SIGTERM stops "
                     "them; their running trials are queued again.")
     launcher.add_argument("--gpus", help="'all' or GPU indices like 0,1,2 (default: all GPUs, "
                           "or CPU workers when there is none)")
-    launcher.add_argument("--workers-per-gpu", type=_number(int), default=1,
-                          help="workers sharing each GPU (default 1)")
+    launcher.add_argument("--per-gpu", "--workers-per-gpu", type=_number(int),
+                          help="workers sharing each GPU: training overlaps, measuring runs alone "
+                          "(default: the config's [workers] per_gpu, 1)")
     launcher.add_argument("--workers", type=_number(int), default=1,
                           help="CPU workers when this node has no GPU (default 1)")
     _add_analysis_commands(commands)

@@ -1,11 +1,12 @@
 """Study configuration: dataclasses, TOML loading and validation with one-line errors.
 
 A config file has the sections ``[study]``, ``[dataset]``, ``[training]``, ``[space]``,
-``[measure]``, ``[constraints]``, ``[storage]``, ``[evolution]`` and ``[early_stopping]``; every key is optional
-and documented in ``studies/digits.toml``, the embedded default study (shipped in the package as
-``optuna_energy/digits.toml``: :data:`DEFAULT_CONFIG`). Validation happens once, here, so that
-the rest of the package can trust the values it is handed; ``[evolution]`` is the sampler's own
-``EvolutionSettings``, whose ranges the sampler checks itself (this module only turns its ``ValueError`` into a one-line
+``[measure]``, ``[constraints]``, ``[storage]``, ``[workers]``, ``[evolution]`` and
+``[early_stopping]``; every key is optional and documented in ``studies/digits.toml``, the
+embedded default study (shipped in the package as ``optuna_energy/digits.toml``:
+:data:`DEFAULT_CONFIG`). Validation happens once, here, so that the rest of the package can trust
+the values it is handed; ``[evolution]`` is the sampler's own ``EvolutionSettings``, whose ranges
+the sampler checks itself (this module only turns its ``ValueError`` into a one-line
 ``ConfigError``).
 """
 
@@ -122,6 +123,15 @@ class StorageSection:
     reconnect_timeout: float = 600.0
 
 
+@dataclasses.dataclass(frozen=True)
+class WorkersSection:
+    """How ``optuna-energy launch`` places workers (docs/distributed.md)."""
+
+    per_gpu: int = 1
+    """Workers sharing each GPU: their training overlaps, each measuring window runs alone
+    (``--per-gpu`` overrides it)."""
+
+
 EvolutionSection = EvolutionSettings
 """``[evolution]``: the sampler's own settings, which check themselves (``EvolutionSettings``)."""
 
@@ -153,6 +163,7 @@ class StudyConfig:
     measure: MeasureSection = MeasureSection()
     constraints: Any = ConstraintsSection()  # built from the metric registry: one field per limit
     storage: StorageSection = StorageSection()
+    workers: WorkersSection = WorkersSection()
     evolution: EvolutionSection = EvolutionSection()
     early_stopping: EarlyStoppingSection = EarlyStoppingSection()
 
@@ -387,6 +398,10 @@ def _validate_storage(section: StorageSection, name: str) -> None:
         raise ConfigError(f"[{name}] reconnect_timeout must be >= 0, got {section.reconnect_timeout}")
 
 
+def _validate_workers(section: WorkersSection, name: str) -> None:
+    _positive(section.per_gpu, f"[{name}] per_gpu")
+
+
 def _validate_early_stopping(section: EarlyStoppingSection, name: str) -> None:
     if section.first_rung < 1:
         raise ConfigError(f"[{name}] first_rung must be an epoch count >= 1, got {section.first_rung}")
@@ -403,5 +418,6 @@ _VALIDATORS: dict[type, Callable[[Any, str], None]] = {
     MeasureSection: _validate_measure,
     ConstraintsSection: _validate_constraints,
     StorageSection: _validate_storage,
+    WorkersSection: _validate_workers,
     EarlyStoppingSection: _validate_early_stopping,
 }

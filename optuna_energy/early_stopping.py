@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import optuna
 from optuna.trial import FrozenTrial
 
-from optuna_energy import record
+from optuna_energy import gpu_share, record
 from optuna_energy.arch import ArchProfile
 from optuna_energy.config import StudyConfig
 from optuna_energy.data import DeviceData
@@ -29,6 +29,10 @@ from optuna_energy.rungs import Decision, RungSchedule, decide, rung_peers
 from optuna_energy.space import TrainingParams
 from optuna_energy.train import TrainingSession, TrainResult, evaluate, train
 from optuna_energy.training_budget import TrainingBudget, joules_per_mac_epoch
+
+APPORTIONED = "apportioned"
+"""``train_energy_basis`` of a trial trained on a shared GPU: ``train_energy_j`` is its share of
+the chip's energy over its training windows (``optuna_energy.gpu_share``), not the whole."""
 
 
 def learned_threshold(data: DeviceData) -> float:
@@ -92,45 +96,52 @@ def train_in_rungs(trial: optuna.Trial, *, model, data: DeviceData, config: Stud
     precision = config.training.precision
     cost_names = [name for name in config.study.objectives if name != ACCURACY]
     session = TrainingSession.start(model, data, training, seed=seed)
-    joules = window_s = seconds = 0.0
-    accuracy: float | None = None
-    accuracies: dict[str, float] = {}
-    for boundary in rungs.boundaries:
-        stretch = boundary - session.epochs_done
-        if boundary > claim:
-            return RungTraining(session.epochs_done, joules, window_s, seconds, accuracy,
-                                "training epoch budget used")
-        trials = trial.study.get_trials(deepcopy=False)
-        left = budget.joules_left(trials)
-        if math.isfinite(left):
-            per_epoch = (joules / session.epochs_done if session.epochs_done else
-                         first_epoch_joules(trials, profile=profile, training=training, data=data))
-            if per_epoch * stretch > left:
+    # Evaluation runs under the turn too: it is GPU work that must stay out of others' windows.
+    with gpu_share.training(data.device) as turn:
+        # A counter sees every trainer of the chip; the estimate computes this trial's work alone.
+        apportioned = turn.shared and meter.counts_hardware
+        joules = window_j = window_s = seconds = 0.0
+        accuracy: float | None = None
+        accuracies: dict[str, float] = {}
+        for boundary in rungs.boundaries:
+            stretch = boundary - session.epochs_done
+            if boundary > claim:
                 return RungTraining(session.epochs_done, joules, window_s, seconds, accuracy,
-                                    "training energy budget used")
-        def train_stretch(epochs: int = stretch) -> TrainResult:
-            return train(model, data, training, epochs=epochs, seed=seed, precision=precision,
-                         session=session)
+                                    "training epoch budget used")
+            trials = trial.study.get_trials(deepcopy=False)
+            left = budget.joules_left(trials)
+            if math.isfinite(left):
+                per_epoch = (joules / session.epochs_done if session.epochs_done else
+                             first_epoch_joules(trials, profile=profile, training=training, data=data))
+                if per_epoch * stretch > left:
+                    return RungTraining(session.epochs_done, joules, window_s, seconds, accuracy,
+                                        "training energy budget used")
+            def train_stretch(epochs: int = stretch) -> TrainResult:
+                return train(model, data, training, epochs=epochs, seed=seed, precision=precision,
+                             session=session)
 
-        result, window = metered(
-            meter, "training", data.device, train_stretch,
-            work=lambda trained: Work(macs=profile.macs, params=profile.params,
-                                      activations=profile.activations,
-                                      batch_size=training.batch_size, images=trained.images,
-                                      training=True))
-        seconds += result.seconds
-        joules, window_s = joules + window.joules, window_s + window.seconds
-        record.write(trial, epochs_trained=boundary, train_energy_j=joules)
-        accuracy = evaluate(model, data, precision=precision)
-        if boundary == rungs.epochs:
-            break
-        accuracies[str(boundary)] = accuracy
-        record.write(trial, rung_accuracies=accuracies)
-        decision = _decide(trial, rung=boundary, accuracy=accuracy, data=data, config=config,
-                           costs=[costs[name] for name in cost_names], cost_names=cost_names)
-        if not decision.go_on:
-            return RungTraining(boundary, joules, window_s, seconds, accuracy, decision.reason)
-    return RungTraining(session.epochs_done, joules, window_s, seconds, accuracy, None)
+            mark = turn.mark()
+            result, window = metered(
+                meter, "training", data.device, train_stretch,
+                work=lambda trained: Work(macs=profile.macs, params=profile.params,
+                                          activations=profile.activations,
+                                          batch_size=training.batch_size, images=trained.images,
+                                          training=True))
+            seconds += result.seconds
+            joules += window.joules * (turn.share_since(mark) if apportioned else 1.0)
+            window_j, window_s = window_j + window.joules, window_s + window.seconds
+            shared = {"train_energy_basis": APPORTIONED, "train_window_j": window_j} if apportioned else {}
+            record.write(trial, epochs_trained=boundary, train_energy_j=joules, **shared)
+            accuracy = evaluate(model, data, precision=precision)
+            if boundary == rungs.epochs:
+                break
+            accuracies[str(boundary)] = accuracy
+            record.write(trial, rung_accuracies=accuracies)
+            decision = _decide(trial, rung=boundary, accuracy=accuracy, data=data, config=config,
+                               costs=[costs[name] for name in cost_names], cost_names=cost_names)
+            if not decision.go_on:
+                return RungTraining(boundary, joules, window_s, seconds, accuracy, decision.reason)
+        return RungTraining(session.epochs_done, joules, window_s, seconds, accuracy, None)
 
 
 def _decide(trial: optuna.Trial, *, rung: int, accuracy: float, data: DeviceData,

@@ -22,6 +22,7 @@ from typing import TypeVar
 import torch
 from torch import nn
 
+from optuna_energy import gpu_share
 from optuna_energy.arch import ArchProfile
 from optuna_energy.data import DeviceData
 from optuna_energy.devices import backend, identity, synchronize
@@ -115,7 +116,8 @@ def measure_passes(one_batch: Callable[[int], object], *, batches: int, inputs_p
     ``min_window_seconds``, the device synchronised after each pass and at the window's edges.
 
     ``inputs_per_pass`` inputs in batches of ``batch_size`` (the last may be smaller); ``costs``
-    describe one input's work for a meter that estimates.
+    describe one input's work for a meter that estimates. On a shared GPU, warm-up and window
+    run alone (``optuna_energy.gpu_share``).
     """
     def passes_for_the_minimum_window() -> tuple[int, float]:
         start = time.perf_counter()
@@ -129,12 +131,13 @@ def measure_passes(one_batch: Callable[[int], object], *, batches: int, inputs_p
             if elapsed >= min_window_seconds:
                 return passes, elapsed
 
-    for index in range(warmup_batches):
-        one_batch(index % batches)
-    (passes, elapsed), window = metered(
-        meter, "inference", device, passes_for_the_minimum_window,
-        work=lambda done: Work(macs=costs.macs, params=costs.params, activations=costs.activations,
-                               batch_size=batch_size, images=done[0] * inputs_per_pass))
+    with gpu_share.alone():
+        for index in range(warmup_batches):
+            one_batch(index % batches)
+        (passes, elapsed), window = metered(
+            meter, "inference", device, passes_for_the_minimum_window,
+            work=lambda done: Work(macs=costs.macs, params=costs.params, activations=costs.activations,
+                                   batch_size=batch_size, images=done[0] * inputs_per_pass))
     return InferenceMeasurement(seconds_per_pass=elapsed / passes, passes=passes,
                                 images=passes * inputs_per_pass, window_seconds=window.seconds,
                                 window_joules=window.joules)
@@ -180,10 +183,12 @@ def peak_memory(model: nn.Module, device: torch.device, forward: Callable[[], ob
 def measure_idle_watts(meter: EnergyMeter, seconds: float) -> float:
     """Average power while nothing runs: subtracted from inference windows for net energy.
 
-    Measured once per worker, before its first trial, with the same meter as the trials.
+    Measured once per worker, before its first trial, with the same meter as the trials; on a
+    shared GPU the other workers' training pauses meanwhile (``optuna_energy.gpu_share``).
     """
     if seconds <= 0:
         return 0.0
-    meter.begin_window("idle")
-    time.sleep(seconds)
-    return meter.end_window("idle").watts
+    with gpu_share.alone():
+        meter.begin_window("idle")
+        time.sleep(seconds)
+        return meter.end_window("idle").watts

@@ -44,6 +44,12 @@ class TrialRecord:
     energy_window_s: float | None = None
     energy_window_images: int | None = None
     train_energy_j: float | None = None
+    train_energy_basis: str | None = None
+    """``apportioned`` when the trial trained on a GPU shared with other workers:
+    ``train_energy_j`` is its share of ``train_window_j`` (``optuna_energy.gpu_share``);
+    ``None``: it had the chip to itself and ``train_energy_j`` is what the meter counted."""
+    train_window_j: float | None = None
+    """On a shared GPU, what the meter counted over the trial's training windows (all trainers)."""
     train_window_s: float | None = None
     train_seconds: float | None = None
     measure_seconds: float | None = None
@@ -102,6 +108,32 @@ def write(trial: optuna.Trial, **fields: Any) -> None:
         trial.set_user_attr(name, value)
 
 
+SEARCH_ENERGY_ATTR = "search_energy:"
+"""Prefix of the study user attributes holding each GPU's energy over ``launch`` runs, one per
+``host/gpuN`` (one attribute each, so launches on different nodes never overwrite each other)."""
+
+
+def add_search_energy(study: optuna.Study, gpu: str, *, joules: float, seconds: float,
+                      per_gpu: int, source: str) -> None:
+    """Add what a GPU's counter read over one ``launch`` to the study's total for that GPU.
+
+    ``gpu`` names it (``host/gpuN``), ``per_gpu`` the workers that shared it, ``source`` the meter.
+    Only the launcher on that node writes it, so adding to what was stored races with nothing.
+    """
+    key = SEARCH_ENERGY_ATTR + gpu
+    before = study.user_attrs.get(key, {})
+    study.set_user_attr(key, {"joules": before.get("joules", 0.0) + joules,
+                              "seconds": before.get("seconds", 0.0) + seconds,
+                              "launches": before.get("launches", 0) + 1,
+                              "per_gpu": per_gpu, "source": source})
+
+
+def search_energy(study: optuna.Study | optuna.study.StudySummary) -> dict[str, dict[str, Any]]:
+    """Each GPU's recorded search energy (:func:`add_search_energy`), by ``host/gpuN``."""
+    return {key.removeprefix(SEARCH_ENERGY_ATTR): value for key, value in study.user_attrs.items()
+            if key.startswith(SEARCH_ENERGY_ATTR)}
+
+
 CONFIG_ATTR = "config"
 """Study user attribute holding the config (storage URL left out) that export retrains with."""
 
@@ -111,6 +143,7 @@ _RESUMABLE = {
               "max_train_epochs", "max_train_energy"},
     "dataset": {"root", "cache_dir", "download"},
     "storage": None,  # None: the whole section
+    "workers": None,
     "evolution": None,
 }
 """Settings a resumed study may change: they decide how and where trials run, not what a trial is.

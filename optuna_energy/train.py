@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from optuna_energy import gpu_share
 from optuna_energy.data import DeviceData
 from optuna_energy.space import TrainingParams
 
@@ -99,6 +100,7 @@ def train(model: nn.Module, data: DeviceData, params: TrainingParams, *, epochs:
     with trial_failures():
         for epoch in range(session.epochs_done, session.epochs_done + epochs):
             for images, labels in data.train_batches(params.batch_size, generator):
+                gpu_share.step()
                 optimizer.zero_grad(set_to_none=True)
                 with precision_context(data.device, precision):
                     loss = loss_fn(model(images), labels)

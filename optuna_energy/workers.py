@@ -1,9 +1,11 @@
-"""Many processes on one study: the worker, and a launcher that starts one worker per GPU.
+"""Many processes on one study: the worker, and a launcher that starts workers on each GPU.
 
 A worker is ``run_study`` for a shared study: it joins (or creates) the study, runs trials until
 the study as a whole has its budget, logs one line per trial instead of a progress bar, and
 turns SIGTERM into the same clean stop as Ctrl-C. The launcher starts workers on one node, each
-with its own ``CUDA_VISIBLE_DEVICES``, prefixes their output, and stops them together.
+with its own ``CUDA_VISIBLE_DEVICES``, prefixes their output, and stops them together. Workers
+sharing a GPU get its lock folder (``optuna_energy.gpu_share``), and the launcher records each
+GPU's energy over the whole launch on the study.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import dataclasses
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -23,9 +27,12 @@ from typing import IO
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from optuna_energy import record
 from optuna_energy.budget import tally
 from optuna_energy.config import StudyConfig
 from optuna_energy.devices import BACKENDS
+from optuna_energy.energy import EnergyMeter, EnergyMeterError, NvmlCounterMeter, gpu_at_index
+from optuna_energy.gpu_share import LOCKS_ENV
 from optuna_energy.record import TrialRecord
 from optuna_energy.storage import mask_text
 from optuna_energy.study import create_or_load_study, create_sampler, optimize_study
@@ -106,21 +113,24 @@ class _TrialLog:
 
 @dataclasses.dataclass(frozen=True)
 class WorkerSlot:
-    """One worker to start: a name for its log prefix, its device and its environment."""
+    """One worker to start: a name for its log prefix, its device, its environment, its GPU."""
 
     name: str
     device: str
     env: dict[str, str]
+    gpu: int | None = None
+    """The GPU's ``nvidia-smi`` index; ``None`` for a CPU worker."""
 
 
-def plan_workers(gpus: str | None, *, workers_per_gpu: int = 1, cpu_workers: int = 1,
+def plan_workers(gpus: str | None, *, per_gpu: int = 1, cpu_workers: int = 1,
                  available_gpus: int) -> list[WorkerSlot]:
     """The workers to start on this node.
 
     Args:
         gpus: ``"all"``, a comma-separated list of GPU indices (``nvidia-smi`` order), or
             ``None``: all GPUs when there are any, else ``cpu_workers`` CPU workers.
-        workers_per_gpu: Workers sharing each GPU (small models rarely fill a big GPU).
+        per_gpu: Workers sharing each GPU (small models rarely fill a big GPU); ``launch``
+            lets their training overlap and runs each measuring window alone.
         cpu_workers: Workers when there is no GPU; the CPU cores are divided among them.
         available_gpus: GPUs on this node (``devices.BACKENDS["cuda"].count_on_node()``).
 
@@ -134,9 +144,9 @@ def plan_workers(gpus: str | None, *, workers_per_gpu: int = 1, cpu_workers: int
                 for index in range(cpu_workers)]
     indices = _gpu_indices(gpus or "all", available_gpus)
     # CUDA numbers devices fastest-first by default; PCI order matches nvidia-smi and NVML.
-    return [WorkerSlot(f"gpu{gpu}" + (f".{k}" if workers_per_gpu > 1 else ""), "cuda",
-                       {_VISIBLE: str(gpu), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"})
-            for gpu in indices for k in range(workers_per_gpu)]
+    return [WorkerSlot(f"gpu{gpu}" + (f".{k}" if per_gpu > 1 else ""), "cuda",
+                       {_VISIBLE: str(gpu), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}, gpu=gpu)
+            for gpu in indices for k in range(per_gpu)]
 
 
 def _gpu_indices(gpus: str, available: int) -> list[int]:
@@ -157,18 +167,72 @@ def _gpu_indices(gpus: str, available: int) -> list[int]:
 
 
 def launch(slots: Sequence[WorkerSlot], worker_args: Sequence[str], *, storage: str,
-           stop_seconds: float = STOP_SECONDS) -> int:
+           study: optuna.Study | None = None, stop_seconds: float = STOP_SECONDS) -> int:
     """Start one ``optuna-energy worker`` per slot, stream their output, stop them together.
 
     The storage URL reaches the workers through ``OPTUNA_ENERGY_STORAGE``, never their command
-    line. On SIGINT or SIGTERM every worker gets SIGTERM: its running trial ends as FAIL and is
-    queued again with the same parameters; a worker still alive ``stop_seconds`` later is killed
-    (its trial is then found by the heartbeat).
+    line. Slots on the same GPU share a lock folder (``optuna_energy.gpu_share.LOCKS_ENV``), made
+    here and removed at the end. With ``study``, each GPU's energy counter is read at the start
+    and the end and the difference added to the study (``record.add_search_energy``). On SIGINT
+    or SIGTERM every worker gets SIGTERM: its running trial ends as FAIL and is queued again with
+    the same parameters; a worker still alive ``stop_seconds`` later is killed (its trial is
+    then found by the heartbeat).
 
     Returns:
         0 when every worker finished cleanly, 130 after a stop, else the first failing exit code.
     """
     output = _Output(storage)
+    with tempfile.TemporaryDirectory(prefix="optuna-energy-gpu-locks-") as locks:
+        energy = _SearchEnergy(slots, output) if study is not None else None
+        codes, stopped = _run_workers(_with_locks(slots, locks), worker_args, storage=storage,
+                                      stop_seconds=stop_seconds, output=output)
+        if energy is not None and study is not None:
+            energy.record(study)
+    if stopped:
+        return 130
+    return next((code for code in codes if code != 0), 0)
+
+
+def _with_locks(slots: Sequence[WorkerSlot], locks: str) -> list[WorkerSlot]:
+    """The slots, each sharing its GPU with another given that GPU's lock folder."""
+    sharing = {gpu for gpu in (slot.gpu for slot in slots)
+               if gpu is not None and sum(other.gpu == gpu for other in slots) > 1}
+    return [dataclasses.replace(slot, env={**slot.env, LOCKS_ENV: os.path.join(locks, f"gpu{slot.gpu}")})
+            if slot.gpu in sharing else slot for slot in slots]
+
+
+class _SearchEnergy:
+    """Each GPU's energy counter, read when the launch starts and when it ends: the exact energy
+    of everything its workers did, which their trials' apportioned shares cannot be."""
+
+    def __init__(self, slots: Sequence[WorkerSlot], output: _Output) -> None:
+        self.meters: dict[int, EnergyMeter] = {}
+        self.per_gpu = {gpu: sum(slot.gpu == gpu for slot in slots)
+                        for gpu in {slot.gpu for slot in slots if slot.gpu is not None}}
+        for gpu in sorted(self.per_gpu):
+            try:
+                meter = NvmlCounterMeter(gpu_at_index(gpu))
+            except EnergyMeterError as error:
+                output.line("launch", f"gpu{gpu} has no energy counter to read ({error}); "
+                            "the search's energy on it is not recorded")
+                continue
+            meter.begin_window("search")
+            self.meters[gpu] = meter
+
+    def record(self, study: optuna.Study) -> None:
+        """Close every GPU's window and add its joules to the study."""
+        for gpu, meter in self.meters.items():
+            try:
+                window = meter.end_window("search")
+            finally:
+                meter.close()
+            record.add_search_energy(study, f"{socket.gethostname()}/gpu{gpu}", joules=window.joules,
+                                     seconds=window.seconds, per_gpu=self.per_gpu[gpu], source=meter.source)
+
+
+def _run_workers(slots: Sequence[WorkerSlot], worker_args: Sequence[str], *, storage: str,
+                 stop_seconds: float, output: _Output) -> tuple[list[int], bool]:
+    """Start the workers and wait for them; their exit codes, and whether they were stopped."""
     workers = []
     for slot in slots:
         command = [sys.executable, "-m", "optuna_energy", "worker", *worker_args, "--device", slot.device]
@@ -197,9 +261,7 @@ def launch(slots: Sequence[WorkerSlot], worker_args: Sequence[str], *, storage: 
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         output.join()
-    if stopping.is_set():
-        return 130
-    return next((code for code in codes if code != 0), 0)
+    return codes, stopping.is_set()
 
 
 def _wait(process: subprocess.Popen, stopping: threading.Event, stop_seconds: float,

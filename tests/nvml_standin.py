@@ -70,6 +70,11 @@ class FakeNvml(types.ModuleType):
     def nvmlDeviceGetHandleByUUID(self, uuid: str) -> FakeGpu:
         return self._find(lambda gpu: gpu.uuid == uuid)
 
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> FakeGpu:
+        if not 0 <= index < len(self.gpus):
+            raise NVMLError(NOT_FOUND)
+        return self.gpus[index]
+
     def nvmlDeviceGetHandleByPciBusId(self, bus_id: str) -> FakeGpu:
         domain, rest = bus_id.lower().split(":", 1)  # NVML takes 4- or 8-digit domains
         return self._find(lambda gpu: gpu.pci_bus_id == f"{int(domain, 16):08x}:{rest}")

@@ -36,7 +36,7 @@ def test_dry_run_runs_every_stage_and_writes_the_report(dry_run: tuple[subproces
     assert report["dry_run"] is True
     assert report["command"] == "bash bench/gpu/run.sh --dry-run"
     stages = report["stages"]
-    assert list(stages) == ["environment", "gpu_tests", "energy_protocol", "data_path", "search"]
+    assert list(stages) == ["environment", "gpu_tests", "energy_protocol", "data_path", "packing", "search"]
     assert not [name for name, stage in stages.items() if "error" in stage]
     assert stages["environment"]["nvml"]["device_name"] == "Fake H100"
     markdown = (out / "report.md").read_text()
@@ -85,6 +85,19 @@ def test_dry_run_search_reports_its_rate_time_split_and_sampled_utilisation(
     assert search["utilisation"]["samples"] > 0
     assert search["utilisation"]["gpu_mean_percent"] == FakeNvml().utilization_percent
     assert search["energy"]["mean_watts"] == pytest.approx(250, rel=0.05)
+
+
+def test_dry_run_packs_workers_and_measures_one_architecture_again_and_again(
+        dry_run: tuple[subprocess.CompletedProcess, Path]) -> None:
+    packing = json.loads((dry_run[1] / "report.json").read_text())["stages"]["packing"]
+    assert list(packing["per_gpu"]) == ["1", "2"]
+    for row in packing["per_gpu"].values():
+        assert row["exit_codes"] == [0] * len(row["exit_codes"])
+        assert row["finished_trials"] == row["reference_trials"] == packing["repeats"]
+        assert row["trials_per_gpu_hour"] > 0
+        assert row["energy"]["mean_watts"] == pytest.approx(250, rel=0.05)  # the stand-in's GPU
+        assert row["energy_per_inference_j_cv"] >= 0
+    assert len(packing["per_gpu"]["2"]["exit_codes"]) == 2
 
 
 def test_wheels_are_gathered_only_for_what_the_gpu_machine_lacks() -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
+import socket
+import sys
 import time
 from pathlib import Path
 
@@ -14,11 +17,14 @@ from optuna.trial import TrialState
 
 from optuna_energy import record
 from optuna_energy.budget import WithinBudget, tally
+from optuna_energy.cli import build_parser
 from optuna_energy.config import StorageSection
+from optuna_energy.gpu_share import LOCKS_ENV
 from optuna_energy.loop import optimize_within_budget
-from optuna_energy.record import TrialRecord
+from optuna_energy.record import TrialRecord, search_energy
 from optuna_energy.storage import StorageError, open_storage
-from optuna_energy.workers import plan_workers
+from optuna_energy.workers import _Output, _SearchEnergy, _with_locks, plan_workers
+from tests.nvml_standin import FakeNvml
 
 
 def make_study(tmp_path: Path, **heartbeat: int) -> optuna.Study:
@@ -138,11 +144,57 @@ def test_a_database_gone_for_longer_than_reconnect_timeout_is_an_error(tmp_path:
 
 
 def test_plan_gives_each_gpu_worker_its_own_visible_device() -> None:
-    slots = plan_workers("0,2", workers_per_gpu=2, available_gpus=4)
+    slots = plan_workers("0,2", per_gpu=2, available_gpus=4)
     assert [slot.name for slot in slots] == ["gpu0.0", "gpu0.1", "gpu2.0", "gpu2.1"]
     assert [slot.env["CUDA_VISIBLE_DEVICES"] for slot in slots] == ["0", "0", "2", "2"]
     assert {slot.env["CUDA_DEVICE_ORDER"] for slot in slots} == {"PCI_BUS_ID"}
     assert [slot.name for slot in plan_workers(None, available_gpus=2)] == ["gpu0", "gpu1"]
+
+
+def test_workers_sharing_a_gpu_get_its_lock_folder_and_no_one_else_does(tmp_path: Path) -> None:
+    shared = _with_locks(plan_workers("0,1", per_gpu=2, available_gpus=2), str(tmp_path))
+    assert [slot.env[LOCKS_ENV] for slot in shared] == [str(tmp_path / name) for name in
+                                                        ("gpu0", "gpu0", "gpu1", "gpu1")]
+    alone = _with_locks(plan_workers("0,1", available_gpus=2), str(tmp_path))
+    cpus = _with_locks(plan_workers(None, cpu_workers=2, available_gpus=0), str(tmp_path))
+    assert not any(LOCKS_ENV in slot.env for slot in alone + cpus)
+
+
+def test_per_gpu_is_an_option_of_launch_and_workers_per_gpu_its_old_name() -> None:
+    parser = build_parser()
+    assert parser.parse_args(["launch", "--per-gpu", "4"]).per_gpu == 4
+    assert parser.parse_args(["launch", "--workers-per-gpu", "2"]).per_gpu == 2
+    assert parser.parse_args(["launch"]).per_gpu is None  # then the config's [workers] per_gpu
+
+
+def test_the_launch_adds_each_gpus_energy_to_the_study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml())  # GPU 1 draws 250 W
+    study = make_study(tmp_path)
+    output = io.StringIO()
+    slots = plan_workers("1", per_gpu=3, available_gpus=2)
+    for _ in range(2):
+        energy = _SearchEnergy(slots, _Output("sqlite://", output))
+        time.sleep(0.3)
+        energy.record(study)
+
+    recorded = search_energy(study)
+    assert list(recorded) == [f"{socket.gethostname()}/gpu1"]
+    gpu = recorded[f"{socket.gethostname()}/gpu1"]
+    assert gpu["launches"] == 2 and gpu["per_gpu"] == 3 and gpu["source"] == "nvml-counter"
+    assert gpu["joules"] == pytest.approx(250.0 * gpu["seconds"], rel=0.05)
+    assert output.getvalue() == ""
+
+
+def test_a_gpu_without_a_counter_is_said_once_and_not_recorded(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    nvml = FakeNvml()
+    nvml.counter_error = 3  # NVML_ERROR_NOT_SUPPORTED: older than Volta
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    study = make_study(tmp_path)
+    output = io.StringIO()
+    _SearchEnergy(plan_workers("0", per_gpu=2, available_gpus=2), _Output("sqlite://", output)).record(study)
+    assert search_energy(study) == {}
+    assert output.getvalue().startswith("[launch] gpu0 has no energy counter to read")
 
 
 def test_plan_without_gpus_divides_the_cores_among_cpu_workers(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 
 from optuna_energy.budget import Tally, counts, tally
 from optuna_energy.cli import main
+from optuna_energy.gpu_share import LOCKS_ENV
 from optuna_energy.record import TrialRecord
 from optuna_energy.storage import open_storage
 from tests.pg import PASSWORD, PostgresServer
@@ -100,15 +101,14 @@ def wait_for(condition, what: str, timeout: float = 90.0):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_four_workers_finish_exactly_the_budget(postgres_url: str, tmp_path: Path) -> None:
-    config = tiny_config(tmp_path, n_trials=24, min_window_seconds=0.05)
-    finish([start("worker", config, postgres_url) for _ in range(4)])
-
-    study = load(postgres_url)
+def assert_exact_budget(study: optuna.Study, n_trials: int) -> None:
+    """The study has exactly ``n_trials`` counted trials, nothing running or queued, every trial
+    it does not count accounted for, and trials of more than one worker; a failure prints the
+    story of every trial that did not complete."""
     trials = study.get_trials(deepcopy=False)
     story = [(t.number, t.state.name, t.user_attrs, t.system_attrs.get("failed_trial")) for t in trials
              if t.state != TrialState.COMPLETE]
-    assert tally(study) == Tally(finished=24, running=0, waiting=0), story
+    assert tally(study) == Tally(finished=n_trials, running=0, waiting=0), story
     assert len({trial.number for trial in trials}) == len(trials)
     # Uncounted trials: stubs a racing worker created past the budget, which never ran, or
     # trials the heartbeat failed on a loaded machine, each with a counted retry.
@@ -120,6 +120,21 @@ def test_four_workers_finish_exactly_the_budget(postgres_url: str, tmp_path: Pat
                if counts(t) and t.state != TrialState.COMPLETE), story
     assert len({TrialRecord.of(trial).worker for trial in trials
                 if trial.state == TrialState.COMPLETE}) > 1
+
+
+def test_four_workers_finish_exactly_the_budget(postgres_url: str, tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, n_trials=24, min_window_seconds=0.05)
+    finish([start("worker", config, postgres_url) for _ in range(4)])
+    assert_exact_budget(load(postgres_url), 24)
+
+
+def test_three_workers_sharing_one_gpu_finish_exactly_the_budget(postgres_url: str, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lock folder ``launch --per-gpu 3`` would give them, on the CPU standing in for the GPU."""
+    monkeypatch.setenv(LOCKS_ENV, str(tmp_path / "gpu0"))
+    config = tiny_config(tmp_path, n_trials=9, min_window_seconds=0.05)
+    finish([start("worker", config, postgres_url) for _ in range(3)])
+    assert_exact_budget(load(postgres_url), 9)
 
 
 def test_killed_worker_trial_is_failed_by_heartbeat_and_retried(postgres_url: str, tmp_path: Path) -> None:

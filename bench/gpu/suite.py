@@ -12,7 +12,12 @@ Stages, in order, each recorded even when another fails:
 3. ``energy_protocol``: ``bench/energy_protocol.py`` for its three models (counter vs 100 ms
    sampling on the same windows, idle power, spread over 10 repeats);
 4. ``data_path``: ``bench/data_path.py`` on the device (device-resident tensors vs DataLoader);
-5. ``search``: ``studies/cifar10.toml`` on CIFAR-10 written here in the real pickled format,
+5. ``packing``: the same search with 1, 2, 4 and 8 workers on the GPU (``launch --per-gpu N``:
+   training overlaps, measuring runs alone), each for an equal slice of half of what is left
+   (all of it when ``search`` does not follow): trials per GPU-hour, the GPU's energy per trial,
+   and the coefficient of variation of the energy per inference of one architecture measured
+   by several trials at once (queued first, so the workers measure it side by side);
+6. ``search``: ``studies/cifar10.toml`` on CIFAR-10 written here in the real pickled format,
    for what is left of the budget: trials per GPU-hour, the median trial split into training,
    measuring and overhead, GPU utilisation sampled by NVML in a thread, and the search's energy.
 
@@ -55,10 +60,14 @@ from optuna.trial import FrozenTrial, TrialState
 
 from bench import data_path, energy_protocol
 from bench.core_overhead import trial_time_split
+from optuna_energy.compose import suggest_training
 from optuna_energy.config import load_config
+from optuna_energy.data import load_dataset
 from optuna_energy.devices import identity as gpu_id
 from optuna_energy.energy import GpuId, NvmlCounterMeter
 from optuna_energy.energy.nvml import _Session
+from optuna_energy.gpu_share import LOCKS_ENV
+from optuna_energy.space import sample_architecture
 from optuna_energy.study import create_or_load_study, optimize_study
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,19 +95,24 @@ class Sizes:
     search_max_trials: int
     search_overrides: dict[str, dict[str, Any]]
     utilisation_interval_s: float
+    packing_workers: tuple[int, ...]
+    packing_repeats: int
+    """Trials of the one architecture whose energy spread is measured, per number of workers."""
+    packing_max_trials: int
 
 
 REAL = Sizes(protocol_images=10_000, protocol_repeats=10, protocol_window_s=1.0, protocol_idle_s=5.0,
              data_path_images=10_000, data_path_repeats=3, data_path_full_layout=True,
              search_train_images=50_000, search_test_images=10_000, search_max_trials=1000,
-             search_overrides={}, utilisation_interval_s=0.2)
+             search_overrides={}, utilisation_interval_s=0.2, packing_workers=(1, 2, 4, 8),
+             packing_repeats=8, packing_max_trials=1000)
 DRY = Sizes(protocol_images=20, protocol_repeats=2, protocol_window_s=0.05, protocol_idle_s=0.1,
             data_path_images=200, data_path_repeats=1, data_path_full_layout=False,
             search_train_images=250, search_test_images=100, search_max_trials=2,
             search_overrides={"training": {"epochs": 1, "batch_sizes": [64]},
                               "space": {"feature_slots": 4, "classifier_slots": 2},
                               "measure": {"min_window_seconds": 0.02, "idle_seconds": 0.1}},
-            utilisation_interval_s=0.02)
+            utilisation_interval_s=0.02, packing_workers=(1, 2), packing_repeats=2, packing_max_trials=2)
 
 
 @dataclasses.dataclass
@@ -111,6 +125,8 @@ class Context:
     sizes: Sizes
     deadline: float
     report: dict[str, Any]
+    stages: tuple[str, ...] = ()
+    """The stages this run runs, in order."""
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
@@ -305,6 +321,17 @@ def search_config(root: Path, workdir: Path, overrides: dict[str, dict[str, Any]
     return config
 
 
+def written_search_config(ctx: Context, workdir: Path, *, n_trials: int,
+                          timeout: float) -> tuple[Path, dict[str, Any]]:
+    """CIFAR-10 written into ``workdir/data`` at the run's sizes, and the search's config for it."""
+    sizes = ctx.sizes
+    root = workdir / "data"
+    data_path.write_cifar10(root, train_images=sizes.search_train_images,
+                            test_images=sizes.search_test_images, signal=0.3)
+    return root, search_config(root, workdir, sizes.search_overrides, device=str(ctx.device),
+                               n_trials=n_trials, timeout=timeout)
+
+
 def search_summary(trials: list[FrozenTrial], wall_s: float) -> dict[str, Any]:
     """What the search did; its rate counts from the first trial's start to the last one's end,
     so loading the data and measuring idle power once per worker are left out of it."""
@@ -339,11 +366,8 @@ def search(ctx: Context) -> dict[str, Any]:
     ctx.report["stages"]["search"] = result
     with tempfile.TemporaryDirectory() as work:
         workdir = Path(work)
-        root = workdir / "data"
-        data_path.write_cifar10(root, train_images=sizes.search_train_images,
-                                test_images=sizes.search_test_images, signal=0.3)
-        config = load_config(search_config(root, workdir, sizes.search_overrides, device=str(ctx.device),
-                                           n_trials=sizes.search_max_trials, timeout=timeout))
+        root, written = written_search_config(ctx, workdir, n_trials=sizes.search_max_trials, timeout=timeout)
+        config = load_config(written)
         study = create_or_load_study(config)
         start = time.monotonic()
 
@@ -374,6 +398,99 @@ def search(ctx: Context) -> dict[str, Any]:
     return result
 
 
+# --- stage 5: several workers per GPU ----------------------------------------------------------------
+
+WORKER = ("import json, sys, optuna; optuna.logging.set_verbosity(optuna.logging.WARNING); "
+          "from optuna_energy.config import load_config; from optuna_energy.workers import run_worker; "
+          "run_worker(load_config(json.loads(sys.argv[1])))")
+"""A worker as ``optuna-energy launch`` starts it, given the config as JSON (the suite's is a dict)."""
+
+
+def packing(ctx: Context) -> dict[str, Any]:
+    sizes = ctx.sizes
+    share = 0.5 if "search" in ctx.stages[ctx.stages.index("packing"):] else 1.0
+    slice_s = max(share * (ctx.remaining() - SEARCH_RESERVE_S) / len(sizes.packing_workers), 10.0)
+    result: dict[str, Any] = {"config": "studies/cifar10.toml", "overrides": sizes.search_overrides,
+                              "slice_s": slice_s, "repeats": sizes.packing_repeats, "per_gpu": {}}
+    ctx.report["stages"]["packing"] = result
+    with tempfile.TemporaryDirectory() as work:
+        workdir = Path(work)
+        root, base = written_search_config(ctx, workdir, n_trials=sizes.packing_max_trials, timeout=slice_s)
+        with data_path.accepting_written_checksums(root):  # once here: the workers read the cache
+            splits = load_dataset(load_config(base).dataset, seed=0)
+        reference = _reference_params(load_config(base), splits.input_shape)
+        result["reference_params"] = reference
+        for workers in sizes.packing_workers:
+            config = {**base, "study": {**base["study"], "name": f"packing-{workers}",
+                                        "storage": f"journal:///{workdir / f'packing-{workers}.log'}"}}
+            result["per_gpu"][str(workers)] = _packed_search(ctx, config, reference, workers=workers,
+                                                             locks=workdir / f"locks-{workers}")
+            ctx.save()
+    return result
+
+
+def _reference_params(config: Any, input_shape: tuple[int, int, int]) -> dict[str, Any]:
+    """One architecture and its training, sampled as the objective samples them (nothing trained)."""
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    suggest_training(trial, training=config.training)
+    sample_architecture(trial, config.space, input_shape)
+    return trial.params
+
+
+def _packed_search(ctx: Context, config: dict[str, Any], reference: dict[str, Any], *, workers: int,
+                   locks: Path) -> dict[str, Any]:
+    """``workers`` workers on the GPU for one slice, the reference architecture queued first."""
+    study = create_or_load_study(load_config(config))
+    for _ in range(ctx.sizes.packing_repeats):
+        study.enqueue_trial(reference)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    if workers > 1:
+        env[LOCKS_ENV] = str(locks)
+    counter = NvmlCounterMeter(ctx.gpu) if ctx.gpu is not None else None
+    if counter is not None:
+        counter.begin_window("packing")
+    start = time.monotonic()
+    processes = [subprocess.Popen([sys.executable, "-c", WORKER, json.dumps(config)], cwd=REPO, env=env)
+                 for _ in range(workers)]
+    codes = [process.wait(timeout=config["study"]["timeout"] + SEARCH_RESERVE_S) for process in processes]
+    wall = time.monotonic() - start
+    trials = study.get_trials(deepcopy=False)
+    result = {"exit_codes": codes, **search_summary(trials, wall)}
+    if counter is not None:
+        window = counter.end_window("packing")
+        counter.close()
+        finished = result["finished_trials"]
+        result["energy"] = {"joules": window.joules, "seconds": window.seconds, "mean_watts": window.watts,
+                            "joules_per_trial": window.joules / finished if finished else float("nan")}
+    repeated = [trial.user_attrs for trial in trials if trial.state == TrialState.COMPLETE
+                and trial.params == reference]
+    result["reference_trials"] = len(repeated)
+    for field in ("energy_gross_j", "energy_per_inference_j", "inference_time_s"):
+        values = [attrs[field] for attrs in repeated]
+        mean = statistics.fmean(values) if values else float("nan")
+        result[f"{field}_cv"] = (statistics.stdev(values) / mean if len(values) > 1 and mean > 0
+                                 else float("nan"))
+    result["apportioned_trials"] = sum(trial.user_attrs.get("train_energy_basis") == "apportioned"
+                                       for trial in trials)
+    if any(code != 0 for code in codes):
+        raise StageFailure(f"a worker exited with {codes}", result)
+    return result
+
+
+def _packing_markdown(stage: dict[str, Any]) -> str:
+    lines = [f"{stage.get('config')} with {stage.get('overrides') or 'no overrides'}, "
+             f"{stage.get('slice_s', 0):.0f} s per row; one architecture queued {stage.get('repeats')} times "
+             "first (its spread: CV, coefficient of variation)", "",
+             "| workers per GPU | trials finished | trials per GPU-hour | J per trial (counter) | "
+             "CV energy gross | CV energy objective | CV inference time |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    for workers, row in stage.get("per_gpu", {}).items():
+        per_trial = row.get("energy", {}).get("joules_per_trial")
+        lines.append(f"| {workers} | {row['finished_trials']} | {row['trials_per_gpu_hour']:.0f} | "
+                     f"{_number(per_trial)} | {_number(row['energy_gross_j_cv'])} | "
+                     f"{_number(row['energy_per_inference_j_cv'])} | {_number(row['inference_time_s_cv'])} |")
+    return "\n".join(lines)
+
+
 # --- running the stages and writing the report --------------------------------------------------------
 
 class StageFailure(Exception):
@@ -386,7 +503,7 @@ class StageFailure(Exception):
 
 STAGES: dict[str, Callable[[Context], dict[str, Any]]] = {
     "environment": environment, "gpu_tests": gpu_tests, "energy_protocol": energy,
-    "data_path": data, "search": search,
+    "data_path": data, "packing": packing, "search": search,
 }
 
 
@@ -484,6 +601,7 @@ _STAGE_MARKDOWN: dict[str, Callable[[dict[str, Any]], str]] = {
     "gpu_tests": _tests_markdown,
     "energy_protocol": lambda stage: energy_protocol.report_markdown(stage) if "models" in stage else "",
     "data_path": lambda stage: data_path.report_markdown(stage) if "pipelines" in stage else "",
+    "packing": _packing_markdown,
     "search": _search_markdown,
 }
 
@@ -517,9 +635,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         ctx = Context(out=args.out, dry_run=args.dry_run, device=device, gpu=gpu,
                       sizes=DRY if args.dry_run else REAL, deadline=time.monotonic() + args.budget_s,
-                      report=report)
+                      report=report, stages=tuple(dict.fromkeys(["environment", *args.stages])))
         # The environment is always recorded: every figure needs its machine and versions.
-        results = [run_stage(ctx, name) for name in dict.fromkeys(["environment", *args.stages])]
+        results = [run_stage(ctx, name) for name in ctx.stages]
     print(f"\nwrote {args.out / 'report.md'} and {args.out / 'report.json'}")
     return 0 if all(results) else 1
 

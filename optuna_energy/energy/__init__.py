@@ -26,6 +26,7 @@ from optuna_energy.energy.nvml import (
     GpuId,
     NvmlCounterMeter,
     NvmlPowerMeter,
+    gpu_at_index,
 )
 from optuna_energy.energy.rapl import SOURCE as RAPL_SOURCE
 from optuna_energy.energy.rapl import RaplMeter
@@ -45,6 +46,7 @@ __all__ = [
     "NvmlPowerMeter",
     "RaplMeter",
     "estimate",
+    "gpu_at_index",
     "select_meter",
     "Work",
 ]

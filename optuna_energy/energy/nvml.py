@@ -73,6 +73,26 @@ def _find_handle(nvml: ModuleType, gpu: GpuId) -> Any:
     raise EnergyMeterError(f"NVML finds no such GPU ({'; '.join(failures)})")
 
 
+def gpu_at_index(index: int) -> GpuId:
+    """The GPU ``nvidia-smi`` numbers ``index`` (NVML's order: PCI bus order, as the launcher's
+    ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` makes CUDA's), by its UUID.
+
+    Raises:
+        EnergyMeterError: NVML cannot start or has no GPU at ``index``.
+    """
+    nvml = _import_nvml()
+    try:
+        nvml.nvmlInit()
+    except nvml.NVMLError as error:
+        raise EnergyMeterError(f"NVML cannot start: {error}") from None
+    try:
+        return GpuId(uuid=str(nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetHandleByIndex(index))))
+    except nvml.NVMLError as error:
+        raise EnergyMeterError(f"NVML finds no GPU {index}: {error}") from None
+    finally:
+        nvml.nvmlShutdown()
+
+
 class _Session:
     """NVML started, and the handle of one GPU; ``close`` stops NVML again (it counts starts)."""
 
