@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from optuna_energy.devices import synchronize
+from optuna_energy.processes import process_alive
 
 LOCKS_ENV = "OPTUNA_ENERGY_GPU_LOCKS"
 """The lock folder of the GPU this worker shares (set by ``launch``); unset: the GPU is its own."""
@@ -58,7 +59,7 @@ class _Folder:
             listed = {int(line) for line in (self.path / "active").read_text().split()}
         except FileNotFoundError:
             return set()
-        return {pid for pid in listed if _alive(pid)}
+        return {pid for pid in listed if process_alive(pid)}
 
     def list_trainer(self, *, training: bool) -> None:
         fcntl.flock(self.ledger, fcntl.LOCK_EX)
@@ -69,16 +70,6 @@ class _Folder:
             os.replace(scratch, self.path / "active")  # readers never see half a list
         finally:
             fcntl.flock(self.ledger, fcntl.LOCK_UN)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: alive
-        return True
-    return True
 
 
 _folder: _Folder | None = None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import logging
-import os
 import socket
 import time
 import warnings
@@ -19,6 +18,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from optuna_energy.budget import counts
+from optuna_energy.processes import process_alive
 from optuna_energy.record import TrialRecord
 from optuna_energy.samplers._optuna_compat import (
     heartbeat_age,
@@ -93,25 +93,9 @@ def fail_dead_workers(study: optuna.Study) -> None:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = TrialRecord.of(trial).worker
         name, _, pid = (worker or "").rpartition(":")
-        if name == host and pid.isdigit() and not _process_alive(int(pid)):
+        if name == host and pid.isdigit() and not process_alive(int(pid)):
             _fail_and_retry(study, trial, f"belonged to worker {worker}, a process of this machine "
                             "that no longer exists (killed?)")
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a killed child its parent has not reaped yet is a zombie: dead all the same
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rpartition(")")[2].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def _fail_and_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str) -> None:
