@@ -142,6 +142,7 @@ _RESUMABLE = {
     "study": {"name", "sampler", "n_trials", "timeout", "device", "artifact_dir", "keep_weights",
               "max_train_epochs", "max_train_energy"},
     "dataset": {"root", "cache_dir", "download"},
+    "training": {"max_memory_share"},  # a guard against running out of memory, not the trial
     "storage": None,  # None: the whole section
     "workers": None,
     "evolution": None,

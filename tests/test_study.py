@@ -80,7 +80,8 @@ def test_resuming_with_settings_that_define_trials_is_refused_naming_them(tmp_pa
                        match=r"training.epochs = 1 \(now 3\).*restore them or use another study name"):
         optuna_energy.run_study(changed, n_trials=2, show_progress_bar=False)
     # What decides how trials run, not what they are, may change.
-    study = optuna_energy.run_study(config, n_trials=2, sampler="random", device="cpu",
+    guarded = {**config, "training": {**config["training"], "max_memory_share": 0.9}}
+    study = optuna_energy.run_study(guarded, n_trials=2, sampler="random", device="cpu",
                                     show_progress_bar=False)
     assert len(study.trials) == 2
 
