@@ -122,6 +122,14 @@ class WorkerSlot:
     """The GPU's ``nvidia-smi`` index; ``None`` for a CPU worker."""
 
 
+def _usable_cores() -> int:
+    """The cores this process may run on: a Slurm job's allocation (its CPU affinity), not the
+    whole node's, where the platform says so."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def plan_workers(gpus: str | None, *, per_gpu: int = 1, cpu_workers: int = 1,
                  available_gpus: int) -> list[WorkerSlot]:
     """The workers to start on this node.
@@ -131,14 +139,15 @@ def plan_workers(gpus: str | None, *, per_gpu: int = 1, cpu_workers: int = 1,
             ``None``: all GPUs when there are any, else ``cpu_workers`` CPU workers.
         per_gpu: Workers sharing each GPU (small models rarely fill a big GPU); ``launch``
             lets their training overlap and runs each measuring window alone.
-        cpu_workers: Workers when there is no GPU; the CPU cores are divided among them.
+        cpu_workers: Workers when there is no GPU; the CPU cores this process may use (a Slurm
+            job's allocation, not the node's) are divided among them.
         available_gpus: GPUs on this node (``devices.BACKENDS["cuda"].count_on_node()``).
 
     Raises:
         ValueError: A GPU index is malformed or not on this node, or ``all`` finds none.
     """
     if gpus is None and available_gpus == 0:
-        threads = str(max(1, (os.cpu_count() or 1) // cpu_workers))
+        threads = str(max(1, _usable_cores() // cpu_workers))
         return [WorkerSlot(f"cpu{index}", "cpu",
                            {_VISIBLE: "", "OMP_NUM_THREADS": threads})
                 for index in range(cpu_workers)]

@@ -197,8 +197,10 @@ def test_a_gpu_without_a_counter_is_said_once_and_not_recorded(tmp_path: Path,
     assert output.getvalue().startswith("[launch] gpu0 has no energy counter to read")
 
 
-def test_plan_without_gpus_divides_the_cores_among_cpu_workers(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("os.cpu_count", lambda: 8)
+def test_plan_without_gpus_divides_the_allocated_cores_among_cpu_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A Slurm job with 6 of a node's 64 cores: its affinity, not the node, is what it may use.
+    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(6)))
     slots = plan_workers(None, cpu_workers=3, available_gpus=0)
     assert [(slot.name, slot.device) for slot in slots] == [("cpu0", "cpu"), ("cpu1", "cpu"), ("cpu2", "cpu")]
     assert {slot.env["OMP_NUM_THREADS"] for slot in slots} == {"2"}
