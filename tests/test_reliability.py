@@ -247,10 +247,15 @@ def test_ctrl_c_while_starting_is_one_line(tmp_path: Path) -> None:
     import sys
     import time
 
-    process = subprocess.Popen([sys.executable, "-c", "import sys, optuna_energy.entry as e; "
-                                "import time; time.sleep(0.5); sys.exit(e.main(['run']))"],
-                               cwd=tmp_path, stderr=subprocess.PIPE, text=True)
-    time.sleep(0.8)  # inside the import of the command (PyTorch, Optuna)
+    # SIGINT as a terminal gives it (a runner started in the background may pass it on ignored);
+    # "starting" once the light entry point is loaded and the heavy import begins.
+    child = ("import signal, sys, optuna_energy.entry as e; "
+             "signal.signal(signal.SIGINT, signal.default_int_handler); "
+             "print('starting', flush=True); sys.exit(e.main(['run']))")
+    process = subprocess.Popen([sys.executable, "-c", child], cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None and process.stdout.readline() == "starting\n"
+    time.sleep(0.2)  # inside the import of the command (PyTorch, Optuna: seconds)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
     assert "Traceback" not in err, err
