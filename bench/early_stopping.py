@@ -34,7 +34,7 @@ import torch
 from optuna.trial import TrialState
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sampler_comparison import Scale, _losses, _mean_sd, _run_metrics
+from sampler_comparison import _mean_sd, _run_metrics, pooled_scale
 
 from optuna_energy.arch import build_model, profile
 from optuna_energy.budget import counts
@@ -154,12 +154,7 @@ def report(paths: list[Path]) -> str:
     lines = []
     for setting in dict.fromkeys(r["setting"] for r in records):
         runs = [r for r in records if r["setting"] == setting and r["values"]]
-        objectives = runs[0]["objectives"]
-        accuracy = objectives.index("accuracy")
-        pooled = np.vstack([_losses(np.array(r["values"]), accuracy) for r in runs])
-        low, high = pooled.min(axis=0), pooled.max(axis=0)
-        low[accuracy], high[accuracy] = 0.0, 1.0
-        scale = Scale(low, np.where(high > low, high - low, 1.0), accuracy, objectives.index("energy"))
+        scale = pooled_scale(runs)
         volume = {(r["arm"], r["seed"]): _run_metrics(r, scale).learned_volume for r in runs}
         lines += [f"### {setting}", "",
                   "| arm | runs | hypervolume, learned trials: mean ± sd | architectures per 1,000 "

@@ -90,12 +90,7 @@ def run(samplers: list[str], seeds: list[int], trials: int, out: Path, *,
 
 def report(paths: list[Path]) -> str:
     records = [record for path in paths for record in json.loads(path.read_text())]
-    objectives = records[0]["objectives"]
-    accuracy = objectives.index("accuracy")
-    pooled = np.vstack([_losses(np.array(r["values"]), accuracy) for r in records])
-    low, high = pooled.min(axis=0), pooled.max(axis=0)
-    low[accuracy], high[accuracy] = 0.0, 1.0
-    scale = Scale(low, np.where(high > low, high - low, 1.0), accuracy, objectives.index("energy"))
+    scale = pooled_scale(records)
     seeds = sorted({r["seed"] for r in records})
     per_seed = ["", "Hypervolume of the learned trials, by seed:", "",
                 "| sampler | " + " | ".join(f"seed {seed}" for seed in seeds) + " |",
@@ -128,6 +123,17 @@ class Scale(NamedTuple):
     width: np.ndarray
     accuracy: int
     energy: int
+
+
+def pooled_scale(records: list[dict]) -> Scale:
+    """One normalisation over every completed trial of ``records`` (runs with the same
+    objectives): error in [0, 1], costs min-max over their log10 values."""
+    objectives = records[0]["objectives"]
+    accuracy = objectives.index("accuracy")
+    pooled = np.vstack([_losses(np.array(r["values"]), accuracy) for r in records])
+    low, high = pooled.min(axis=0), pooled.max(axis=0)
+    low[accuracy], high[accuracy] = 0.0, 1.0
+    return Scale(low, np.where(high > low, high - low, 1.0), accuracy, objectives.index("energy"))
 
 
 class RunMetrics(NamedTuple):
