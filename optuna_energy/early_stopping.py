@@ -11,7 +11,6 @@ rank against it at once and an interrupted study knows what was spent.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 
 import optuna
@@ -108,9 +107,9 @@ def train_in_rungs(trial: optuna.Trial, *, model, data: DeviceData, config: Stud
             if boundary > claim:
                 return RungTraining(session.epochs_done, joules, window_s, seconds, accuracy,
                                     "training epoch budget used")
-            trials = trial.study.get_trials(deepcopy=False)
-            left = budget.joules_left(trials)
-            if math.isfinite(left):
+            if budget.max_joules is not None:  # reading every trial costs a storage round trip
+                trials = trial.study.get_trials(deepcopy=False)
+                left = budget.joules_left(trials)
                 per_epoch = (joules / session.epochs_done if session.epochs_done else
                              first_epoch_joules(trials, profile=profile, training=training, data=data))
                 if per_epoch * stretch > left:
