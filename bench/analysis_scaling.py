@@ -20,7 +20,7 @@ import optuna
 from optuna._hypervolume import compute_hypervolume
 from optuna.trial import create_trial
 
-from optuna_energy.analysis import (
+from optuna_energy.reading.analysis import (
     hypervolume_history,
     metric_names,
     normalised_losses,
@@ -28,8 +28,8 @@ from optuna_energy.analysis import (
     pareto_mask,
     usable_trials,
 )
-from optuna_energy.dashboard import note_markdown
-from optuna_energy.report import build_report
+from optuna_energy.reading.dashboard import note_markdown
+from optuna_energy.reading.report import build_report
 
 OBJECTIVES = ["accuracy", "inference_time", "params", "energy"]
 

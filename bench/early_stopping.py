@@ -36,18 +36,18 @@ from optuna.trial import TrialState
 sys.path.insert(0, str(Path(__file__).parent))
 from sampler_comparison import _mean_sd, _run_metrics, pooled_scale
 
-from optuna_energy.arch import build_model, profile
-from optuna_energy.budget import counts
 from optuna_energy.config import load_config
-from optuna_energy.costs_first import measure_architecture
 from optuna_energy.data import DeviceData, load_dataset
-from optuna_energy.energy import EstimateMeter
-from optuna_energy.loop import optimize_within_budget
-from optuna_energy.objective import Objective
-from optuna_energy.record import TrialRecord
-from optuna_energy.space import sample_architecture, sample_training
+from optuna_energy.host.meters import EstimateMeter
+from optuna_energy.model.arch import build_model, profile
+from optuna_energy.model.space import sample_architecture, sample_training
+from optuna_energy.run.loop import optimize_within_budget
+from optuna_energy.store.budget import counts
+from optuna_energy.store.record import TrialRecord
 from optuna_energy.study import create_sampler
-from optuna_energy.train import TrialFailure, train
+from optuna_energy.trial.costs_first import measure_architecture
+from optuna_energy.trial.objective import Objective
+from optuna_energy.trial.train import TrialFailure, train
 
 BASE = Path(__file__).with_name("sampler_comparison.toml")
 SETTINGS = {

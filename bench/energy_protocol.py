@@ -35,11 +35,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from optuna_energy.arch import build_model, profile
 from optuna_energy.data import ArraySplits, DeviceData
-from optuna_energy.devices import identity as gpu_id
-from optuna_energy.devices import synchronize
-from optuna_energy.energy import (
+from optuna_energy.host.devices import identity as gpu_id
+from optuna_energy.host.devices import synchronize
+from optuna_energy.host.meters import (
     EnergyMeter,
     EstimateMeter,
     GpuId,
@@ -47,11 +46,12 @@ from optuna_energy.energy import (
     NvmlPowerMeter,
     select_meter,
 )
-from optuna_energy.measure import (
+from optuna_energy.measuring.measure import (
     energy_per_inference,
     measure_idle_watts,
     measure_inference,
 )
+from optuna_energy.model.arch import build_model, profile
 
 MODELS: dict[str, list[dict[str, Any]]] = {
     # About 0.2 M multiply-accumulates per image: launch overhead and copies dominate on a GPU.

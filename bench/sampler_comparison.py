@@ -35,14 +35,14 @@ import torch
 from optuna._hypervolume import compute_hypervolume
 from optuna.trial import TrialState
 
-from optuna_energy.arch import profile
 from optuna_energy.config import load_config
 from optuna_energy.data import DeviceData, load_dataset
-from optuna_energy.energy import EstimateMeter
-from optuna_energy.objective import Objective
-from optuna_energy.space import sample_architecture, sample_training
+from optuna_energy.host.meters import EstimateMeter
+from optuna_energy.model.arch import profile
+from optuna_energy.model.space import sample_architecture, sample_training
 from optuna_energy.study import create_sampler
-from optuna_energy.train import TrialFailure
+from optuna_energy.trial.objective import Objective
+from optuna_energy.trial.train import TrialFailure
 
 CONFIG = Path(__file__).with_name("sampler_comparison.toml")
 SAMPLERS = ("evolution", "nsga2", "tpe", "random")

@@ -25,10 +25,10 @@ import optuna
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from optuna_energy.budget import tally
 from optuna_energy.config import StorageSection
-from optuna_energy.loop import optimize_within_budget
-from optuna_energy.storage import mask_url, open_storage
+from optuna_energy.run.loop import optimize_within_budget
+from optuna_energy.store.budget import tally
+from optuna_energy.store.storage import mask_url, open_storage
 
 SETTINGS = StorageSection(heartbeat_interval=60)
 

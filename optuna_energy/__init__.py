@@ -15,13 +15,6 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from optuna_energy.analysis import (
-        TradeOffWeights,
-        format_table,
-        pareto_front,
-        pareto_trials,
-    )
-    from optuna_energy.arch import build_model, profile, summarize
     from optuna_energy.compose import (
         create_study,
         record_measurement,
@@ -29,29 +22,61 @@ if TYPE_CHECKING:
         suggest_training,
     )
     from optuna_energy.config import ConfigError, StudyConfig, TrainingSection, load_config
-    from optuna_energy.dashboard import ReportNote
     from optuna_energy.data import DatasetError, from_datasets, from_tensors
     from optuna_energy.export import export_trial
-    from optuna_energy.monitor import EnergyMonitor, InferenceResult, WindowResult, profile_module
-    from optuna_energy.report import build_report
-    from optuna_energy.report_files import write_report
+    from optuna_energy.host.meters import EnergyEstimateWarning
+    from optuna_energy.measuring.monitor import EnergyMonitor, InferenceResult, WindowResult, profile_module
+    from optuna_energy.model.arch import build_model, profile, summarize
+    from optuna_energy.model.space import SpaceSection, TrainingParams
+    from optuna_energy.reading.analysis import (
+        TradeOffWeights,
+        format_table,
+        pareto_front,
+        pareto_trials,
+    )
+    from optuna_energy.reading.dashboard import ReportNote
+    from optuna_energy.reading.report import build_report
+    from optuna_energy.reading.report_files import write_report
     from optuna_energy.samplers import EvolutionSampler
-    from optuna_energy.space import SpaceSection, TrainingParams
-    from optuna_energy.storage import StorageError, mask_url
+    from optuna_energy.store.storage import StorageError, mask_url
     from optuna_energy.study import create_or_load_study, create_sampler, run_study
 
 _HOMES = {
-    "TradeOffWeights": "analysis", "format_table": "analysis", "pareto_front": "analysis",
-    "pareto_trials": "analysis", "build_model": "arch", "profile": "arch", "summarize": "arch",
-    "create_study": "compose", "record_measurement": "compose", "suggest_architecture": "compose",
-    "suggest_training": "compose", "ConfigError": "config", "StudyConfig": "config",
-    "TrainingSection": "config", "load_config": "config", "ReportNote": "dashboard",
-    "DatasetError": "data", "from_datasets": "data", "from_tensors": "data",
-    "export_trial": "export", "EnergyMonitor": "monitor", "InferenceResult": "monitor",
-    "WindowResult": "monitor", "profile_module": "monitor", "build_report": "report",
-    "write_report": "report_files", "EvolutionSampler": "samplers", "SpaceSection": "space",
-    "TrainingParams": "space", "StorageError": "storage", "mask_url": "storage",
-    "create_or_load_study": "study", "create_sampler": "study", "run_study": "study",
+    "create_study": "compose",
+    "record_measurement": "compose",
+    "suggest_architecture": "compose",
+    "suggest_training": "compose",
+    "ConfigError": "config",
+    "load_config": "config",
+    "StudyConfig": "config",
+    "TrainingSection": "config",
+    "DatasetError": "data",
+    "from_datasets": "data",
+    "from_tensors": "data",
+    "export_trial": "export",
+    "EnergyEstimateWarning": "host.meters",
+    "EnergyMonitor": "measuring.monitor",
+    "InferenceResult": "measuring.monitor",
+    "profile_module": "measuring.monitor",
+    "WindowResult": "measuring.monitor",
+    "build_model": "model.arch",
+    "profile": "model.arch",
+    "summarize": "model.arch",
+    "SpaceSection": "model.space",
+    "TrainingParams": "model.space",
+    "format_table": "reading.analysis",
+    "pareto_front": "reading.analysis",
+    "pareto_trials": "reading.analysis",
+    "TradeOffWeights": "reading.analysis",
+    "ReportNote": "reading.dashboard",
+    "build_report": "reading.report",
+    "write_report": "reading.report_files",
+    "EvolutionSampler": "samplers",
+    "mask_url": "store.storage",
+    "StorageError": "store.storage",
+    "create_or_load_study": "study",
+    "create_sampler": "study",
+    "run_study": "study",
 }
 """Each public name's module, imported at first use: ``import optuna_energy`` stays light, so the
 command can catch a Ctrl-C while PyTorch is still loading (``optuna_energy.entry``)."""
@@ -68,6 +93,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ConfigError",
     "DatasetError",
+    "EnergyEstimateWarning",
     "EnergyMonitor",
     "EvolutionSampler",
     "InferenceResult",

@@ -11,13 +11,6 @@ from collections.abc import Callable, Sequence
 
 import optuna
 
-from optuna_energy.analysis import (
-    AnalysisError,
-    TradeOffWeights,
-    format_table,
-    pareto_trials,
-)
-from optuna_energy.budget import tally
 from optuna_energy.config import (
     OBJECTIVES,
     SAMPLERS,
@@ -26,13 +19,20 @@ from optuna_energy.config import (
     load_config,
 )
 from optuna_energy.data import DatasetError
-from optuna_energy.devices import BACKENDS, DeviceError
-from optuna_energy.energy import EnergyMeterError
 from optuna_energy.export import DEFAULT_FORMAT, FORMATS, ExportError
-from optuna_energy.objective import ObjectiveError
-from optuna_energy.savings import savings, savings_text
-from optuna_energy.storage import StorageError, mask_url, open_storage, remember_secrets
+from optuna_energy.host.devices import BACKENDS, DeviceError
+from optuna_energy.host.meters import EnergyMeterError
+from optuna_energy.reading.analysis import (
+    AnalysisError,
+    TradeOffWeights,
+    format_table,
+    pareto_trials,
+)
+from optuna_energy.reading.savings import savings, savings_text
+from optuna_energy.store.budget import tally
+from optuna_energy.store.storage import StorageError, mask_url, open_storage, remember_secrets
 from optuna_energy.study import create_or_load_study, optimize_study
+from optuna_energy.trial.objective import ObjectiveError
 from optuna_energy.workers import (
     STORAGE_ENV,
     launch,
@@ -195,8 +195,8 @@ def load_stored_study(args: argparse.Namespace) -> tuple[optuna.Study, StudyConf
 
 
 def _report(args: argparse.Namespace) -> int:
-    from optuna_energy.report import build_report, payback_text, table_text
-    from optuna_energy.report_files import prepare_out_dir, write_report
+    from optuna_energy.reading.report import build_report, payback_text, table_text
+    from optuna_energy.reading.report_files import prepare_out_dir, write_report
 
     study, _ = load_stored_study(args)
     prepare_out_dir(args.out)  # before the table is printed: a bad path fails first
@@ -213,7 +213,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _dashboard(args: argparse.Namespace) -> int:
-    from optuna_energy.dashboard import HOST, recorded_artifact_dir, serve
+    from optuna_energy.reading.dashboard import HOST, recorded_artifact_dir, serve
 
     config = load_config(args.config).with_study(storage=_storage_option(args))
     open_storage(config.study.storage, create=False)  # a mistyped URL fails here, creating nothing

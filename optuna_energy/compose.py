@@ -1,7 +1,7 @@
 """The pieces for your own objective: the search space as suggest functions, a study named for
 the report, and one call that records a measurement where report, dashboard and export read it.
 
-The built-in objective (``optuna_energy.objective``) is made of these same pieces, so a trial of
+The built-in objective (``optuna_energy.trial.objective``) is made of these same pieces, so a trial of
 your objective stores what one of ``run_study`` stores: the architecture and its costs when it
 comes from the 32-slot space, the measured costs under the registry's field names
 (``optuna_energy.metrics``), the training energy the payback line adds up.
@@ -17,18 +17,18 @@ from typing import Any
 
 import optuna
 
-from optuna_energy import record
-from optuna_energy.arch import ArchProfile, ArchSpec, Shape, profile, summarize
 from optuna_energy.config import TrainingSection
+from optuna_energy.measuring.monitor import InferenceResult, WindowResult
 from optuna_energy.metrics import DEFAULT_OBJECTIVES, METRICS
-from optuna_energy.monitor import InferenceResult, WindowResult
-from optuna_energy.space import (
+from optuna_energy.model.arch import ArchProfile, ArchSpec, Shape, profile, summarize
+from optuna_energy.model.space import (
     SampledArchitecture,
     SpaceSection,
     TrainingParams,
     sample_architecture,
     sample_training,
 )
+from optuna_energy.store import record
 
 __all__ = ["create_study", "record_measurement", "suggest_architecture", "suggest_training"]
 

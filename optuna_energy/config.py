@@ -22,10 +22,10 @@ from typing import Any
 from optuna_energy.data.device import AUGMENTATIONS
 from optuna_energy.data.registry import check_dataset
 from optuna_energy.data.settings import DatasetSection
-from optuna_energy.devices import DeviceError, parse_device_name
+from optuna_energy.host.devices import DeviceError, parse_device_name
 from optuna_energy.metrics import DEFAULT_OBJECTIVES, METRICS
+from optuna_energy.model.space import SpaceSection
 from optuna_energy.samplers import EvolutionSettings
-from optuna_energy.space import SpaceSection
 
 OBJECTIVES: dict[str, str] = {name: metric.direction for name, metric in METRICS.items()}
 """Objective names with their Optuna directions, from the metric registry."""
@@ -138,7 +138,7 @@ EvolutionSection = EvolutionSettings
 
 @dataclasses.dataclass(frozen=True)
 class EarlyStoppingSection:
-    """Costs first and multi-objective early stopping (``optuna_energy.rungs``, docs/energy.md).
+    """Costs first and multi-objective early stopping (``optuna_energy.trial.rungs``, docs/energy.md).
 
     ``enabled = false`` is the paper's mode: every architecture trained for every epoch.
     """
@@ -369,7 +369,7 @@ def _validate_training(section: TrainingSection, name: str) -> None:
 
 
 def _validate_measure(section: MeasureSection, name: str) -> None:
-    from optuna_energy.energy import METER_CHOICES  # the meters own the list of names
+    from optuna_energy.host.meters import METER_CHOICES  # the meters own the list of names
 
     _positive(section.batch_size, f"[{name}] batch_size")
     _positive(section.min_window_seconds, f"[{name}] min_window_seconds")

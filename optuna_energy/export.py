@@ -25,17 +25,17 @@ import optuna
 import torch
 from torch import nn
 
-from optuna_energy.analysis import is_feasible
-from optuna_energy.arch import build_model
 from optuna_energy.config import StudyConfig, load_config
 from optuna_energy.data import DeviceData
-from optuna_energy.devices import resolve_device
-from optuna_energy.objective import trial_seed
-from optuna_energy.record import TrialRecord, stored_config
+from optuna_energy.host.devices import resolve_device
+from optuna_energy.model.arch import build_model
+from optuna_energy.model.space import TrainingParams
+from optuna_energy.reading.analysis import is_feasible
 from optuna_energy.samplers._optuna_compat import storage_behind_cache, storage_of
-from optuna_energy.space import TrainingParams
+from optuna_energy.store.record import TrialRecord, stored_config
 from optuna_energy.study import load_device_data
-from optuna_energy.train import evaluate, train
+from optuna_energy.trial.objective import trial_seed
+from optuna_energy.trial.train import evaluate, train
 
 FORMATS = ("pt2", "onnx", "state_dict", "torchscript")
 """``pt2``: PyTorch's current format (``torch.export.save``; load with ``torch.export.load(path)
@@ -99,7 +99,7 @@ def kept_weights(study: optuna.Study, trial: optuna.trial.FrozenTrial,
         return None
     from optuna.artifacts import get_all_artifact_meta
 
-    from optuna_energy.dashboard import WEIGHTS_FILE, artifact_store
+    from optuna_energy.reading.dashboard import WEIGHTS_FILE, artifact_store
 
     metas = [meta for meta in get_all_artifact_meta(trial, storage=storage_of(study))
              if meta.filename == WEIGHTS_FILE]

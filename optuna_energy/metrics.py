@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from optuna_energy.measure import ModelUnderTest
+    from optuna_energy.measuring.measure import ModelUnderTest
 
 
 def _si(unit: str, digits: int = 3) -> Callable[[float], str]:
@@ -77,7 +77,7 @@ class Metric:
 
 
 def _peak_inference_memory(model: ModelUnderTest) -> float:
-    from optuna_energy.measure import (
+    from optuna_energy.measuring.measure import (
         peak_inference_memory,  # torch only when a trial measures
     )
 

@@ -15,7 +15,6 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from optuna_energy.budget import tally
 from optuna_energy.config import (
     MAX_SEED,
     SAMPLERS,
@@ -24,23 +23,24 @@ from optuna_energy.config import (
     StudyConfig,
     load_config,
 )
-from optuna_energy.dashboard import study_callbacks, trained_model_hook
 from optuna_energy.data import ArraySplits, DeviceData, load_dataset
-from optuna_energy.devices import resolve_device
-from optuna_energy.loop import Callback, optimize_within_budget
-from optuna_energy.measure import measure_idle_watts, open_meter
-from optuna_energy.objective import Objective
-from optuna_energy.progress import TrialProgress, quiet_optuna
-from optuna_energy.record import (
+from optuna_energy.host.devices import resolve_device
+from optuna_energy.measuring.measure import measure_idle_watts, open_meter
+from optuna_energy.reading.dashboard import study_callbacks, trained_model_hook
+from optuna_energy.run.loop import Callback, optimize_within_budget
+from optuna_energy.run.progress import TrialProgress, quiet_optuna
+from optuna_energy.samplers import EvolutionSampler
+from optuna_energy.store.budget import tally
+from optuna_energy.store.record import (
     TrialRecord,
     changed_trial_settings,
     config_record,
     store_config,
     stored_config,
 )
-from optuna_energy.samplers import EvolutionSampler
-from optuna_energy.storage import StorageError, describe_error, mask_url, open_storage
-from optuna_energy.train import TrialFailure
+from optuna_energy.store.storage import StorageError, describe_error, mask_url, open_storage
+from optuna_energy.trial.objective import Objective
+from optuna_energy.trial.train import TrialFailure
 
 
 def create_sampler(name: str, *, seed: int | None = None,

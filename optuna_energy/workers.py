@@ -4,7 +4,7 @@ A worker is ``run_study`` for a shared study: it joins (or creates) the study, r
 the study as a whole has its budget, logs one line per trial instead of a progress bar, and
 turns SIGTERM into the same clean stop as Ctrl-C. The launcher starts workers on one node, each
 with its own ``CUDA_VISIBLE_DEVICES``, prefixes their output, and stops them together. Workers
-sharing a GPU get its lock folder (``optuna_energy.gpu_share``), and the launcher records each
+sharing a GPU get its lock folder (``optuna_energy.host.gpu_share``), and the launcher records each
 GPU's energy over the whole launch on the study.
 """
 
@@ -27,14 +27,14 @@ from typing import IO
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from optuna_energy import record
-from optuna_energy.budget import tally
 from optuna_energy.config import StudyConfig
-from optuna_energy.devices import BACKENDS
-from optuna_energy.energy import EnergyMeter, EnergyMeterError, NvmlCounterMeter, gpu_at_index
-from optuna_energy.gpu_share import LOCKS_ENV
-from optuna_energy.record import TrialRecord
-from optuna_energy.storage import mask_text
+from optuna_energy.host.devices import BACKENDS
+from optuna_energy.host.gpu_share import LOCKS_ENV
+from optuna_energy.host.meters import EnergyMeter, EnergyMeterError, NvmlCounterMeter, gpu_at_index
+from optuna_energy.store import record
+from optuna_energy.store.budget import tally
+from optuna_energy.store.record import TrialRecord
+from optuna_energy.store.storage import mask_text
 from optuna_energy.study import create_or_load_study, create_sampler, optimize_study
 
 STORAGE_ENV = "OPTUNA_ENERGY_STORAGE"
@@ -180,7 +180,7 @@ def launch(slots: Sequence[WorkerSlot], worker_args: Sequence[str], *, storage: 
     """Start one ``optuna-energy worker`` per slot, stream their output, stop them together.
 
     The storage URL reaches the workers through ``OPTUNA_ENERGY_STORAGE``, never their command
-    line. Slots on the same GPU share a lock folder (``optuna_energy.gpu_share.LOCKS_ENV``), made
+    line. Slots on the same GPU share a lock folder (``optuna_energy.host.gpu_share.LOCKS_ENV``), made
     here and removed at the end. With ``study``, each GPU's energy counter is read at the start
     and the end and the difference added to the study (``record.add_search_energy``). On SIGINT
     or SIGTERM every worker gets SIGTERM: its running trial ends as FAIL and is queued again with

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from optuna_energy import gpu_share
+from optuna_energy.host import gpu_share
 
 STEP_S = 0.002
 WINDOW_S = 0.03

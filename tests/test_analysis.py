@@ -10,7 +10,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 
-from optuna_energy.analysis import (
+from optuna_energy.reading.analysis import (
     AnalysisError,
     TradeOffWeights,
     highlight,
@@ -120,7 +120,7 @@ def test_highlights_follow_the_study_costs_and_labels_follow_the_paper():
 
 
 def test_labels_go_past_z():
-    from optuna_energy.analysis import _letter
+    from optuna_energy.reading.analysis import _letter
 
     assert [_letter(i) for i in (0, 25, 26, 27, 52)] == ["A", "Z", "AA", "AB", "BA"]
 
@@ -170,7 +170,7 @@ def test_studies_without_names_or_usable_trials_give_one_line_errors():
 
 
 def test_payback_sentence_names_the_models_and_the_count():
-    from optuna_energy.report import build_report, payback_text
+    from optuna_energy.reading.report import build_report, payback_text
 
     text = payback_text(build_report(make_study()))
     # 100 J / (5e-3 - 1.5e-3) J = 28,571 inferences; labels: trade-off A, most accurate B.

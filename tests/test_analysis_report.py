@@ -12,13 +12,13 @@ from PIL import Image
 import optuna_energy
 from optuna_energy.cli import main
 from optuna_energy.metrics import METRICS
-from optuna_energy.report import (
+from optuna_energy.reading.report import (
     build_report,
     table_csv,
     table_markdown,
     table_text,
 )
-from optuna_energy.report_files import write_report
+from optuna_energy.reading.report_files import write_report
 from tests.helpers import tiny_config
 
 FIGURES = ("fig1_costs_vs_accuracy.png", "fig2_topologies.png", "hypervolume.png")

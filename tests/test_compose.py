@@ -14,10 +14,10 @@ from torch import nn
 
 import optuna_energy
 from optuna_energy import cli
-from optuna_energy.arch import profile
 from optuna_energy.config import load_config
-from optuna_energy.energy import EnergyEstimateWarning, estimate
-from optuna_energy.report import TABLE_METRICS
+from optuna_energy.host.meters import EnergyEstimateWarning, estimate
+from optuna_energy.model.arch import profile
+from optuna_energy.reading.report import TABLE_METRICS
 from optuna_energy.samplers import EvolutionSampler
 from tests.helpers import tiny_config
 

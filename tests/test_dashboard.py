@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 from PIL import Image
 
 import optuna_energy
-from optuna_energy.dashboard import ARCHITECTURE_FILE, TOPOLOGY_FILE, artifact_store
+from optuna_energy.reading.dashboard import ARCHITECTURE_FILE, TOPOLOGY_FILE, artifact_store
 from tests.helpers import free_port, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,7 +67,7 @@ def test_the_note_names_what_the_dashboard_marks_best_wrongly_in_the_papers_mode
     """Infeasible trials that complete (here: no early stopping) are best to optuna-dashboard."""
     from optuna_dashboard import get_note
 
-    from optuna_energy.dashboard import dashboard_only_best
+    from optuna_energy.reading.dashboard import dashboard_only_best
 
     config = tiny_config(tmp_path, artifact_dir=str(tmp_path / "artifacts"))
     config["early_stopping"] = {"enabled": False}
@@ -144,7 +144,7 @@ def test_dashboard_page_in_headless_chromium(made, tmp_path):
         assert "estimate" in text  # a user attribute's value, not only its column
         # The dashboard's best trials (the Pareto front of its COMPLETE trials, constraints not
         # read) are the study's plus exactly the ones the study's note names as not best.
-        from optuna_energy.dashboard import dashboard_only_best
+        from optuna_energy.reading.dashboard import dashboard_only_best
 
         with urllib.request.urlopen(f"{base}/api/studies/{study._study_id}") as response:
             detail = json.loads(response.read())

@@ -18,8 +18,8 @@ from optuna_energy.data import (
     from_tensors,
 )
 from optuna_energy.data.device import random_crop, random_flip
-from optuna_energy.space import TrainingParams
-from optuna_energy.train import evaluate, precision_context, train
+from optuna_energy.model.space import TrainingParams
+from optuna_energy.trial.train import evaluate, precision_context, train
 
 
 def splits(n: int = 64, shape=(3, 8, 8), seed: int = 0) -> ArraySplits:

@@ -12,20 +12,20 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 import optuna_energy
-from optuna_energy import early_stopping
-from optuna_energy.analysis import pareto_front, usable_trials
-from optuna_energy.arch import ArchProfile
-from optuna_energy.budget import counts
 from optuna_energy.config import ConfigError, load_config
 from optuna_energy.data import DeviceData, load_dataset
-from optuna_energy.energy import estimate
-from optuna_energy.record import TrialRecord
-from optuna_energy.report import build_report
-from optuna_energy.rungs import RungSchedule, decide, rung_peers
-from optuna_energy.savings import Savings, savings_text
-from optuna_energy.space import TrainingParams
+from optuna_energy.host.meters import estimate
+from optuna_energy.model.arch import ArchProfile
+from optuna_energy.model.space import TrainingParams
+from optuna_energy.reading.analysis import pareto_front, usable_trials
+from optuna_energy.reading.report import build_report
+from optuna_energy.reading.savings import Savings, savings_text
+from optuna_energy.store.budget import counts
+from optuna_energy.store.record import TrialRecord
+from optuna_energy.store.training_budget import spent
 from optuna_energy.study import create_or_load_study, optimize_study
-from optuna_energy.training_budget import spent
+from optuna_energy.trial import early_stopping
+from optuna_energy.trial.rungs import RungSchedule, decide, rung_peers
 from tests.helpers import tiny_config
 
 COSTS = ["inference_time_s", "params", "energy_per_inference_j"]

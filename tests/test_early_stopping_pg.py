@@ -6,9 +6,9 @@ from pathlib import Path
 
 from optuna.trial import TrialState
 
-from optuna_energy.budget import counts
-from optuna_energy.record import TrialRecord
-from optuna_energy.training_budget import spent
+from optuna_energy.store.budget import counts
+from optuna_energy.store.record import TrialRecord
+from optuna_energy.store.training_budget import spent
 from tests.test_workers_pg import finish, load, start, tiny_config
 
 

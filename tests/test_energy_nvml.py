@@ -17,8 +17,8 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from optuna_energy.devices import identity as gpu_id
-from optuna_energy.energy import (
+from optuna_energy.host.devices import identity as gpu_id
+from optuna_energy.host.meters import (
     EnergyEstimateWarning,
     EnergyMeterError,
     EnergyMeterWarning,
@@ -27,7 +27,7 @@ from optuna_energy.energy import (
     NvmlPowerMeter,
     select_meter,
 )
-from optuna_energy.measure import open_meter
+from optuna_energy.measuring.measure import open_meter
 from tests.nvml_standin import DRIVER_NOT_LOADED, NOT_SUPPORTED, FakeNvml
 
 # The stand-in's second GPU, as torch gives its UUID (no GPU- prefix).

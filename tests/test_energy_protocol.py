@@ -11,24 +11,24 @@ import torch
 from optuna.trial import TrialState
 
 from optuna_energy import run_study
-from optuna_energy.arch import build_model, profile
 from optuna_energy.config import ConfigError, DatasetSection, load_config
 from optuna_energy.data import DeviceData, load_dataset
-from optuna_energy.energy import (
+from optuna_energy.host.meters import (
     EnergyMeterWarning,
     EstimateMeter,
     RaplMeter,
     Work,
     estimate,
 )
-from optuna_energy.energy.rapl import POWERCAP_ROOT_ENV
-from optuna_energy.measure import (
+from optuna_energy.host.meters.rapl import POWERCAP_ROOT_ENV
+from optuna_energy.measuring.measure import (
     energy_per_inference,
     measure_idle_watts,
     measure_inference,
     metered,
 )
-from optuna_energy.train import TrialFailure
+from optuna_energy.model.arch import build_model, profile
+from optuna_energy.trial.train import TrialFailure
 from tests.test_energy_rapl import PowercapTree
 
 WATTS = 40.0

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from optuna_energy.energy import (
+from optuna_energy.host.meters import (
     EnergyEstimateWarning,
     EnergyMeterError,
     RaplMeter,
     select_meter,
 )
-from optuna_energy.energy.rapl import POWERCAP_ROOT_ENV
+from optuna_energy.host.meters.rapl import POWERCAP_ROOT_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2  # <linux/prctl.h>, <linux/capability.h>
@@ -175,7 +175,7 @@ def test_unreadable_counters_fall_back_and_say_why(tree: PowercapTree) -> None:
     for directory in TWO_SOCKETS:
         os.chmod(tree.root / directory / "energy_uj", 0o000)
     code = ("import warnings; warnings.simplefilter('always'); "
-            "from optuna_energy.energy import select_meter; print(select_meter('cpu').source)")
+            "from optuna_energy.host.meters import select_meter; print(select_meter('cpu').source)")
     env = {**os.environ, POWERCAP_ROOT_ENV: str(tree.root), "PYTHONPATH": str(REPO)}
     result = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60,

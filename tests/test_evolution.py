@@ -23,6 +23,12 @@ from optuna.trial import TrialState
 
 from optuna_energy import ConfigError, create_sampler, load_config, profile
 from optuna_energy.config import SpaceSection, TrainingSection
+from optuna_energy.model.space import (
+    sample_architecture,
+    sample_training,
+    slot_of,
+    slot_prefix,
+)
 from optuna_energy.samplers import PARENTS_ATTR, EvolutionSampler
 from optuna_energy.samplers._genome import Genome, block_of
 from optuna_energy.samplers._selection import ElitePopulation
@@ -32,12 +38,6 @@ from optuna_energy.samplers._variation import (
     fit_to,
     mutate,
     perturb,
-)
-from optuna_energy.space import (
-    sample_architecture,
-    sample_training,
-    slot_of,
-    slot_prefix,
 )
 from optuna_energy.workers import run_worker
 from tests.helpers import tiny_config

@@ -107,8 +107,8 @@ def _long_spec(layers: int) -> list[dict]:
 def test_the_pareto_table_fits_a_100_column_terminal():
     from optuna.trial import create_trial
 
-    from optuna_energy.analysis import format_table
-    from optuna_energy.arch import summarize
+    from optuna_energy.model.arch import summarize
+    from optuna_energy.reading.analysis import format_table
 
     study = optuna.create_study(directions=["maximize", "minimize", "minimize", "minimize"])
     study.set_metric_names(["accuracy", "inference_time", "params", "energy"])
@@ -125,8 +125,8 @@ def test_the_pareto_table_fits_a_100_column_terminal():
 
 
 def test_fig1_counts_what_it_draws_shows_every_role_and_keeps_labels_inside():
-    from optuna_energy.plots import cost_figure
-    from optuna_energy.report import build_report
+    from optuna_energy.reading.plots import cost_figure
+    from optuna_energy.reading.report import build_report
     from tests.test_analysis import make_study
 
     # Trial 0 is the most accurate and the best trade-off; trial 1 the lowest cost; 2 infeasible; 3 failed.
@@ -152,9 +152,9 @@ def test_fig1_counts_what_it_draws_shows_every_role_and_keeps_labels_inside():
 
 
 def test_fig2_has_a_colour_legend_that_explains_the_notation():
-    from optuna_energy.layers import LAYER_KINDS
-    from optuna_energy.plots import topology_figure
-    from optuna_energy.report import build_report
+    from optuna_energy.model.layers import LAYER_KINDS
+    from optuna_energy.reading.plots import topology_figure
+    from optuna_energy.reading.report import build_report
     from tests.test_analysis import make_study
 
     figure = topology_figure(build_report(make_study()))

@@ -1,4 +1,4 @@
-"""Several workers on one GPU (optuna_energy.gpu_share): real processes on a stand-in device."""
+"""Several workers on one GPU (optuna_energy.host.gpu_share): real processes on a stand-in device."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 import torch
 
 import optuna_energy
-from optuna_energy import gpu_share
-from optuna_energy.energy import EnergyMeter
-from optuna_energy.record import TrialRecord
+from optuna_energy.host import gpu_share
+from optuna_energy.host.meters import EnergyMeter
+from optuna_energy.store.record import TrialRecord
 from tests.helpers import tiny_config
 
 REPO = Path(__file__).resolve().parent.parent

@@ -9,10 +9,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from optuna_energy import objective as objective_module
-from optuna_energy.objective import MAX_UNEXPECTED_IN_A_ROW, ObjectiveError
-from optuna_energy.record import TrialRecord
+from optuna_energy.store.record import TrialRecord
 from optuna_energy.study import run_study
+from optuna_energy.trial import objective as objective_module
+from optuna_energy.trial.objective import MAX_UNEXPECTED_IN_A_ROW, ObjectiveError
 from tests.helpers import tiny_config
 
 
@@ -92,8 +92,8 @@ def load_config_text(path: Path, *, heartbeat_interval: int):
 
 def test_waiting_for_a_silent_worker_says_for_which_trial_and_how_long(
         postgres_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from optuna_energy import record
     from optuna_energy.config import load_config
+    from optuna_energy.store import record
     from optuna_energy.study import create_or_load_study, optimize_study
 
     config = load_config(tiny_config(tmp_path, storage=postgres_url, n_trials=1)
@@ -268,7 +268,7 @@ def test_many_processes_create_a_fresh_sqlite_schema_at_once(tmp_path: Path) -> 
     import sys
 
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
-    code = ("import sys, optuna; from optuna_energy.storage import open_storage; "
+    code = ("import sys, optuna; from optuna_energy.store.storage import open_storage; "
             f"optuna.create_study(storage=open_storage({url!r}), study_name='s', load_if_exists=True)")
     processes = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
                  for _ in range(8)]
@@ -305,7 +305,7 @@ def test_a_seeded_single_run_is_reproducible_and_a_resume_proposes_new_networks(
 
 def test_a_model_too_big_for_its_share_of_memory_fails_before_it_is_built(
         postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from optuna_energy.arch import profile, training_memory
+    from optuna_energy.model.arch import profile, training_memory
 
     built = []
     monkeypatch.setattr(objective_module, "available_memory", lambda device: 64 * 2**10)  # a 64 KiB device

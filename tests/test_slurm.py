@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from optuna_energy.budget import tally
+from optuna_energy.store.budget import tally
 from tests.pg import PASSWORD
 from tests.slurm import KILL_WAIT, SlurmCluster
 from tests.test_workers_pg import STUDY, Watch, load, tiny_config, wait_for

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.flop_counter import FlopCounterMode
 
-from optuna_energy.arch import build_model, from_json, profile, summarize, to_json
 from optuna_energy.config import SpaceSection
-from optuna_energy.space import sample_architecture, slot_of
+from optuna_energy.model.arch import build_model, from_json, profile, summarize, to_json
+from optuna_energy.model.space import sample_architecture, slot_of
 
 N_ARCHITECTURES = 200
 

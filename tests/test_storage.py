@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 from optuna_energy.config import StorageSection
-from optuna_energy.storage import StorageError, mask_text, mask_url, open_storage
+from optuna_energy.store.storage import StorageError, mask_text, mask_url, open_storage
 
 
 @pytest.mark.parametrize(("url", "masked"), [

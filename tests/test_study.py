@@ -11,10 +11,10 @@ import torch
 from optuna.trial import TrialState
 
 import optuna_energy
-from optuna_energy.arch import build_model, profile
 from optuna_energy.config import load_config
 from optuna_energy.data import from_tensors, load_dataset
-from optuna_energy.devices import DeviceError
+from optuna_energy.host.devices import DeviceError
+from optuna_energy.model.arch import build_model, profile
 from tests.helpers import tiny_config
 
 ENERGY_ATTRS = ("energy_source", "energy_gross_j", "energy_net_j", "train_energy_j")
@@ -105,7 +105,7 @@ class _ExplodingLoss(torch.nn.CrossEntropyLoss):
 
 
 def test_diverging_training_fails_the_trial_and_the_study_goes_on(tmp_path, monkeypatch):
-    monkeypatch.setattr("optuna_energy.train.nn.CrossEntropyLoss", _ExplodingLoss)
+    monkeypatch.setattr("optuna_energy.trial.train.nn.CrossEntropyLoss", _ExplodingLoss)
     config = tiny_config(tmp_path)
     study = optuna_energy.run_study(config, n_trials=2, show_progress_bar=False)
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
@@ -154,7 +154,7 @@ def test_seeded_runs_repeat(tmp_path):
 
 def test_memory_objective_from_the_cli_to_the_report_with_its_constraint(tmp_path, capsys):
     from optuna_energy.cli import main
-    from optuna_energy.record import TrialRecord
+    from optuna_energy.store.record import TrialRecord
 
     config = tmp_path / "memory.toml"
     config.write_text(f"""

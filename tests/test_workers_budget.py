@@ -15,14 +15,14 @@ import pytest
 import sqlalchemy.exc
 from optuna.trial import TrialState
 
-from optuna_energy import record
-from optuna_energy.budget import WithinBudget, tally
 from optuna_energy.cli import build_parser
 from optuna_energy.config import StorageSection
-from optuna_energy.gpu_share import LOCKS_ENV
-from optuna_energy.loop import optimize_within_budget
-from optuna_energy.record import TrialRecord, search_energy
-from optuna_energy.storage import StorageError, open_storage
+from optuna_energy.host.gpu_share import LOCKS_ENV
+from optuna_energy.run.loop import optimize_within_budget
+from optuna_energy.store import record
+from optuna_energy.store.budget import WithinBudget, tally
+from optuna_energy.store.record import TrialRecord, search_energy
+from optuna_energy.store.storage import StorageError, open_storage
 from optuna_energy.workers import _Output, _SearchEnergy, _with_locks, plan_workers
 from tests.nvml_standin import FakeNvml
 

@@ -13,11 +13,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from optuna_energy.budget import Tally, counts, tally
 from optuna_energy.cli import main
-from optuna_energy.gpu_share import LOCKS_ENV
-from optuna_energy.record import TrialRecord
-from optuna_energy.storage import open_storage
+from optuna_energy.host.gpu_share import LOCKS_ENV
+from optuna_energy.store.budget import Tally, counts, tally
+from optuna_energy.store.record import TrialRecord
+from optuna_energy.store.storage import open_storage
 from tests.pg import PASSWORD, PostgresServer
 
 STUDY = "shared"

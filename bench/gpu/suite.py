@@ -63,11 +63,11 @@ from bench.core_overhead import trial_time_split
 from optuna_energy.compose import suggest_training
 from optuna_energy.config import load_config
 from optuna_energy.data import load_dataset
-from optuna_energy.devices import identity as gpu_id
-from optuna_energy.energy import GpuId, NvmlCounterMeter
-from optuna_energy.energy.nvml import _Session
-from optuna_energy.gpu_share import LOCKS_ENV
-from optuna_energy.space import sample_architecture
+from optuna_energy.host.devices import identity as gpu_id
+from optuna_energy.host.gpu_share import LOCKS_ENV
+from optuna_energy.host.meters import GpuId, NvmlCounterMeter
+from optuna_energy.host.meters.nvml import _Session
+from optuna_energy.model.space import sample_architecture
 from optuna_energy.study import create_or_load_study, optimize_study
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from optuna_energy.data.splits import ArraySplits
-from optuna_energy.devices import backend
+from optuna_energy.host.devices import backend
 
 AUGMENTATIONS = ("crop", "flip")
 """``crop``: random crop of the zero-padded image; ``flip``: random horizontal flip."""

@@ -1,13 +1,13 @@
 """A trial's parameters seen as a genome: blocks of genes that belong together.
 
-The search space (``optuna_energy.space``) prefixes every gene of layer slot N with ``sNN_``:
+The search space (``optuna_energy.model.space``) prefixes every gene of layer slot N with ``sNN_``:
 ``sNN_on``, ``sNN_type`` and the genes of that type, ``sNN_<type>_<name>``. Training genes share
 the prefix ``train_``. A block is what crossover moves as a whole; any other parameter name is a
 block of its own, so the sampler still works on spaces that follow no convention. A space of
 one's own declares its blocks with a function from parameter name to block key
 (``EvolutionSampler(block_of=...)``); :func:`block_of` is the default.
 
-The naming is read here rather than imported from ``optuna_energy.space``, which builds models
+The naming is read here rather than imported from ``optuna_energy.model.space``, which builds models
 (torch) and reads the application's config: the sampler works in any Optuna study and imports
 neither. ``tests/test_evolution.py`` checks that this reading agrees with the space's writing.
 """

@@ -12,8 +12,8 @@ import os
 import pytest
 import torch
 
-from optuna_energy.devices import identity as gpu_id
-from optuna_energy.energy import GpuId
+from optuna_energy.host.devices import identity as gpu_id
+from optuna_energy.host.meters import GpuId
 
 if os.environ.get("OPTUNA_ENERGY_GPU_TESTS") != "1":
     collect_ignore_glob = ["*"]

@@ -15,9 +15,9 @@ import time
 import pytest
 import torch
 
-from optuna_energy.energy import GpuId, NvmlCounterMeter, NvmlPowerMeter
-from optuna_energy.measure import measure_idle_watts, metered
-from optuna_energy.train import TrialFailure, trial_failures
+from optuna_energy.host.meters import GpuId, NvmlCounterMeter, NvmlPowerMeter
+from optuna_energy.measuring.measure import measure_idle_watts, metered
+from optuna_energy.trial.train import TrialFailure, trial_failures
 
 MATRIX = 8192  # one fp32 product is about 1.1 TFLOP: tens of ms, enough to load any GPU
 

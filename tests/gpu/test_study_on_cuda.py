@@ -10,8 +10,8 @@ import pytest
 from optuna.trial import FrozenTrial, TrialState
 
 from optuna_energy import run_study
-from optuna_energy.energy import EnergyMeterWarning, GpuId
 from optuna_energy.export import FORMATS, export_trial
+from optuna_energy.host.meters import EnergyMeterWarning, GpuId
 from tests.helpers import tiny_config
 
 MIN_WINDOW_S = 0.3

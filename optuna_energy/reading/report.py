@@ -1,0 +1,158 @@
+"""A study's report: the paper's Table I for the highlighted models, as text, Markdown and CSV,
+with the payback sentence. ``report_files.write_report`` writes it with the figures."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+from collections.abc import Sequence
+
+import optuna
+
+from optuna_energy.metrics import ACCURACY, COSTS, METRICS
+from optuna_energy.reading.analysis import (
+    Highlight,
+    Payback,
+    TradeOffWeights,
+    highlights,
+    metric_names,
+    metric_values,
+    model_labels,
+    payback,
+    render_text,
+    roles,
+    usable_trials,
+)
+from optuna_energy.reading.savings import Savings, savings, savings_text
+from optuna_energy.store.record import TrialRecord
+
+TABLE_METRICS = (*COSTS, ACCURACY)
+"""Table I's columns in the paper's order (costs, then accuracy); every trial records them all."""
+
+_HEADERS = ["model", "trial", *(METRICS[name].header for name in TABLE_METRICS), "highlighted as"]
+_CSV_HEADERS = ["model", "trial", *(METRICS[name].field for name in TABLE_METRICS), "highlighted_as",
+                "architecture"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelRow:
+    label: str
+    trial: optuna.trial.FrozenTrial
+    roles: str
+    metrics: dict[str, float]
+    """Table I's metrics in SI units; accuracy as a fraction."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    """Everything the table, the figures and the dashboard note show."""
+
+    study_name: str
+    objectives: list[str]
+    n_trials: int
+    n_usable: int
+    weights: TradeOffWeights
+    highlights: list[Highlight]
+    labels: dict[int, str]
+    rows: list[ModelRow]
+    payback: Payback
+    savings: Savings
+    """What costs first and early stopping saved against training every trial fully."""
+
+
+def build_report(study: optuna.Study, *, weights: TradeOffWeights = TradeOffWeights()) -> Report:
+    """Analyse a study: highlighted models per cost, their table rows and the energy payback.
+
+    Raises:
+        AnalysisError: The study has no metric names or no completed, feasible trial.
+    """
+    names = metric_names(study)
+    selected = highlights(study, weights=weights)
+    labels = model_labels(selected)
+    found = roles(selected)
+    trials = {item.number: item for h in selected
+              for item in (h.best_trade_off, h.most_accurate, h.lowest_cost)}
+    rows = []
+    for number, label in labels.items():
+        trial = trials[number]
+        metrics = {name: float(metric_values([trial], name, names)[0]) for name in TABLE_METRICS}
+        rows.append(ModelRow(label=label, trial=trial, roles=found[number], metrics=metrics))
+    return Report(study_name=study.study_name, objectives=names, n_trials=len(study.trials),
+                  n_usable=len(usable_trials(study)), weights=weights, highlights=selected,
+                  labels=labels, rows=rows, payback=payback(study, weights=weights),
+                  savings=savings(study))
+
+
+def _cells(row: ModelRow) -> list[str]:
+    return [row.label, str(row.trial.number),
+            *(METRICS[name].format(row.metrics[name]) for name in TABLE_METRICS), row.roles]
+
+
+def table_text(report: Report) -> str:
+    """Table I as aligned plain text, for the terminal."""
+    return render_text(_HEADERS, [_cells(row) for row in report.rows], free_last=True)
+
+
+def table_markdown(report: Report) -> str:
+    """Table I as a Markdown table."""
+    lines = ["| " + " | ".join(_HEADERS) + " |",
+             "|" + "|".join(["---"] * 2 + ["---:"] * len(TABLE_METRICS) + ["---"]) + "|"]
+    lines += ["| " + " | ".join(_cells(row)) + " |" for row in report.rows]
+    return "\n".join(lines)
+
+
+def table_csv(report: Report) -> str:
+    """Table I as CSV for machines: full-precision numbers in SI units, accuracy as a fraction."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(_CSV_HEADERS)
+    for row in report.rows:
+        writer.writerow([row.label, row.trial.number,
+                         *(_csv_number(row.metrics[name]) for name in TABLE_METRICS), row.roles,
+                         TrialRecord.of(row.trial).architecture_summary or ""])
+    return buffer.getvalue()
+
+
+def _csv_number(value: float) -> int | float | str:
+    """Integers as integers (``18862``, not ``18862.0``); NaN as an empty cell."""
+    if math.isnan(value):
+        return ""
+    return int(value) if float(value).is_integer() else value
+
+
+def payback_text(report: Report) -> str:
+    """One paragraph: what the search cost and after how many inferences it is repaid."""
+    p = report.payback
+    head = (f"The search spent {p.search_energy_j:.4g} J training (energy source: "
+            f"{', '.join(p.energy_sources) or 'none recorded'}). ")
+    trade, most = _model_name(report, p.best_trade_off), _model_name(report, p.most_accurate)
+    if p.inferences is None:
+        if p.best_trade_off.number == p.most_accurate.number:
+            which = f"The best energy trade-off is also the most accurate model, {most}"
+        else:
+            which = (f"The best energy trade-off, {trade}, uses no less energy per inference than "
+                     f"the most accurate, {most}")
+        return f"{head}{which}: nothing is saved per inference, so there is no payback point."
+    return head + (f"Deploying the best energy trade-off, {trade}, instead of the most accurate, "
+                   f"{most}, saves {p.saved_per_inference_j:.4g} J per inference: the search has "
+                   f"paid for itself after {p.inferences:,.0f} inferences.")
+
+
+def _model_name(report: Report, trial: optuna.trial.FrozenTrial) -> str:
+    label = report.labels.get(trial.number)
+    return f"model {label} (trial {trial.number})" if label else f"trial {trial.number}"
+
+
+def report_markdown(report: Report, *, figures: Sequence[str] = ()) -> str:
+    """The whole report as Markdown: counts, weights, Table I, payback, and figure links."""
+    w = report.weights
+    lines = [f"# Study {report.study_name}", "",
+             f"{report.n_usable} completed, feasible trials of {report.n_trials}; objectives: "
+             f"{', '.join(report.objectives)}. Best trade-off: lowest weighted Euclidean distance to "
+             f"100 % accuracy and zero cost, both normalised over the study (weights: accuracy "
+             f"{w.accuracy:g}, cost {w.cost:g}).", "", table_markdown(report), "", payback_text(report),
+             "", savings_text(report.savings)]
+    lines += ["", *(f"![{name}]({name})" for name in figures)] if figures else []
+    return "\n".join(lines) + "\n"

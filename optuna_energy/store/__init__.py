@@ -1,0 +1,3 @@
+"""What the study's storage holds and how workers share it: storage URLs, the trial record, and
+the exact trial, epoch and joule budgets claimed across workers.
+"""

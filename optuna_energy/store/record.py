@@ -1,0 +1,186 @@
+"""The trial record and the study's stored config: the only code that writes and reads user
+attributes.
+
+Everything a later reader needs is stored on the trial, so that the database alone tells what
+each trial was and how it was measured. Field names are the user attribute keys, so a study
+written by an older version reads back as far as it has the fields, and optuna-dashboard shows
+them as they are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from optuna_energy.metrics import metric
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialRecord:
+    """What optuna-energy stored on one trial; ``None`` where the trial has no such value."""
+
+    # What the trial is: written before training, so a failed trial still shows it.
+    architecture: list[dict[str, Any]] | None = None
+    architecture_summary: str | None = None
+    skipped_slots: list[int] | None = None
+    params: int | None = None
+    macs: int | None = None
+    training: dict[str, Any] | None = None
+    device: str | None = None
+    eval_split: str | None = None
+    precision: str | None = None
+    # What it measured (SI units).
+    accuracy: float | None = None
+    inference_time_s: float | None = None
+    energy_source: str | None = None
+    energy_per_inference_j: float | None = None
+    energy_gross_j: float | None = None
+    energy_net_j: float | None = None
+    energy_window_s: float | None = None
+    energy_window_images: int | None = None
+    train_energy_j: float | None = None
+    train_energy_basis: str | None = None
+    """``apportioned`` when the trial trained on a GPU shared with other workers:
+    ``train_energy_j`` is its share of ``train_window_j`` (``optuna_energy.host.gpu_share``);
+    ``None``: it had the chip to itself and ``train_energy_j`` is what the meter counted."""
+    train_window_j: float | None = None
+    """On a shared GPU, what the meter counted over the trial's training windows (all trainers)."""
+    train_window_s: float | None = None
+    train_seconds: float | None = None
+    measure_seconds: float | None = None
+    idle_watts: float | None = None
+    meter: dict[str, Any] | None = None
+    memory_bytes: float | None = None
+    # Training in rungs (optuna_energy.trial.early_stopping) and the training budget it spends.
+    rung_accuracies: dict[str, float] | None = None
+    """Epochs (as text: user attributes are JSON) -> evaluation accuracy after them, per rung."""
+    epochs_trained: int | None = None
+    epochs_claimed: int | None = None
+    """Epochs of the study's epoch budget this trial may spend (``optuna_energy.store.training_budget``)."""
+    stop_reason: str | None = None
+    """Why the trial was not trained fully: over a limit, at chance, outranked, budget used."""
+    # How it ended.
+    constraints: dict[str, float] | None = None
+    """Constraint key -> violation (> 0 violated), mirroring Optuna's ``set_constraint``."""
+    feasible: bool | None = None
+    failure_reason: str | None = None
+    """Why the objective failed the trial on purpose (diverged, out of memory...)."""
+    worker: str | None = None
+    """``host:pid`` of the process that ran it."""
+    over_budget: bool | None = None
+    """Created after the study's budget was used; never ran and never counts."""
+
+    @property
+    def rung_reached(self) -> int | None:
+        """The last rung (in epochs) the trial was evaluated at, ``None`` if none."""
+        return max(map(int, self.rung_accuracies)) if self.rung_accuracies else None
+
+    @classmethod
+    def of(cls, trial: FrozenTrial | optuna.Trial) -> TrialRecord:
+        """The record stored on a finished or a running trial."""
+        attrs = trial.user_attrs
+        return cls(**{name: attrs[name] for name in _FIELDS if name in attrs})
+
+    def value(self, name: str) -> float:
+        """A metric's recorded value, NaN when the trial did not record it."""
+        value = getattr(self, metric(name).field)
+        return math.nan if value is None else float(value)
+
+
+_FIELDS = frozenset(field.name for field in dataclasses.fields(TrialRecord))
+
+
+def write(trial: optuna.Trial, **fields: Any) -> None:
+    """Store fields of the trial record on a running trial.
+
+    Raises:
+        TypeError: A name that is not a field of :class:`TrialRecord`.
+    """
+    unknown = sorted(set(fields) - _FIELDS)
+    if unknown:
+        raise TypeError(f"not trial record fields: {', '.join(unknown)}")
+    for name, value in fields.items():
+        trial.set_user_attr(name, value)
+
+
+SEARCH_ENERGY_ATTR = "search_energy:"
+"""Prefix of the study user attributes holding each GPU's energy over ``launch`` runs, one per
+``host/gpuN`` (one attribute each, so launches on different nodes never overwrite each other)."""
+
+
+def add_search_energy(study: optuna.Study, gpu: str, *, joules: float, seconds: float,
+                      per_gpu: int, source: str) -> None:
+    """Add what a GPU's counter read over one ``launch`` to the study's total for that GPU.
+
+    ``gpu`` names it (``host/gpuN``), ``per_gpu`` the workers that shared it, ``source`` the meter.
+    Only the launcher on that node writes it, so adding to what was stored races with nothing.
+    """
+    key = SEARCH_ENERGY_ATTR + gpu
+    before = study.user_attrs.get(key, {})
+    study.set_user_attr(key, {"joules": before.get("joules", 0.0) + joules,
+                              "seconds": before.get("seconds", 0.0) + seconds,
+                              "launches": before.get("launches", 0) + 1,
+                              "per_gpu": per_gpu, "source": source})
+
+
+def search_energy(study: optuna.Study | optuna.study.StudySummary) -> dict[str, dict[str, Any]]:
+    """Each GPU's recorded search energy (:func:`add_search_energy`), by ``host/gpuN``."""
+    return {key.removeprefix(SEARCH_ENERGY_ATTR): value for key, value in study.user_attrs.items()
+            if key.startswith(SEARCH_ENERGY_ATTR)}
+
+
+CONFIG_ATTR = "config"
+"""Study user attribute holding the config (storage URL left out) that export retrains with."""
+
+
+_RESUMABLE = {
+    "study": {"name", "sampler", "n_trials", "timeout", "device", "artifact_dir", "keep_weights",
+              "max_train_epochs", "max_train_energy"},
+    "dataset": {"root", "cache_dir", "download"},
+    "training": {"max_memory_share"},  # a guard against running out of memory, not the trial
+    "storage": None,  # None: the whole section
+    "workers": None,
+    "evolution": None,
+}
+"""Settings a resumed study may change: they decide how and where trials run, not what a trial is.
+Everything else (dataset, training, space, measuring, constraints, seed) defines the trials, so a
+study whose trials were run with other values would mix two experiments, and export would
+rebuild its models with the wrong settings."""
+
+
+def config_record(config: Any) -> dict[str, Any]:
+    """A ``StudyConfig`` as the study stores it: everything but the storage URL (it may hold a
+    password), with tuples as lists, as the storage returns them."""
+    data = json.loads(json.dumps(dataclasses.asdict(config)))
+    del data["study"]["storage"]
+    return data
+
+
+def store_config(study: optuna.Study, config: Any) -> None:
+    """Record the config a study runs with: export retrains with it, resumes are checked against it."""
+    study.set_user_attr(CONFIG_ATTR, config_record(config))
+
+
+def stored_config(study: optuna.Study | optuna.study.StudySummary) -> dict[str, Any] | None:
+    """The config a study recorded (see :func:`config_record`), or ``None``."""
+    return study.user_attrs.get(CONFIG_ATTR)
+
+
+def _trial_defining(stored: dict[str, Any]) -> dict[str, Any]:
+    defining: dict[str, Any] = {}
+    for section, values in stored.items():
+        resumable = _RESUMABLE.get(section, set())
+        if isinstance(values, dict) and resumable is not None:
+            defining |= {f"{section}.{key}": value for key, value in values.items() if key not in resumable}
+    return defining
+
+
+def changed_trial_settings(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """The settings that define trials and differ, as ``"section.key = old (now new)"``."""
+    old, new = _trial_defining(before), _trial_defining(now)
+    return [f"{key} = {old[key]!r} (now {new[key]!r})" for key in old if key in new and old[key] != new[key]]

@@ -1,0 +1,116 @@
+"""The rung schedule and the stop rule of multi-objective early stopping.
+
+Training runs in rungs: after ``first_rung`` epochs, then after ``factor`` times as many, and
+so on, up to (not including) the configured ``epochs``, which is full training. At each rung a
+trial goes on only if it can still reach the Pareto front:
+
+1. **Chance.** A network whose accuracy is still no better than always answering the most
+   frequent class (the ``learned`` constraint's threshold) stops: it learned nothing yet.
+2. **Asynchronous successive halving, multi-objective.** Among the trials that reached this
+   rung (from what the storage holds now: no barrier, any number of workers), the points
+   ``(1 - accuracy at the rung, cost_1, ..., cost_k)`` are sorted into non-dominated fronts.
+   The costs are the study's cost objectives, measured exactly before training (see
+   :mod:`optuna_energy.trial.costs_first`), so a cheap network competes with other cheap ones and
+   needs less accuracy to stay worth training than an expensive one. The trial goes on if
+   fewer than ``ceil(n / factor)`` of the ``n`` trials at the rung lie in fronts better than
+   its own: its whole front counts as the top, which keeps every trial no peer beats on all
+   objectives. With fewer than ``min_peers`` trials at the rung the rule has nothing to rank
+   against and the trial goes on.
+
+Pure functions of numbers: the caller gathers the peers (:func:`rung_peers`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from optuna.trial import FrozenTrial
+
+from optuna_energy.samplers._optuna_compat import non_domination_rank
+from optuna_energy.store.record import TrialRecord
+
+
+@dataclasses.dataclass(frozen=True)
+class RungSchedule:
+    """Epoch counts at which a trial is evaluated and may be stopped."""
+
+    first_rung: int
+    factor: int
+    epochs: int
+    """Full training; the last rung lies below it."""
+
+    @property
+    def rungs(self) -> tuple[int, ...]:
+        """``first_rung * factor ** k`` below ``epochs``, e.g. (1, 3) for 1, 3 and 6 epochs."""
+        rungs, epoch = [], self.first_rung
+        while epoch < self.epochs:
+            rungs.append(epoch)
+            epoch *= self.factor
+        return tuple(rungs)
+
+    @property
+    def boundaries(self) -> tuple[int, ...]:
+        """Every rung and then full training: where training pauses."""
+        return (*self.rungs, self.epochs)
+
+
+def epochs_text(count: int) -> str:
+    """``"1 epoch"``, ``"3 epochs"``: how stop reasons and savings count epochs."""
+    return f"{count} epoch{'' if count == 1 else 's'}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    go_on: bool
+    reason: str | None = None
+    """Why the trial stops; ``None`` when it goes on."""
+
+
+def decide(*, accuracy: float, costs: Sequence[float], peers: Sequence[tuple[float, Sequence[float]]],
+           learned: float, factor: int, min_peers: int, rung: int) -> Decision:
+    """Whether a trial at ``rung`` epochs goes on training.
+
+    Args:
+        accuracy: The trial's accuracy after ``rung`` epochs.
+        costs: Its exact costs, one per cost objective (lower is better).
+        peers: ``(accuracy at this rung, costs)`` of the other trials that reached the rung.
+        learned: Accuracy a network must reach to have learned anything (the ``learned``
+            constraint's threshold: one evaluation image above chance).
+        factor: Keep the best ``1 / factor`` of the trials at the rung.
+        min_peers: Trials (this one included) needed at the rung before ranking them.
+        rung: Epochs trained, for the reason.
+    """
+    if accuracy < learned:
+        return Decision(False, f"at chance after {epochs_text(rung)}")
+    if len(peers) + 1 < min_peers:
+        return Decision(True)
+    losses = np.array([[1.0 - accuracy, *costs], *([1.0 - a, *c] for a, c in peers)], dtype=float)
+    ranks = non_domination_rank(losses)
+    ahead = int(np.sum(ranks < ranks[0]))
+    if ahead < math.ceil(len(losses) / factor):
+        return Decision(True)
+    return Decision(False, f"not in the top 1/{factor} of {len(losses)} trials after {epochs_text(rung)}")
+
+
+def rung_peers(trials: Sequence[FrozenTrial], *, rung: int, exclude: int,
+               cost_fields: Sequence[str]) -> list[tuple[float, list[float]]]:
+    """``(accuracy, costs)`` of every trial in ``trials`` but ``exclude`` that reached ``rung``.
+
+    Trials in any state count, running ones included: a rung is decided by what is known now.
+    """
+    peers = []
+    for trial in trials:
+        if trial.number == exclude:
+            continue
+        stored = TrialRecord.of(trial)
+        accuracy = (stored.rung_accuracies or {}).get(str(rung))
+        if accuracy is None or stored.over_budget:
+            continue
+        costs = [getattr(stored, field) for field in cost_fields]
+        if any(cost is None for cost in costs):
+            continue
+        peers.append((float(accuracy), [float(cost) for cost in costs]))
+    return peers
