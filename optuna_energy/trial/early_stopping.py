@@ -1,11 +1,13 @@
 """Training one trial in rungs: evaluate at each rung, stop where it cannot reach the front.
 
-The trial trains to each rung boundary in turn (:class:`~optuna_energy.trial.rungs.RungSchedule`),
-each stretch in its own energy window, and after every rung short of full training records its
-accuracy and asks the stop rule (:func:`~optuna_energy.trial.rungs.decide`) with the peers the storage
-holds now. Before each stretch it checks the training budget (the epochs it claimed, the joules
-the study has left). Everything is written to the trial record as it happens, so other workers
-rank against it at once and an interrupted study knows what was spent.
+The trial trains to each rung boundary in turn (:class:`~optuna_energy.trial.rungs.RungSchedule`).
+Each step of the loop in :func:`train_in_rungs` is one piece: the budget says whether the next
+stretch is affordable (:func:`_affordable`: the epochs the trial claimed, the joules the study has
+left), :class:`MeteredTraining` trains it in its own energy window inside the GPU turn and
+records what it cost, and :class:`~optuna_energy.trial.stopping.RungStopper` records the rung's
+accuracy and asks the stop rule with the peers the storage holds now. Everything is written to
+the trial record as it happens, so other workers rank against it at once and an interrupted
+study knows what was spent.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Sequence
 
 import optuna
 from optuna.trial import FrozenTrial
+from torch import nn
 
 from optuna_energy.config import StudyConfig
 from optuna_energy.data import DeviceData
@@ -27,17 +30,13 @@ from optuna_energy.model.space import TrainingParams
 from optuna_energy.store import record
 from optuna_energy.store.record import TrialRecord
 from optuna_energy.store.training_budget import TrainingBudget, joules_per_mac_epoch
-from optuna_energy.trial.rungs import Decision, RungSchedule, decide, rung_peers
+from optuna_energy.trial.rungs import RungSchedule
+from optuna_energy.trial.stopping import RungStopper, learned_threshold
 from optuna_energy.trial.train import TrainingSession, TrainResult, evaluate, train
 
 APPORTIONED = "apportioned"
 """``train_energy_basis`` of a trial trained on a shared GPU: ``train_energy_j`` is its share of
 the chip's energy over its training windows (``optuna_energy.host.gpu_share``), not the whole."""
-
-
-def learned_threshold(data: DeviceData) -> float:
-    """The accuracy of always answering the most frequent class, plus one evaluation image."""
-    return data.chance_accuracy + 1 / len(data.eval_y)
 
 
 def schedule(config: StudyConfig) -> RungSchedule:
@@ -52,6 +51,14 @@ def training_budget(config: StudyConfig) -> TrainingBudget:
     return TrainingBudget(max_epochs=config.study.max_train_epochs,
                           max_joules=config.study.max_train_energy,
                           boundaries=schedule(config).boundaries)
+
+
+def stopper(config: StudyConfig, data: DeviceData) -> RungStopper:
+    """The study's rung decision: its schedule, chance level and cost objectives."""
+    return RungStopper(schedule=schedule(config), learned=learned_threshold(data),
+                       min_peers=config.early_stopping.min_peers,
+                       cost_fields=tuple(METRICS[name].field for name in config.study.objectives
+                                         if name != ACCURACY))
 
 
 def first_epoch_joules(trials: Sequence[FrozenTrial], *, profile: ArchProfile,
@@ -80,9 +87,76 @@ class RungTraining:
     stop_reason: str | None
 
 
-def train_in_rungs(trial: optuna.Trial, *, model, data: DeviceData, config: StudyConfig,
-                   training: TrainingParams, profile: ArchProfile, costs: dict[str, float],
-                   claim: int, seed: int, meter: EnergyMeter) -> RungTraining:
+class MeteredTraining:
+    """One trial's training, stretch by stretch, each in a metered window, its cost recorded.
+
+    On a GPU shared by several workers with a hardware counter, the counter sees every trainer of
+    the chip, so the trial is charged its share of each window (``train_energy_basis`` =
+    ``apportioned``); the estimate computes this trial's work alone and needs no share.
+    """
+
+    def __init__(self, trial: optuna.Trial, *, model: nn.Module, data: DeviceData,
+                 training: TrainingParams, profile: ArchProfile, seed: int, precision: str,
+                 meter: EnergyMeter, turn: gpu_share.TrainingTurn) -> None:
+        self.trial, self.model, self.data, self.meter, self.turn = trial, model, data, meter, turn
+        self.training, self.profile, self.seed, self.precision = training, profile, seed, precision
+        self.session = TrainingSession.start(model, data, training, seed=seed)
+        self.apportioned = turn.shared and meter.counts_hardware
+        self.joules = self.window_joules = self.window_seconds = self.seconds = 0.0
+
+    @property
+    def epochs(self) -> int:
+        return self.session.epochs_done
+
+    def joules_per_epoch(self) -> float | None:
+        """This trial's own training joules per epoch so far (``None`` before its first)."""
+        return self.joules / self.epochs if self.epochs else None
+
+    def train_to(self, boundary: int) -> float:
+        """Train up to ``boundary`` epochs, record the epochs and joules, and return the
+        evaluation accuracy."""
+        def stretch() -> TrainResult:
+            return train(self.model, self.data, self.training, epochs=boundary - self.epochs,
+                         seed=self.seed, precision=self.precision, session=self.session)
+
+        mark = self.turn.mark()
+        result, window = metered(
+            self.meter, "training", self.data.device, stretch,
+            work=lambda trained: Work(macs=self.profile.macs, params=self.profile.params,
+                                      activations=self.profile.activations,
+                                      batch_size=self.training.batch_size, images=trained.images,
+                                      training=True))
+        self.seconds += result.seconds
+        self.joules += window.joules * (self.turn.share_since(mark) if self.apportioned else 1.0)
+        self.window_joules += window.joules
+        self.window_seconds += window.seconds
+        shared = ({"train_energy_basis": APPORTIONED, "train_window_j": self.window_joules}
+                  if self.apportioned else {})
+        record.write(self.trial, epochs_trained=boundary, train_energy_j=self.joules, **shared)
+        return evaluate(self.model, self.data, precision=self.precision)
+
+
+def _affordable(trial: optuna.Trial, *, budget: TrainingBudget, claim: int, boundary: int,
+                training: MeteredTraining) -> str | None:
+    """Why the stretch to ``boundary`` does not fit the training budget; ``None`` if it does."""
+    if boundary > claim:
+        return "training epoch budget used"
+    if budget.max_joules is None:  # reading every trial costs a storage round trip
+        return None
+    trials = trial.study.get_trials(deepcopy=False)
+    per_epoch = training.joules_per_epoch()
+    if per_epoch is None:
+        per_epoch = first_epoch_joules(trials, profile=training.profile, training=training.training,
+                                       data=training.data)
+    if per_epoch * (boundary - training.epochs) > budget.joules_left(trials):
+        return "training energy budget used"
+    return None
+
+
+def train_in_rungs(trial: optuna.Trial, *, model: nn.Module, data: DeviceData,
+                   config: StudyConfig, training: TrainingParams, profile: ArchProfile,
+                   costs: dict[str, float], claim: int, seed: int,
+                   meter: EnergyMeter) -> RungTraining:
     """Train ``model`` rung by rung up to ``claim`` epochs, stopping where the rule says.
 
     ``costs`` are the architecture's measured costs by registry name (the study's cost
@@ -91,64 +165,26 @@ def train_in_rungs(trial: optuna.Trial, *, model, data: DeviceData, config: Stud
     Raises:
         TrialFailure: Training diverged or ran out of memory.
     """
-    rungs = schedule(config)
-    budget = training_budget(config)
-    precision = config.training.precision
-    cost_names = [name for name in config.study.objectives if name != ACCURACY]
-    session = TrainingSession.start(model, data, training, seed=seed)
+    budget, rule = training_budget(config), stopper(config, data)
+    own_costs = [costs[name] for name in config.study.objectives if name != ACCURACY]
+    accuracy: float | None = None
+    stop_reason: str | None = None
     # Evaluation runs under the turn too: it is GPU work that must stay out of others' windows.
     with gpu_share.training(data.device) as turn:
-        # A counter sees every trainer of the chip; the estimate computes this trial's work alone.
-        apportioned = turn.shared and meter.counts_hardware
-        joules = window_j = window_s = seconds = 0.0
-        accuracy: float | None = None
-        accuracies: dict[str, float] = {}
-        for boundary in rungs.boundaries:
-            stretch = boundary - session.epochs_done
-            if boundary > claim:
-                return RungTraining(session.epochs_done, joules, window_s, seconds, accuracy,
-                                    "training epoch budget used")
-            if budget.max_joules is not None:  # reading every trial costs a storage round trip
-                trials = trial.study.get_trials(deepcopy=False)
-                left = budget.joules_left(trials)
-                per_epoch = (joules / session.epochs_done if session.epochs_done else
-                             first_epoch_joules(trials, profile=profile, training=training, data=data))
-                if per_epoch * stretch > left:
-                    return RungTraining(session.epochs_done, joules, window_s, seconds, accuracy,
-                                        "training energy budget used")
-            def train_stretch(epochs: int = stretch) -> TrainResult:
-                return train(model, data, training, epochs=epochs, seed=seed, precision=precision,
-                             session=session)
-
-            mark = turn.mark()
-            result, window = metered(
-                meter, "training", data.device, train_stretch,
-                work=lambda trained: Work(macs=profile.macs, params=profile.params,
-                                          activations=profile.activations,
-                                          batch_size=training.batch_size, images=trained.images,
-                                          training=True))
-            seconds += result.seconds
-            joules += window.joules * (turn.share_since(mark) if apportioned else 1.0)
-            window_j, window_s = window_j + window.joules, window_s + window.seconds
-            shared = {"train_energy_basis": APPORTIONED, "train_window_j": window_j} if apportioned else {}
-            record.write(trial, epochs_trained=boundary, train_energy_j=joules, **shared)
-            accuracy = evaluate(model, data, precision=precision)
-            if boundary == rungs.epochs:
+        trained = MeteredTraining(trial, model=model, data=data, training=training,
+                                  profile=profile, seed=seed, precision=config.training.precision,
+                                  meter=meter, turn=turn)
+        for boundary in rule.schedule.boundaries:
+            stop_reason = _affordable(trial, budget=budget, claim=claim, boundary=boundary,
+                                      training=trained)
+            if stop_reason is not None:
                 break
-            accuracies[str(boundary)] = accuracy
-            record.write(trial, rung_accuracies=accuracies)
-            decision = _decide(trial, rung=boundary, accuracy=accuracy, data=data, config=config,
-                               costs=[costs[name] for name in cost_names], cost_names=cost_names)
+            accuracy = trained.train_to(boundary)
+            if boundary == rule.schedule.epochs:
+                break
+            decision = rule.check(trial, rung=boundary, accuracy=accuracy, costs=own_costs)
             if not decision.go_on:
-                return RungTraining(boundary, joules, window_s, seconds, accuracy, decision.reason)
-        return RungTraining(session.epochs_done, joules, window_s, seconds, accuracy, None)
-
-
-def _decide(trial: optuna.Trial, *, rung: int, accuracy: float, data: DeviceData,
-            config: StudyConfig, costs: list[float], cost_names: list[str]) -> Decision:
-    peers = rung_peers(trial.study.get_trials(deepcopy=False), rung=rung, exclude=trial.number,
-                       cost_fields=[METRICS[name].field for name in cost_names])
-    stopping = config.early_stopping
-    return decide(accuracy=accuracy, costs=costs, peers=peers, learned=learned_threshold(data),
-                  factor=stopping.factor, min_peers=stopping.min_peers, rung=rung)
-
+                stop_reason = decision.reason
+                break
+    return RungTraining(trained.epochs, trained.joules, trained.window_seconds, trained.seconds,
+                        accuracy, stop_reason)

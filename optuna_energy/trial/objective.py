@@ -28,11 +28,8 @@ from optuna_energy.model.space import sample_architecture
 from optuna_energy.store import record
 from optuna_energy.store.storage import database_errors
 from optuna_energy.trial.costs_first import measure_architecture
-from optuna_energy.trial.early_stopping import (
-    learned_threshold,
-    train_in_rungs,
-    training_budget,
-)
+from optuna_energy.trial.early_stopping import train_in_rungs, training_budget
+from optuna_energy.trial.stopping import learned_threshold
 from optuna_energy.trial.train import TrialFailure, trial_failures
 
 LEARNED = "learned"
