@@ -38,6 +38,7 @@ from sampler_comparison import _mean_sd, _run_metrics, pooled_scale
 
 from optuna_energy.config import load_config
 from optuna_energy.data import DeviceData, load_dataset
+from optuna_energy.host.files import write_text
 from optuna_energy.host.meters import EstimateMeter
 from optuna_energy.model.arch import build_model, profile
 from optuna_energy.model.space import sample_architecture, sample_training
@@ -132,9 +133,7 @@ def run(setting: str, arms: list[str], seeds: list[int], out: Path,
                 "stopped": [r.stop_reason for r in stored if r.stop_reason],
             })
             out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_suffix(".tmp")
-            tmp.write_text(json.dumps(records))
-            tmp.replace(out)
+            write_text(out, json.dumps(records))
             print(f"{setting} {arm:13s} seed {seed}: {len(evaluated)} evaluated, {len(completed)} "
                   f"completed, {records[-1]['epochs']} epochs in {seconds:.0f} s", flush=True)
 

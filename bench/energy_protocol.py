@@ -38,6 +38,7 @@ import torch
 from optuna_energy.data import ArraySplits, DeviceData
 from optuna_energy.host.devices import identity as gpu_id
 from optuna_energy.host.devices import synchronize
+from optuna_energy.host.files import write_text
 from optuna_energy.host.meters import (
     EnergyMeter,
     EstimateMeter,
@@ -249,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                  idle_seconds=args.idle_seconds, images=args.images)
     print(report_markdown(report))
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2, default=str))
+        write_text(args.json, json.dumps(report, indent=2, default=str))
         print(f"\nwrote {args.json}")
     return 0
 

@@ -37,6 +37,7 @@ from optuna.trial import TrialState
 
 from optuna_energy.config import load_config
 from optuna_energy.data import DeviceData, load_dataset
+from optuna_energy.host.files import write_text
 from optuna_energy.host.meters import EstimateMeter
 from optuna_energy.model.arch import profile
 from optuna_energy.model.space import sample_architecture, sample_training
@@ -82,9 +83,7 @@ def run(samplers: list[str], seeds: list[int], trials: int, out: Path, *,
                 "energy_source": completed[0].user_attrs.get("energy_source") if completed else None,
             })
             out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_suffix(".tmp")
-            tmp.write_text(json.dumps(records))
-            tmp.replace(out)
+            write_text(out, json.dumps(records))
             print(f"{label or name:10s} seed {seed}: {len(completed)} completed in {seconds:.0f} s", flush=True)
 
 

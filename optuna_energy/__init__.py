@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from optuna_energy.config import ConfigError, StudyConfig, TrainingSection, load_config
     from optuna_energy.data import DatasetError, from_datasets, from_tensors
     from optuna_energy.export import export_trial
+    from optuna_energy.host.files import OutputError
     from optuna_energy.host.meters import EnergyEstimateWarning
     from optuna_energy.measuring.monitor import EnergyMonitor, InferenceResult, WindowResult, profile_module
     from optuna_energy.model.arch import build_model, profile, summarize
@@ -54,6 +55,7 @@ _HOMES = {
     "from_datasets": "data",
     "from_tensors": "data",
     "export_trial": "export",
+    "OutputError": "host.files",
     "EnergyEstimateWarning": "host.meters",
     "EnergyMonitor": "measuring.monitor",
     "InferenceResult": "measuring.monitor",
@@ -97,6 +99,7 @@ __all__ = [
     "EnergyMonitor",
     "EvolutionSampler",
     "InferenceResult",
+    "OutputError",
     "ReportNote",
     "SpaceSection",
     "StorageError",

@@ -21,6 +21,7 @@ from optuna_energy.config import (
 from optuna_energy.data import DatasetError
 from optuna_energy.export import DEFAULT_FORMAT, FORMATS, ExportError
 from optuna_energy.host.devices import BACKENDS, DeviceError
+from optuna_energy.host.files import OutputError
 from optuna_energy.host.meters import EnergyMeterError
 from optuna_energy.reading.analysis import (
     AnalysisError,
@@ -42,7 +43,7 @@ from optuna_energy.workers import (
 
 PROG = "optuna-energy"
 _USER_ERRORS = (ConfigError, DatasetError, DeviceError, StorageError, EnergyMeterError, AnalysisError,
-                ExportError, ObjectiveError)
+                ExportError, ObjectiveError, OutputError)
 
 
 def _number(kind: Callable[[str], float], *, zero_allowed: bool = False) -> Callable[[str], float]:
@@ -199,7 +200,7 @@ def _report(args: argparse.Namespace) -> int:
     from optuna_energy.reading.report_files import prepare_out_dir, write_report
 
     study, _ = load_stored_study(args)
-    prepare_out_dir(args.out)  # before the table is printed: a bad path fails first
+    prepare_out_dir(args.out, study=study)  # before the table is printed: a bad path fails first
     weights = TradeOffWeights(accuracy=args.accuracy_weight, cost=args.cost_weight)
     report = build_report(study, weights=weights)
     print(f"Highlighted models of study {study.study_name!r} "

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import os
 import tempfile
 import warnings
 import zipfile
@@ -28,11 +27,13 @@ from torch import nn
 from optuna_energy.config import StudyConfig, load_config
 from optuna_energy.data import DeviceData
 from optuna_energy.host.devices import resolve_device
+from optuna_energy.host.files import check_target, replacing
 from optuna_energy.model.arch import build_model
 from optuna_energy.model.space import TrainingParams
 from optuna_energy.reading.analysis import is_feasible
-from optuna_energy.samplers._optuna_compat import storage_behind_cache, storage_of
+from optuna_energy.samplers._optuna_compat import storage_of
 from optuna_energy.store.record import TrialRecord, stored_config
+from optuna_energy.store.storage import storage_files
 from optuna_energy.study import load_device_data
 from optuna_energy.trial.objective import trial_seed
 from optuna_energy.trial.train import evaluate, train
@@ -157,14 +158,18 @@ def check_output_path(path: str | Path, *, fmt: str, study: optuna.Study, force:
 
     Raises:
         ExportError: One line naming the path and what is wrong with it.
+        OutputError: The path is the study's storage file under another name (a link, ``..``).
     """
     path = Path(path)
     if path.is_dir():
         raise ExportError(f"output {str(path)!r} is a folder; give a file name, e.g. {str(path / ('model.' + fmt))!r}")
+    nearest = next(folder for folder in path.parents if folder.exists())
+    if not nearest.is_dir():
+        raise ExportError(f"{str(nearest)!r} in output {str(path)!r} is a file, not a folder; "
+                          "give a path inside a folder")
     if not path.parent.is_dir():
         raise ExportError(f"output folder {str(path.parent)!r} does not exist; create it first")
-    if any(path.exists() and stored.exists() and path.samefile(stored) for stored in storage_files(study)):
-        raise ExportError(f"output {str(path)!r} is the study's own storage file; choose another name")
+    check_target(path, protect=storage_files(study))
     if path.exists() and not force and not _is_export(path, fmt):
         raise ExportError(f"output {str(path)!r} exists and is not a {fmt} export; "
                           "choose another name, or pass --force to replace it")
@@ -174,15 +179,6 @@ def check_output_path(path: str | Path, *, fmt: str, study: optuna.Study, force:
     except OSError as error:
         raise ExportError(f"cannot write in {str(path.parent)!r}: {error.strerror}") from None
     return path
-
-
-def storage_files(study: optuna.Study) -> list[Path]:
-    """The files holding the study (an SQLite database or a journal), so nothing overwrites them."""
-    inner = storage_behind_cache(study)
-    url = getattr(inner, "url", "")
-    if url.startswith("sqlite:///"):
-        return [Path(url.removeprefix("sqlite:///").split("?", 1)[0])]
-    return [Path(inner._file_path)] if hasattr(inner, "_file_path") else []
 
 
 def _is_export(path: Path, fmt: str) -> bool:
@@ -225,6 +221,8 @@ def export_trial(study: optuna.Study, trial_number: int, *, fmt: str = DEFAULT_F
     Raises:
         ExportError: Unknown format or trial, a bad output path (checked before retraining), no
             stored config, or the file's predictions differ.
+        OutputError: The path is the study's storage file under another name, or the file
+            cannot be written (a full disk); an existing file is then left as it was.
 
     Warns:
         ExportWarning: The trial is infeasible (violates a constraint), or the format is deprecated.
@@ -248,10 +246,8 @@ def export_trial(study: optuna.Study, trial_number: int, *, fmt: str = DEFAULT_F
     accuracy = evaluate(model.network, data)
     model = model.cpu()
     images = data.eval_x_host[:check_batch].cpu()
-    # Written beside the target and moved over it only once checked: a failed export leaves an
-    # existing file as it was.
-    draft = path.with_name(f".{path.name}.draft")
-    try:
+    # Moved over the target only once checked: a failed export leaves an existing file as it was.
+    with replacing(path, protect=storage_files(study)) as draft:
         _write(model, draft, fmt, images, architecture=TrialRecord.of(trial).architecture or [],
                n_classes=data.n_classes)
         with torch.inference_mode():
@@ -261,25 +257,13 @@ def export_trial(study: optuna.Study, trial_number: int, *, fmt: str = DEFAULT_F
         if not np.array_equal(expected.argmax(axis=1), actual.argmax(axis=1)):
             raise ExportError(f"the {fmt} file {path} predicts differently from the model "
                               f"(largest logit difference {difference:.3g})")
-        os.replace(draft, path)
-    finally:
-        draft.unlink(missing_ok=True)
     return ExportResult(path=path, format=fmt, weights=source, accuracy=accuracy,
                         search_accuracy=TrialRecord.of(trial).accuracy, max_abs_difference=difference)
 
 
 def _write(model: Deployable, path: Path, fmt: str, example: torch.Tensor, *,
            architecture: list[dict[str, Any]], n_classes: int) -> None:
-    if fmt == "pt2":
-        program = torch.export.export(model, (example,), dynamic_shapes={"images": {0: torch.export.Dim("batch")}})
-        torch.export.save(program, str(path))
-    elif fmt == "torchscript":
-        with warnings.catch_warnings():
-            # TorchScript is deprecated in favour of torch.export, but it is still the format
-            # LibTorch and most serving stacks load.
-            warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning))
-            torch.jit.save(torch.jit.script(model), str(path))
-    elif fmt == "onnx":
+    if fmt == "onnx":
         batch = torch.export.Dim("batch")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter reports its passes as warnings
@@ -289,9 +273,24 @@ def _write(model: Deployable, path: Path, fmt: str, example: torch.Tensor, *,
                               # One self-contained file: searched CNNs are far below ONNX's 2 GB
                               # protobuf limit, and a file that needs a sidecar breaks when copied.
                               external_data=False)
+        return
+    # torch's writers, given a file that fails (a full disk), raise a RuntimeError without the
+    # cause and may abort the process later (torch.export.save): they write to memory instead,
+    # and the file gets the bytes (a plain OSError, host.files).
+    buffer = io.BytesIO()
+    if fmt == "pt2":
+        program = torch.export.export(model, (example,), dynamic_shapes={"images": {0: torch.export.Dim("batch")}})
+        torch.export.save(program, buffer)
+    elif fmt == "torchscript":
+        with warnings.catch_warnings():
+            # TorchScript is deprecated in favour of torch.export, but it is still the format
+            # LibTorch and most serving stacks load.
+            warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning))
+            torch.jit.save(torch.jit.script(model), buffer)
     else:
         torch.save({"architecture": architecture, "input_shape": list(example.shape[1:]),
-                    "n_classes": n_classes, "state_dict": model.state_dict()}, path)
+                    "n_classes": n_classes, "state_dict": model.state_dict()}, buffer)
+    path.write_bytes(buffer.getbuffer())
 
 
 def load_checkpoint(path: str | Path) -> Deployable:

@@ -64,6 +64,7 @@ from optuna_energy.compose import suggest_training
 from optuna_energy.config import load_config
 from optuna_energy.data import load_dataset
 from optuna_energy.host.devices import identity as gpu_id
+from optuna_energy.host.files import write_text
 from optuna_energy.host.gpu_share import LOCKS_ENV
 from optuna_energy.host.meters import GpuId, NvmlCounterMeter
 from optuna_energy.host.meters.nvml import _Session
@@ -133,8 +134,8 @@ class Context:
 
     def save(self) -> None:
         """Rewrite report.json and report.md from what has been measured so far."""
-        (self.out / "report.json").write_text(json.dumps(self.report, indent=2, default=str))
-        (self.out / "report.md").write_text(report_markdown(self.report))
+        write_text(self.out / "report.json", json.dumps(self.report, indent=2, default=str))
+        write_text(self.out / "report.md", report_markdown(self.report))
 
 
 # --- the stand-in NVML of the dry run -----------------------------------------------------------

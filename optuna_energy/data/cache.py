@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import pickle
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 
 from optuna_energy.data.splits import DatasetError
+from optuna_energy.host.files import replacing
 
 try:
     import fcntl
@@ -129,17 +129,9 @@ def _read(path: Path) -> Decoded | None:
 
 
 def _write_atomically(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save({"images": torch.from_numpy(np.ascontiguousarray(images)),
-                        "labels": torch.from_numpy(np.ascontiguousarray(labels))}, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with replacing(path) as draft, draft.open("wb") as file:  # a file object: see host.files
+        torch.save({"images": torch.from_numpy(np.ascontiguousarray(images)),
+                    "labels": torch.from_numpy(np.ascontiguousarray(labels))}, file)
 
 
 @contextlib.contextmanager

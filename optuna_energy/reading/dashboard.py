@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
 from optuna_energy.config import StudyConfig
+from optuna_energy.host.files import replacing, write_text
 from optuna_energy.reading.analysis import AnalysisError, TradeOffWeights, pareto_mask
 from optuna_energy.reading.report import build_report, payback_text, table_markdown
 from optuna_energy.store.record import TrialRecord, stored_config
@@ -113,11 +114,11 @@ def upload_trial_artifacts(trial: optuna.Trial, model: nn.Module, artifact_dir: 
     store = artifact_store(artifact_dir)
     with tempfile.TemporaryDirectory() as folder:
         paths = [plots.save(plots.architecture_figure(spec, title), Path(folder) / TOPOLOGY_FILE)]
-        paths.append(Path(folder) / ARCHITECTURE_FILE)
-        paths[-1].write_text(json.dumps(spec, indent=1))
+        paths.append(write_text(Path(folder) / ARCHITECTURE_FILE, json.dumps(spec, indent=1)))
         if keep_weights:
             paths.append(Path(folder) / WEIGHTS_FILE)
-            torch.save({key: value.cpu() for key, value in model.state_dict().items()}, paths[-1])
+            with replacing(paths[-1]) as draft, draft.open("wb") as file:  # a file object: see host.files
+                torch.save({key: value.cpu() for key, value in model.state_dict().items()}, file)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             for path in paths:

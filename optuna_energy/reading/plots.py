@@ -4,7 +4,7 @@ hypervolume over trials. Matplotlib with the Agg backend: no display is needed."
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch, Patch
 from optuna.trial import TrialState
 
+from optuna_energy.host.files import replacing
 from optuna_energy.metrics import ACCURACY, METRICS
 from optuna_energy.model.arch import describe
 from optuna_energy.model.layers import LAYER_KINDS
@@ -41,11 +42,15 @@ _ROLE_STYLE = {"best trade-off": ("#d62728", "*", 300), "most accurate": ("#2ca0
                "lowest": ("#1f77b4", "s", 34)}
 
 
-def save(figure: Figure, path: str | Path) -> Path:
-    """Write a figure as PNG and free it."""
+def save(figure: Figure, path: str | Path, *, protect: Iterable[Path] = ()) -> Path:
+    """Write a figure as PNG, whole or not at all and never over ``protect`` (the study's
+    storage files, ``host.files``), and free it."""
     path = Path(path)
-    figure.savefig(path, dpi=150, bbox_inches="tight")
-    plt.close(figure)
+    try:
+        with replacing(path, protect=protect) as draft:
+            figure.savefig(draft, dpi=150, bbox_inches="tight")
+    finally:
+        plt.close(figure)
     return path
 
 

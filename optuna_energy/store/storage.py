@@ -25,6 +25,7 @@ from pathlib import Path
 import optuna
 
 from optuna_energy.config import StorageSection
+from optuna_energy.samplers._optuna_compat import storage_behind_cache
 
 SCHEMES = ("sqlite", "postgresql", "mysql", "journal")
 _DEFAULT_DRIVERS = {"postgresql": "postgresql+psycopg", "mysql": "mysql+pymysql"}
@@ -277,6 +278,29 @@ def _require_file(url: str, scheme: str) -> None:
     if path and path != ":memory:" and not Path(path).is_file():
         raise StorageError(f"no {scheme} database file {path!r} (from {mask_url(url)}); this command "
                            "only reads a study and never creates one: check the path or the URL")
+
+
+_SQLITE_COMPANIONS = ("", "-journal", "-wal", "-shm")
+"""A SQLite database's files: writing over its rollback journal or write-ahead log corrupts it too."""
+_JOURNAL_COMPANIONS = ("", ".lock")
+"""A journal storage's log and the lock Optuna holds beside it while appending."""
+
+
+def storage_files(study: optuna.Study) -> list[Path]:
+    """The files holding the study (a SQLite database and its journals, or a journal storage's
+    log and lock), existing or not, for writers to refuse (``host.files``); none for a server."""
+    inner = storage_behind_cache(study)
+    url = getattr(inner, "url", "")
+    companions: tuple[str, ...]
+    if scheme_of(url) == "sqlite":
+        path, companions = url.split(":///", 1)[-1].split("?", 1)[0], _SQLITE_COMPANIONS
+        if not path or path == ":memory:":
+            return []
+    elif hasattr(inner, "_file_path"):
+        path, companions = inner._file_path, _JOURNAL_COMPANIONS
+    else:
+        return []
+    return [Path(path + suffix) for suffix in companions]
 
 
 def _make_parent_directory(url: str) -> None:
