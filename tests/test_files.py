@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import errno
 import os
+import pwd
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import optuna
@@ -221,15 +223,32 @@ def test_an_error_inside_the_block_is_not_renamed_into_place(tmp_path):
     assert _files(tmp_path) == {"model.pt2": b"previous"}
 
 
-def test_an_unwritable_folder_is_one_line(tmp_path):
-    if os.geteuid() == 0:
-        pytest.skip("root writes into read-only folders")
-    tmp_path.chmod(0o500)
-    try:
-        with pytest.raises(OutputError, match=f"cannot write {tmp_path / 'a.md'}: Permission denied"):
-            write_text(tmp_path / "a.md", "x")
-    finally:
-        tmp_path.chmod(0o700)
+def test_an_unwritable_folder_is_one_line():
+    # Root writes into read-only folders: as root, a forked child drops to the user 'nobody'.
+    folder = Path(tempfile.mkdtemp(prefix="unwritable-", dir="/tmp"))
+    folder.chmod(0o555)
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            if os.geteuid() == 0:
+                nobody = pwd.getpwnam("nobody")
+                os.setgid(nobody.pw_gid)
+                os.setuid(nobody.pw_uid)
+            try:
+                write_text(folder / "a.md", "x")
+                os.write(write_end, b"written")
+            except OutputError as error:
+                os.write(write_end, str(error).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(child, 0)
+    with os.fdopen(read_end) as said:
+        message = said.read()
+    folder.chmod(0o700)
+    shutil.rmtree(folder)
+    assert message == f"cannot write {folder / 'a.md'}: Permission denied"
 
 
 def test_export_into_a_file_instead_of_a_folder_says_so(made, tmp_path, capsys):
