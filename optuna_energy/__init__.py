@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from optuna_energy.host.meters import EnergyEstimateWarning
     from optuna_energy.measuring.monitor import EnergyMonitor, InferenceResult, WindowResult, profile_module
     from optuna_energy.model.arch import build_model, profile, summarize
+    from optuna_energy.model.layers import LayerKind, register_layer_kind
     from optuna_energy.model.space import SpaceSection, TrainingParams
     from optuna_energy.reading.analysis import (
         TradeOffWeights,
@@ -62,6 +63,8 @@ _HOMES = {
     "build_model": "model.arch",
     "profile": "model.arch",
     "summarize": "model.arch",
+    "LayerKind": "model.layers",
+    "register_layer_kind": "model.layers",
     "SpaceSection": "model.space",
     "TrainingParams": "model.space",
     "format_table": "reading.analysis",
@@ -97,6 +100,7 @@ __all__ = [
     "EnergyMonitor",
     "EvolutionSampler",
     "InferenceResult",
+    "LayerKind",
     "ReportNote",
     "SpaceSection",
     "StorageError",
@@ -121,6 +125,7 @@ __all__ = [
     "profile",
     "profile_module",
     "record_measurement",
+    "register_layer_kind",
     "run_study",
     "suggest_architecture",
     "suggest_training",

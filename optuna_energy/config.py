@@ -261,7 +261,8 @@ def _build(cls: type, raw: Mapping[str, Any], section: str) -> Any:
 def _coerce(value: Any, field: dataclasses.Field, section: str) -> Any:
     """Turn TOML lists into tuples and check the basic type of every value."""
     where = f"[{section}] {field.name}"
-    default = field.default
+    # A default read from a registry when the section is made ([space] feature_types) is a factory.
+    default = field.default if field.default_factory is dataclasses.MISSING else field.default_factory()
     if isinstance(default, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where} must be a list, got {value!r}")
