@@ -22,7 +22,7 @@ if TYPE_CHECKING:
         suggest_training,
     )
     from optuna_energy.config import ConfigError, StudyConfig, TrainingSection, load_config
-    from optuna_energy.data import DatasetError, from_datasets, from_tensors
+    from optuna_energy.data import DatasetError, DatasetSource, from_datasets, from_tensors, register_dataset
     from optuna_energy.export import export_trial
     from optuna_energy.host.meters import EnergyEstimateWarning
     from optuna_energy.measuring.monitor import EnergyMonitor, InferenceResult, WindowResult, profile_module
@@ -52,6 +52,8 @@ _HOMES = {
     "StudyConfig": "config",
     "TrainingSection": "config",
     "DatasetError": "data",
+    "DatasetSource": "data",
+    "register_dataset": "data",
     "from_datasets": "data",
     "from_tensors": "data",
     "export_trial": "export",
@@ -96,6 +98,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ConfigError",
     "DatasetError",
+    "DatasetSource",
     "EnergyEstimateWarning",
     "EnergyMonitor",
     "EvolutionSampler",
@@ -125,6 +128,7 @@ __all__ = [
     "profile",
     "profile_module",
     "record_measurement",
+    "register_dataset",
     "register_layer_kind",
     "run_study",
     "suggest_architecture",
