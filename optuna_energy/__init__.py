@@ -22,12 +22,13 @@ if TYPE_CHECKING:
         suggest_training,
     )
     from optuna_energy.config import ConfigError, StudyConfig, TrainingSection, load_config
-    from optuna_energy.data import DatasetError, from_datasets, from_tensors
+    from optuna_energy.data import DatasetError, DatasetSource, from_datasets, from_tensors, register_dataset
     from optuna_energy.export import export_trial
     from optuna_energy.host.files import OutputError
     from optuna_energy.host.meters import EnergyEstimateWarning
     from optuna_energy.measuring.monitor import EnergyMonitor, InferenceResult, WindowResult, profile_module
     from optuna_energy.model.arch import build_model, profile, summarize
+    from optuna_energy.model.layers import LayerKind, register_layer_kind
     from optuna_energy.model.space import SpaceSection, TrainingParams
     from optuna_energy.reading.analysis import (
         TradeOffWeights,
@@ -52,6 +53,8 @@ _HOMES = {
     "StudyConfig": "config",
     "TrainingSection": "config",
     "DatasetError": "data",
+    "DatasetSource": "data",
+    "register_dataset": "data",
     "from_datasets": "data",
     "from_tensors": "data",
     "export_trial": "export",
@@ -64,6 +67,8 @@ _HOMES = {
     "build_model": "model.arch",
     "profile": "model.arch",
     "summarize": "model.arch",
+    "LayerKind": "model.layers",
+    "register_layer_kind": "model.layers",
     "SpaceSection": "model.space",
     "TrainingParams": "model.space",
     "format_table": "reading.analysis",
@@ -95,10 +100,12 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ConfigError",
     "DatasetError",
+    "DatasetSource",
     "EnergyEstimateWarning",
     "EnergyMonitor",
     "EvolutionSampler",
     "InferenceResult",
+    "LayerKind",
     "OutputError",
     "ReportNote",
     "SpaceSection",
@@ -124,6 +131,8 @@ __all__ = [
     "profile",
     "profile_module",
     "record_measurement",
+    "register_dataset",
+    "register_layer_kind",
     "run_study",
     "suggest_architecture",
     "suggest_training",

@@ -85,7 +85,7 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=_number(float), help="stop starting trials after this many seconds")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--seed", type=int, help="seed for the sampler and each trial")
-    parser.add_argument("--sampler", choices=SAMPLERS, help="search strategy")
+    parser.add_argument("--sampler", choices=tuple(SAMPLERS), help="search strategy")
     parser.add_argument("--objectives", help=f"comma-separated, at least two of: {', '.join(OBJECTIVES)}")
 
 

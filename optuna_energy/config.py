@@ -19,19 +19,28 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import optuna
+
 from optuna_energy.data.device import AUGMENTATIONS
 from optuna_energy.data.registry import check_dataset
 from optuna_energy.data.settings import DatasetSection
 from optuna_energy.host.devices import DeviceError, parse_device_name
 from optuna_energy.metrics import DEFAULT_OBJECTIVES, METRICS
+from optuna_energy.model.optimizers import OPTIMIZERS
 from optuna_energy.model.space import SpaceSection
-from optuna_energy.samplers import EvolutionSettings
+from optuna_energy.samplers import EvolutionSampler, EvolutionSettings
 
 OBJECTIVES: dict[str, str] = {name: metric.direction for name, metric in METRICS.items()}
 """Objective names with their Optuna directions, from the metric registry."""
 
-SAMPLERS = ("tpe", "nsga2", "random", "evolution")
-OPTIMIZERS = ("sgd", "adam", "adamw")
+SAMPLERS: dict[str, Callable[[int | None, EvolutionSettings], optuna.samplers.BaseSampler]] = {
+    "tpe": lambda seed, _: optuna.samplers.TPESampler(seed=seed),  # Optuna's multi-objective default
+    "nsga2": lambda seed, _: optuna.samplers.NSGAIISampler(seed=seed),
+    "random": lambda seed, _: optuna.samplers.RandomSampler(seed=seed),
+    "evolution": lambda seed, evolution: EvolutionSampler(**dataclasses.asdict(evolution), seed=seed),
+}
+"""Sampler constructors by ``[study] sampler`` name, taking the seed and the ``[evolution]`` section:
+the one list of names (``study.create_sampler`` builds from it)."""
 MAX_SEED = 2**31 - 1
 """Seeds go to NumPy (below 2**32) after the trial number or a worker's offset is added."""
 MAX_LEARNING_RATE = 10.0
@@ -261,7 +270,8 @@ def _build(cls: type, raw: Mapping[str, Any], section: str) -> Any:
 def _coerce(value: Any, field: dataclasses.Field, section: str) -> Any:
     """Turn TOML lists into tuples and check the basic type of every value."""
     where = f"[{section}] {field.name}"
-    default = field.default
+    # A default read from a registry when the section is made ([space] feature_types) is a factory.
+    default = field.default if field.default_factory is dataclasses.MISSING else field.default_factory()
     if isinstance(default, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where} must be a list, got {value!r}")
@@ -317,7 +327,7 @@ def _positive(value: float | None, where: str) -> None:
 
 
 def _validate_study(section: StudySection, name: str) -> None:
-    _choice(section.sampler, SAMPLERS, f"[{name}] sampler")
+    _choice(section.sampler, tuple(SAMPLERS), f"[{name}] sampler")
     try:
         parse_device_name(section.device)
     except DeviceError as error:
@@ -356,7 +366,7 @@ def _validate_training(section: TrainingSection, name: str) -> None:
         raise ConfigError(f"[{name}] learning_rate must lie in (0, {MAX_LEARNING_RATE:g}], got "
                           f"{list(section.learning_rate)} (a larger step only diverges)")
     _interval(section.weight_decay, f"[{name}] weight_decay", low=0, positive=True)
-    _choices(section.optimizers, OPTIMIZERS, f"[{name}] optimizers")
+    _choices(section.optimizers, tuple(OPTIMIZERS), f"[{name}] optimizers")
     if not section.batch_sizes or min(section.batch_sizes) < 1:
         raise ConfigError(f"[{name}] batch_sizes must be positive integers, got {list(section.batch_sizes)}")
     _choice(section.precision, PRECISIONS, f"[{name}] precision")

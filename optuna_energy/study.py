@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 import socket
@@ -29,7 +28,6 @@ from optuna_energy.measuring.measure import measure_idle_watts, open_meter
 from optuna_energy.reading.dashboard import study_callbacks, trained_model_hook
 from optuna_energy.run.loop import Callback, optimize_within_budget
 from optuna_energy.run.progress import TrialProgress, quiet_optuna
-from optuna_energy.samplers import EvolutionSampler
 from optuna_energy.store.budget import tally
 from optuna_energy.store.record import (
     TrialRecord,
@@ -45,18 +43,16 @@ from optuna_energy.trial.train import TrialFailure
 
 def create_sampler(name: str, *, seed: int | None = None,
                    evolution: EvolutionSection | None = None) -> optuna.samplers.BaseSampler:
-    """A sampler by its config name: ``evolution`` (the default: ``EvolutionSampler``,
-    configured by ``evolution``), ``tpe`` (Optuna's multi-objective default), ``nsga2`` or
-    ``random``."""
-    if name == "evolution":
-        return EvolutionSampler(**dataclasses.asdict(evolution or EvolutionSection()), seed=seed)
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    raise ConfigError(f"unknown sampler {name!r}; allowed: {', '.join(SAMPLERS)}")
+    """A sampler by its config name (:data:`optuna_energy.config.SAMPLERS`): ``evolution`` (the
+    default: ``EvolutionSampler``, configured by ``evolution``), ``tpe`` (Optuna's multi-objective
+    default), ``nsga2`` or ``random``.
+
+    Raises:
+        ConfigError: ``name`` is none of them; the message lists them.
+    """
+    if name not in SAMPLERS:
+        raise ConfigError(f"unknown sampler {name!r}; allowed: {', '.join(SAMPLERS)}")
+    return SAMPLERS[name](seed, evolution or EvolutionSection())
 
 
 def process_seed(seed: int | None, study: optuna.Study) -> int | None:

@@ -18,6 +18,7 @@ from optuna_energy.data.registry import (
     DatasetSource,
     check_dataset,
     load_dataset,
+    register_dataset,
 )
 from optuna_energy.data.settings import DatasetSection
 from optuna_energy.data.splits import ArraySplits, DatasetError
@@ -34,4 +35,5 @@ __all__ = [
     "from_datasets",
     "from_tensors",
     "load_dataset",
+    "register_dataset",
 ]

@@ -1,16 +1,23 @@
-"""Datasets by config name, and the ``[dataset]`` keys each of them accepts."""
+"""Datasets by config name, and the ``[dataset]`` keys each of them accepts.
+
+A dataset of your own is one :class:`DatasetSource` given to :func:`register_dataset`, or named
+under the entry-point group ``optuna_energy.datasets`` by the package that holds it; the config's
+``[dataset] name`` then accepts it.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import re
 from collections.abc import Callable
+from typing import Any
 
 from optuna_energy.data.cifar import load_cifar10, load_cifar100
 from optuna_energy.data.digits import load_digits
 from optuna_energy.data.folders import load_cinic10, load_imagefolder
 from optuna_energy.data.settings import DatasetSection
 from optuna_energy.data.splits import ArraySplits, DatasetError
+from optuna_energy.host.plugins import Registry
 
 _FOLDER_NAME = re.compile(r"[\w.-]+")
 
@@ -20,6 +27,8 @@ class DatasetSource:
     """How one dataset is loaded, and which ``[dataset]`` keys make sense for it."""
 
     load: Callable[[DatasetSection, int], ArraySplits]
+    """Reads the training and evaluation splits for ``[dataset]`` and a seed (for a validation split
+    drawn from the training data); raises ``DatasetError`` naming what is missing."""
     eval_splits: tuple[str, ...]
     """Splits the objectives can be measured on; the first is the paper's and the default."""
     root_hint: str = ""
@@ -55,7 +64,16 @@ class DatasetSource:
         return None
 
 
-DATASETS: dict[str, DatasetSource] = {
+def _accept_source(name: str, given: Any) -> DatasetSource:
+    if not isinstance(given, DatasetSource):
+        raise TypeError(f"dataset {name!r} must be a DatasetSource, got {type(given).__name__}")
+    if not _FOLDER_NAME.fullmatch(name) or not given.eval_splits:
+        raise ValueError(f"dataset {name!r}: the name must be letters, digits, '.', '-' or '_' and "
+                         f"eval_splits must name at least one split, got {list(given.eval_splits)}")
+    return given
+
+
+_BUILTINS = {
     "digits": DatasetSource(load_digits, ("validation",)),
     "cifar10": DatasetSource(load_cifar10, ("test", "validation"),
                              root_hint="(or will hold, with download = true) cifar-10-batches-py/",
@@ -70,7 +88,25 @@ DATASETS: dict[str, DatasetSource] = {
                                            "evaluation folder, each with those)",
                                  folder_splits=True, resizes=True),
 }
-"""Dataset sources by config name."""
+
+DATASETS: Registry[DatasetSource] = Registry("dataset", group="optuna_energy.datasets", accept=_accept_source,
+                                             builtins=_BUILTINS)
+"""Dataset sources by config name: the built-ins, then plug-ins (entry points, :func:`register_dataset`)."""
+
+
+def register_dataset(name: str, source: DatasetSource) -> DatasetSource:
+    """Make ``[dataset] name = "<name>"`` load with ``source``.
+
+    Raises:
+        ValueError: The name is taken or not a plain name, or ``source`` names no evaluation split.
+
+    Example:
+        >>> from optuna_energy.data import DatasetSource, from_tensors, register_dataset
+        >>> def load_mine(section, seed):  # section: the config's [dataset]
+        ...     return from_tensors(train_x, train_y, eval_x, eval_y, name="mine")
+        >>> source = register_dataset("mine", DatasetSource(load_mine, ("validation",)))
+    """
+    return DATASETS.register(name, source)
 
 
 def load_dataset(section: DatasetSection, *, seed: int = 0) -> ArraySplits:

@@ -1,9 +1,12 @@
 """The layer-kind registry: one class per kind of layer a slot can hold.
 
 Each kind knows everything about itself: how to sample its genes from an Optuna trial
-(shape-aware), the shape it outputs, its parameter and MAC counts, the torch module it builds and
-its short description. The space, the architecture code and the config's type lists all derive
-from :data:`LAYER_KINDS`; adding a kind of layer is one class here.
+(shape-aware), the shape it outputs, its parameter and MAC counts, the torch module it builds, its
+short description, its colour and legend in Fig. 2, and whether the paper's default space holds
+it. The space, the architecture code, the config's type lists and the figures all read
+:data:`LAYER_KINDS` when they need it; adding a kind of layer is one class, here or in your own
+package, given to :func:`register_layer_kind` (or named under the entry-point group
+``optuna_energy.layer_kinds``). ``optuna_energy.testing.layer_kinds`` checks a kind against torch.
 
 A kind takes part in the feature stage (acting on ``(C, H, W)`` maps), the classifier stage
 (acting on flat features), or both (activation, dropout: elementwise, so where the flatten sits
@@ -13,11 +16,14 @@ does not change what they compute).
 from __future__ import annotations
 
 import abc
+import re
 from collections.abc import Mapping
 from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import nn
+
+from optuna_energy.host.plugins import Registry
 
 Shape = tuple[int, ...]
 LayerSpec = dict[str, Any]
@@ -57,14 +63,26 @@ def conv_cost(c_in: int, c_out: int, kernel: int, pixels: int) -> tuple[int, int
 
 
 class LayerKind(abc.ABC):
-    """One kind of layer. Genes are named ``<slot prefix><kind>_<gene>`` (``s03_conv_kh``)."""
+    """One kind of layer. Genes are named ``<slot prefix><kind>_<gene>`` (``s03_conv_kh``).
+
+    ``sample`` receives the space's settings (``SpaceSection``); a kind of your own may keep its
+    ranges in its constructor instead.
+    """
 
     name: ClassVar[str]
     stages: ClassVar[frozenset[str]]
+    """``feature``, ``classifier`` or both: the slots that may hold this kind."""
+    default_space: ClassVar[bool]
+    """Whether the default ``SpaceSection``'s type lists hold this kind. Every kind says so: the
+    paper's kinds do; a kind of your own joins a space only where a config lists it, unless it says
+    ``True``."""
+    colour: ClassVar[str | None]
+    """Its boxes' colour in Fig. 2 (any matplotlib colour); ``None`` leaves the kind out of the
+    figure, as the paper leaves out activations."""
+    notation: ClassVar[str]
+    """How to read :meth:`describe`'s text, with an example: the kind's line in Fig. 2's legend."""
     flattens: ClassVar[bool] = False
     """Acts on flat features: the network flattens before the first such layer."""
-    notation: ClassVar[str] = ""
-    """How to read :meth:`describe`'s text, with an example, for figure legends."""
 
     @abc.abstractmethod
     def sample(self, trial: Suggest, prefix: str, space: Any, shape: Shape) -> LayerSpec | None:
@@ -88,6 +106,8 @@ class LayerKind(abc.ABC):
 
 class Conv(LayerKind):
     name = "conv"
+    default_space = True
+    colour = "#9ecae1"
     notation = "conv3x2/35 s2: convolution, 3x2 kernel (height x width), 35 output channels, stride 2 (s1 not shown)"
     stages = frozenset({FEATURE})
 
@@ -148,6 +168,8 @@ class InceptionModule(nn.Module):
 
 class Inception(LayerKind):
     name = "inception"
+    default_space = True
+    colour = "#bcbddc"
     notation = "inception/24: inception module, 24 output channels over its four branches"
     stages = frozenset({FEATURE})
     _BRANCHES = ("b1", "b3", "b5", "pool_proj")
@@ -187,6 +209,8 @@ class Inception(LayerKind):
 
 class Pool(LayerKind):
     name = "pool"
+    default_space = True
+    colour = "#a1d99b"
     notation = "maxpool3 s2: max (or avg) pooling, 3x3 window, stride 2"
     stages = frozenset({FEATURE})
 
@@ -218,6 +242,8 @@ class Pool(LayerKind):
 
 class Activation(LayerKind):
     name = "activation"
+    default_space = True
+    colour = None
     notation = "relu, gelu, ...: activation function"
     stages = frozenset({FEATURE, CLASSIFIER})
 
@@ -233,6 +259,8 @@ class Activation(LayerKind):
 
 class Dropout(LayerKind):
     name = "dropout"
+    default_space = True
+    colour = "#d9d9d9"
     notation = "dropout0.07: dropout, rate 0.07"
     stages = frozenset({FEATURE, CLASSIFIER})
 
@@ -248,6 +276,8 @@ class Dropout(LayerKind):
 
 class Linear(LayerKind):
     name = "linear"
+    default_space = True
+    colour = "#fdd0a2"
     notation = "fc26: fully connected layer, 26 outputs"
     stages = frozenset({CLASSIFIER})
     flattens = True
@@ -273,6 +303,8 @@ class Flatten(LayerKind):
     """Not a slot's kind: the step ``walk`` inserts before the classifier."""
 
     name = "flatten"
+    default_space = False
+    colour = None
     notation = "flatten: feature maps to a vector, before the classifier"
     stages = frozenset()
 
@@ -289,9 +321,56 @@ class Flatten(LayerKind):
         return "flatten"
 
 
-LAYER_KINDS: dict[str, LayerKind] = {kind.name: kind for kind in (
-    Conv(), Inception(), Pool(), Activation(), Dropout(), Linear(), Flatten())}
-"""Every kind by name; :func:`kinds_for` gives those a stage's slots may hold."""
+_KIND_NAME = re.compile(r"[a-z][a-z0-9_]*")
+_STAGES = frozenset({FEATURE, CLASSIFIER})
+
+
+def _accept_kind(name: str, given: Any) -> LayerKind:
+    """A registry entry from a ``LayerKind`` (or its class, as an entry point names it), checked
+    for what the space, the architecture and the figures read from it."""
+    kind = given() if isinstance(given, type) and issubclass(given, LayerKind) else given
+    if not isinstance(kind, LayerKind):
+        raise TypeError(f"layer kind {name!r} must be a LayerKind (or its class), got {type(given).__name__}")
+    where = f"layer kind {name!r} ({type(kind).__name__})"
+    if getattr(kind, "name", None) != name or not _KIND_NAME.fullmatch(name):
+        raise ValueError(f"{where}: its name attribute must be {name!r}, lower case letters, digits and "
+                         f"_ (the genes are named sNN_<name>_...), got {getattr(kind, 'name', None)!r}")
+    if not set(kind.stages) <= _STAGES:
+        raise ValueError(f"{where}: stages may name {FEATURE!r} and {CLASSIFIER!r}, got {set(kind.stages)}")
+    missing = [key for key in ("default_space", "colour", "notation") if not hasattr(kind, key)]
+    if missing:
+        raise ValueError(f"{where} must set {', '.join(missing)}: whether the default space holds it "
+                         f"(True or False), its Fig. 2 colour (or None) and its legend line")
+    return kind
+
+
+LAYER_KINDS: Registry[LayerKind] = Registry(
+    "layer kind", group="optuna_energy.layer_kinds", accept=_accept_kind,
+    builtins={kind.name: kind for kind in (Conv(), Inception(), Pool(), Activation(), Dropout(), Linear(),
+                                           Flatten())})
+"""Every kind by name: the built-ins, then plug-ins (entry points, :func:`register_layer_kind`)."""
+
+
+def register_layer_kind(kind: LayerKind) -> LayerKind:
+    """Make a kind of layer available to the space, ``build_model``, summaries and figures.
+
+    A config's ``[space] feature_types`` / ``classifier_types`` may then name it; the default
+    space holds it only if its ``default_space`` is ``True``. Check it first with
+    ``optuna_energy.testing.layer_kinds``.
+
+    Raises:
+        ValueError: The name is taken, or the kind leaves out what the registry needs.
+
+    Example:
+        >>> class Identity(LayerKind):
+        ...     name, stages, default_space = "identity", frozenset({FEATURE}), False
+        ...     colour, notation = "white", "identity: passes its input on"
+        ...     def sample(self, trial, prefix, space, shape): return {}
+        ...     def module(self, layer, shape): return torch.nn.Identity()
+        ...     def describe(self, layer): return "identity"
+        >>> identity = register_layer_kind(Identity())
+    """
+    return LAYER_KINDS.register(getattr(kind, "name", type(kind).__name__), kind)
 
 
 def kinds_for(stage: str) -> tuple[str, ...]:
@@ -299,8 +378,9 @@ def kinds_for(stage: str) -> tuple[str, ...]:
     return tuple(name for name, kind in LAYER_KINDS.items() if stage in kind.stages)
 
 
-FEATURE_TYPES = kinds_for(FEATURE)
-CLASSIFIER_TYPES = kinds_for(CLASSIFIER)
+def default_kinds(stage: str) -> tuple[str, ...]:
+    """The kinds the default space's ``stage`` slots hold: those whose entry says ``default_space``."""
+    return tuple(name for name in kinds_for(stage) if LAYER_KINDS[name].default_space)
 
 
 def layer_kind(layer: Mapping[str, Any]) -> LayerKind:
@@ -310,7 +390,7 @@ def layer_kind(layer: Mapping[str, Any]) -> LayerKind:
         ValueError: The layer has no ``kind`` or an unknown one; the message lists the allowed.
     """
     name = layer.get("kind") if isinstance(layer, Mapping) else None
-    if name not in LAYER_KINDS:
+    if not isinstance(name, str) or name not in LAYER_KINDS:
         shown = dict(layer) if isinstance(layer, Mapping) else layer
         allowed = [name for name, kind in LAYER_KINDS.items() if kind.stages]
         raise ValueError(f"unknown layer kind {name!r} in {shown!r}; allowed: {', '.join(allowed)}")

@@ -22,9 +22,11 @@ import optuna
 from optuna_energy.model.arch import ArchSpec, Shape
 from optuna_energy.model.layers import (
     ACTIVATIONS,
-    CLASSIFIER_TYPES,
-    FEATURE_TYPES,
+    CLASSIFIER,
+    FEATURE,
     LAYER_KINDS,
+    default_kinds,
+    kinds_for,
 )
 from optuna_energy.model.slots import SlotLayout, slot_of, slot_prefix
 
@@ -50,8 +52,9 @@ class SpaceSection:
 
     feature_slots: int = 16
     classifier_slots: int = 16
-    feature_types: tuple[str, ...] = FEATURE_TYPES
-    classifier_types: tuple[str, ...] = CLASSIFIER_TYPES
+    # Read from the layer registry when a section is made, so that registered kinds count.
+    feature_types: tuple[str, ...] = dataclasses.field(default_factory=lambda: default_kinds(FEATURE))
+    classifier_types: tuple[str, ...] = dataclasses.field(default_factory=lambda: default_kinds(CLASSIFIER))
     conv_channels: tuple[int, int] = (8, 128)
     kernel_size: tuple[int, int] = (1, 21)
     conv_stride: tuple[int, int] = (1, 2)
@@ -68,7 +71,7 @@ class SpaceSection:
             count = getattr(self, slots)
             if not 0 <= count <= MAX_SLOTS:
                 raise ValueError(f"{slots} must be between 0 and {MAX_SLOTS}, got {count}")
-        for key, allowed in (("feature_types", FEATURE_TYPES), ("classifier_types", CLASSIFIER_TYPES),
+        for key, allowed in (("feature_types", kinds_for(FEATURE)), ("classifier_types", kinds_for(CLASSIFIER)),
                              ("activations", tuple(ACTIVATIONS))):
             _choices(getattr(self, key), allowed, key)
         for key, high in _UPPER_BOUNDS.items():

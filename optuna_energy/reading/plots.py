@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 from optuna_energy.host.files import replacing
 from optuna_energy.metrics import ACCURACY, METRICS
 from optuna_energy.model.arch import describe
-from optuna_energy.model.layers import LAYER_KINDS
+from optuna_energy.model.layers import LAYER_KINDS, layer_kind
 from optuna_energy.reading.analysis import (
     hypervolume_history,
     is_feasible,
@@ -34,9 +34,9 @@ from optuna_energy.reading.analysis import (
 from optuna_energy.reading.report import Report
 from optuna_energy.store.record import TrialRecord
 
-_KIND_COLOURS = {"conv": "#9ecae1", "inception": "#bcbddc", "pool": "#a1d99b",
-                 "dropout": "#d9d9d9", "linear": "#fdd0a2", "head": "#fdae6b"}
-_HEAD_NOTATION = "fc (head): the final fully connected layer, one output per class"
+_HEAD = "head"
+"""The final classifier every model ends in: no layer kind of its own, drawn in its own colour."""
+_HEAD_STYLE = ("#fdae6b", "fc (head): the final fully connected layer, one output per class")
 # Sizes nest (star > diamond > square), drawn largest first: a trial in several roles shows all.
 _ROLE_STYLE = {"best trade-off": ("#d62728", "*", 300), "most accurate": ("#2ca02c", "D", 90),
                "lowest": ("#1f77b4", "s", 34)}
@@ -120,13 +120,26 @@ def _log_if_wide(ax: Any, values: np.ndarray) -> None:
         ax.set_yscale("log")
 
 
+def _drawn(spec: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The layers Fig. 2 draws: those whose kind has a colour (activations have none, as in the paper)."""
+    return [layer for layer in spec if layer_kind(layer).colour is not None]
+
+
+def _style(kind: str) -> tuple[str, str]:
+    """A box's colour and its legend line, from the layer registry (the head has its own)."""
+    if kind == _HEAD:
+        return _HEAD_STYLE
+    entry = LAYER_KINDS[kind]
+    return str(entry.colour), entry.notation
+
+
 def _draw_topology(ax: Any, spec: Sequence[Mapping[str, Any]], title: str) -> None:
-    """One model as a column of boxes, input at the top; activations left out, as in the paper."""
-    layers = [(layer["kind"], describe(layer)) for layer in spec if layer["kind"] != "activation"]
-    layers.append(("head", "fc (head)"))
+    """One model as a column of boxes, input at the top."""
+    layers = [(layer["kind"], describe(layer)) for layer in _drawn(spec)]
+    layers.append((_HEAD, "fc (head)"))
     for row, (kind, text) in enumerate(layers):
         box = FancyBboxPatch((0.05, -row - 0.8), 0.9, 0.7, boxstyle="round,pad=0.02",
-                             facecolor=_KIND_COLOURS.get(kind, "white"), edgecolor="black", linewidth=0.6)
+                             facecolor=_style(kind)[0], edgecolor="black", linewidth=0.6)
         ax.add_patch(box)
         ax.text(0.5, -row - 0.45, text, ha="center", va="center", fontsize=8)
         if row:
@@ -140,33 +153,34 @@ def _draw_topology(ax: Any, spec: Sequence[Mapping[str, Any]], title: str) -> No
 
 def topology_figure(report: Report) -> Figure:
     """Fig. 2: the layer topology of every highlighted model, side by side."""
-    rows = report.rows
-    depth = max(sum(layer["kind"] != "activation" for layer in TrialRecord.of(row.trial).architecture or [])
-                for row in rows) + 1
-    figure, axes = plt.subplots(1, len(rows), figsize=(2.0 * len(rows), 0.5 * depth + 1.2), squeeze=False)
-    for ax, row in zip(axes[0], rows):
+    specs = [TrialRecord.of(row.trial).architecture or [] for row in report.rows]
+    depth = max(len(_drawn(spec)) for spec in specs) + 1
+    figure, axes = plt.subplots(1, len(specs), figsize=(2.0 * len(specs), 0.5 * depth + 1.2), squeeze=False)
+    for ax, row, spec in zip(axes[0], report.rows, specs):
         accuracy = 100 * row.metrics[ACCURACY]
-        _draw_topology(ax, TrialRecord.of(row.trial).architecture or [],
-                       f"{row.label}: trial {row.trial.number}\n{accuracy:.1f} %")
+        _draw_topology(ax, spec, f"{row.label}: trial {row.trial.number}\n{accuracy:.1f} %")
         ax.set_ylim(-depth - 0.2, 0.05)
     figure.suptitle(f"Highlighted models of {report.study_name} (activations left out)", fontsize=10)
     figure.tight_layout()
-    _kind_legend(figure)
+    _kind_legend(figure, specs)
     return figure
 
 
-def _kind_legend(figure: Figure) -> None:
-    """Under the panels: each box colour, with how to read its text (the layer registry's notation)."""
-    handles = [Patch(facecolor=colour, edgecolor="black", linewidth=0.6,
-                     label=_HEAD_NOTATION if kind == "head" else LAYER_KINDS[kind].notation)
-               for kind, colour in _KIND_COLOURS.items()]
+def _kind_legend(figure: Figure, specs: Sequence[Sequence[Mapping[str, Any]]]) -> None:
+    """Under the panels: the colour of each kind drawn, with how to read its text (the registry's
+    notation); the paper's kinds always, so that figures of different studies read alike."""
+    drawn = {layer["kind"] for spec in specs for layer in _drawn(spec)}
+    kinds = [name for name, kind in LAYER_KINDS.items()
+             if kind.colour is not None and (kind.default_space or name in drawn)]
+    handles = [Patch(facecolor=colour, edgecolor="black", linewidth=0.6, label=label)
+               for colour, label in map(_style, [*kinds, _HEAD])]
     figure.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=1, fontsize=7,
                   frameon=False)
 
 
 def architecture_figure(spec: Sequence[Mapping[str, Any]], title: str) -> Figure:
     """One trial's topology, as uploaded to the dashboard's artifact store."""
-    depth = sum(layer["kind"] != "activation" for layer in spec) + 1
+    depth = len(_drawn(spec)) + 1
     figure, ax = plt.subplots(figsize=(2.4, 0.5 * depth + 0.9))
     _draw_topology(ax, spec, title)
     return figure

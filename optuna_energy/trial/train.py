@@ -13,6 +13,7 @@ from torch import nn
 
 from optuna_energy.data import DeviceData
 from optuna_energy.host import gpu_share
+from optuna_energy.model.optimizers import make_optimizer
 from optuna_energy.model.space import TrainingParams
 
 
@@ -46,16 +47,10 @@ class TrainingSession:
     @classmethod
     def start(cls, model: nn.Module, data: DeviceData, params: TrainingParams, *,
               seed: int) -> TrainingSession:
-        return cls(optimizer=make_optimizer(model, params),
+        optimizer = make_optimizer(params.optimizer, model.parameters(), learning_rate=params.learning_rate,
+                                   weight_decay=params.weight_decay)
+        return cls(optimizer=optimizer,
                    generator=torch.Generator(device=data.device).manual_seed(seed))
-
-
-def make_optimizer(model: nn.Module, params: TrainingParams) -> torch.optim.Optimizer:
-    if params.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=params.learning_rate, momentum=0.9,
-                               nesterov=True, weight_decay=params.weight_decay)
-    optimizer = torch.optim.AdamW if params.optimizer == "adamw" else torch.optim.Adam
-    return optimizer(model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay)
 
 
 def precision_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
