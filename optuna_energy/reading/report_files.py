@@ -36,7 +36,7 @@ def write_report(study: optuna.Study, out_dir: str | Path, *,
         # Fig. 2 draws specs of the built-in space; models of your own (record_measurement) have none.
         if any(TrialRecord.of(row.trial).architecture is not None for row in report.rows):
             figures.append(plots.save(plots.topology_figure(report), out / "fig2_topologies.png"))
-        figures.append(plots.save(plots.hypervolume_figure(study), out / "hypervolume.png"))
+        figures.append(plots.save(plots.hypervolume_figure(report.trials), out / "hypervolume.png"))
         (out / "table.md").write_text(table_markdown(report) + "\n")
         (out / "table.csv").write_text(table_csv(report))
         (out / "report.md").write_text(report_markdown(report, figures=[path.name for path in figures]))
