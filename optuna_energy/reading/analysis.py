@@ -175,7 +175,7 @@ def front_of(read: StudyTrials, metrics: Sequence[str] | None = None) -> list[Fr
     return [trial for trial, keep in zip(trials, pareto_mask(matrix)) if keep]
 
 
-def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
+def pareto_trials(study: optuna.Study | StudyTrials) -> list[FrozenTrial]:
     """Completed, feasible trials that no other trial beats on every objective, by number
     (``study.best_trials``, without building every trial's parameters)."""
     read = read_study(study)

@@ -15,10 +15,11 @@ from optuna_energy.reading.report import (
     table_csv,
     table_markdown,
 )
+from optuna_energy.reading.study_trials import StudyTrials
 from optuna_energy.store.record import TrialRecord
 
 
-def write_report(study: optuna.Study, out_dir: str | Path, *,
+def write_report(study: optuna.Study | StudyTrials, out_dir: str | Path, *,
                  weights: TradeOffWeights = TradeOffWeights()) -> list[Path]:
     """Write ``table.md``, ``table.csv``, ``report.md`` and the figures into ``out_dir`` (Fig. 2,
     the topologies, only when a highlighted model comes from the built-in space).
@@ -32,7 +33,7 @@ def write_report(study: optuna.Study, out_dir: str | Path, *,
     out = prepare_out_dir(out_dir)
     report = build_report(study, weights=weights)
     try:
-        figures = [plots.save(plots.cost_figure(study, report), out / "fig1_costs_vs_accuracy.png")]
+        figures = [plots.save(plots.cost_figure(report.trials.study, report), out / "fig1_costs_vs_accuracy.png")]
         # Fig. 2 draws specs of the built-in space; models of your own (record_measurement) have none.
         if any(TrialRecord.of(row.trial).architecture is not None for row in report.rows):
             figures.append(plots.save(plots.topology_figure(report), out / "fig2_topologies.png"))
