@@ -15,7 +15,6 @@ import optuna
 from optuna.trial import TrialState
 
 from optuna_energy.reading.study_trials import StudyTrials, read_study
-from optuna_energy.store.budget import counts
 from optuna_energy.store.record import CONFIG_ATTR
 from optuna_energy.store.training_budget import joules_per_mac_epoch
 from optuna_energy.trial.rungs import epochs_text
@@ -50,7 +49,7 @@ def savings(study: optuna.Study | StudyTrials, *, full: int | None = None) -> Sa
     """Count what the study's evaluated trials trained against training each fully."""
     read = read_study(study)
     full = full or full_epochs(read.study) or 0
-    trials = [t for t in read.in_states(TrialState.COMPLETE, TrialState.PRUNED) if counts(t)]
+    trials = [t for t in read.in_states(TrialState.COMPLETE, TrialState.PRUNED) if read.counts(t)]
     stored = [read.record(t) for t in trials]
     stored = [r for r in stored if r.epochs_trained is not None or r.train_energy_j is not None]
     typical = joules_per_mac_epoch(stored) or 0.0

@@ -18,6 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optuna_energy.metrics import METRICS
 from optuna_energy.samplers import _optuna_compat
+from optuna_energy.store.budget import counts
 from optuna_energy.store.record import TrialRecord
 
 ANALYSED_FIELDS = frozenset({
@@ -40,6 +41,7 @@ class StudyTrials:
         self.study = study
         self._by_id: dict[int, FrozenTrial] = {}
         self._records: dict[int, TrialRecord] = {}
+        self._counted: dict[int, bool] = {}
         self._light = True
         self.refresh()
 
@@ -56,6 +58,7 @@ class StudyTrials:
         for trial in read:
             self._by_id[_optuna_compat.trial_id(trial)] = trial
             self._records.pop(trial.number, None)
+            self._counted.pop(trial.number, None)
         self.__dict__.pop("trials", None)
         self.__dict__.pop("usable", None)
 
@@ -74,6 +77,14 @@ class StudyTrials:
         found = self._records.get(trial.number)
         if found is None:
             found = self._records[trial.number] = TrialRecord.of(trial)
+        return found
+
+    def counts(self, trial: FrozenTrial) -> bool:
+        """Whether the trial uses up the study's budget (``budget.counts``), decided once per
+        read of the trial."""
+        found = self._counted.get(trial.number)
+        if found is None:
+            found = self._counted[trial.number] = counts(trial)
         return found
 
     def in_states(self, *states: TrialState) -> list[FrozenTrial]:
