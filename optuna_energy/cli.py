@@ -30,6 +30,7 @@ from optuna_energy.reading.analysis import (
     pareto_trials,
 )
 from optuna_energy.reading.savings import savings, savings_text
+from optuna_energy.reading.study_trials import StudyTrials
 from optuna_energy.store.budget import tally
 from optuna_energy.store.storage import StorageError, mask_url, open_storage, remember_secrets
 from optuna_energy.study import create_or_load_study, optimize_study
@@ -114,13 +115,14 @@ def _run(args: argparse.Namespace) -> int:
               f"give a larger total: {_rerun_command(args, 2 * config.study.n_trials)}")
     else:
         optimize_study(study, config, show_progress_bar=True)
-    front = pareto_trials(study)
-    print(f"\nPareto front of study {study.study_name!r} ({len(front)} of {len(study.trials)} trials):")
+    read = StudyTrials(study)  # one light read for the front, the count and the savings
+    front = pareto_trials(read)
+    print(f"\nPareto front of study {study.study_name!r} ({len(front)} of {len(read.trials)} trials):")
     table = format_table(study, front)
     print(table)
     if "... (+" in table:
         print("(shortened to fit; full architectures: `optuna-energy report`, user attr architecture_summary)")
-    print(f"\n{savings_text(savings(study))}")
+    print(f"\n{savings_text(savings(read))}")
     return 0
 
 
@@ -202,13 +204,14 @@ def _report(args: argparse.Namespace) -> int:
     study, _ = load_stored_study(args)
     prepare_out_dir(args.out, study=study)  # before the table is printed: a bad path fails first
     weights = TradeOffWeights(accuracy=args.accuracy_weight, cost=args.cost_weight)
-    report = build_report(study, weights=weights)
+    read = StudyTrials(study)  # the table and the report folder share one read of the trials
+    report = build_report(read, weights=weights)
     print(f"Highlighted models of study {study.study_name!r} "
           f"({report.n_usable} completed, feasible trials of {report.n_trials}):")
     print(table_text(report))
     print(f"\n{payback_text(report)}")
     print(f"\n{savings_text(report.savings)}")
-    paths = write_report(study, args.out, weights=weights)
+    paths = write_report(read, args.out, weights=weights)
     print(f"\nwrote {', '.join(str(path) for path in paths)}")
     return 0
 

@@ -31,7 +31,7 @@ from optuna_energy.host.files import check_target, replacing
 from optuna_energy.model.arch import build_model
 from optuna_energy.model.space import TrainingParams
 from optuna_energy.reading.analysis import is_feasible
-from optuna_energy.samplers._optuna_compat import storage_of
+from optuna_energy.samplers._optuna_compat import storage_of, study_id
 from optuna_energy.store.record import TrialRecord, stored_config
 from optuna_energy.store.storage import storage_files
 from optuna_energy.study import load_device_data
@@ -136,11 +136,13 @@ def rebuild(study: optuna.Study, trial_number: int, *, config: StudyConfig | str
 
 
 def _trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
-    trials = {trial.number: trial for trial in study.get_trials(deepcopy=False)}
-    if number not in trials:
+    """The one trial, looked up by number: reading every trial costs minutes in a big study."""
+    storage = storage_of(study)
+    try:
+        trial = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id(study), number))
+    except KeyError:
         raise ExportError(f"study {study.study_name!r} has no trial {number}; it has trials "
-                          f"0 to {max(trials, default=-1)}")
-    trial = trials[number]
+                          f"0 to {storage.get_n_trials(study_id(study)) - 1}") from None
     if trial.state == optuna.trial.TrialState.COMPLETE and TrialRecord.of(trial).architecture is None:
         raise ExportError(f"trial {number} stores no architecture of the built-in space: export rebuilds "
                           "only specs of optuna-energy's 32-slot space (suggest_architecture); save a model "

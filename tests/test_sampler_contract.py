@@ -335,3 +335,25 @@ def test_optuna_private_apis_behave_as_the_run_loop_expects(tmp_path) -> None:
     quiet.enqueue_trial({"x": 0.5})
     quiet.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
     assert [compat.is_enqueued(trial) for trial in quiet.trials] == [True, False]
+
+
+def test_optuna_private_apis_behave_as_the_reading_expects(tmp_path) -> None:
+    from optuna_energy.samplers import _optuna_compat as compat
+
+    # The first front alone, duplicates kept: [1, 1] ties itself, [2, 2] is dominated.
+    losses = np.array([[1.0, 1.0], [0.0, 3.0], [2.0, 2.0], [1.0, 1.0]])
+    assert compat.is_pareto_front(losses).tolist() == [True, True, False, True]
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'r.db'}", directions=["minimize"] * 2)
+    study.add_trial(optuna.trial.create_trial(
+        values=[1.0, float("inf")], params={"x": 0.5},
+        distributions={"x": optuna.distributions.FloatDistribution(0, 1)},
+        user_attrs={"kept": 1, "left": 2}, system_attrs={"constraints:c": -1.0}))
+    running = study.ask()
+    light = compat.read_trials_without_params(study, user_attrs=["kept"])
+    assert light is not None
+    assert [(t.number, t.state, t.values, t.params, t.user_attrs, t.constraints) for t in light] == [
+        (0, TrialState.COMPLETE, [1.0, float("inf")], {}, {"kept": 1}, {"c": -1.0}),
+        (1, TrialState.RUNNING, None, {}, {}, {})]
+    newer = compat.read_trials_without_params(study, user_attrs=[], since_trial_id=compat.trial_id(light[0]))
+    assert [t.number for t in newer or []] == [running.number]
+    assert compat.read_trials_without_params(optuna.create_study(), user_attrs=[]) is None

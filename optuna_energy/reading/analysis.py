@@ -23,11 +23,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optuna_energy.metrics import ACCURACY, COSTS, METRICS, metric
 from optuna_energy.model.arch import summarize
+from optuna_energy.reading.study_trials import StudyTrials, is_feasible, read_study
 from optuna_energy.samplers import REFERENCE, hypervolume
 from optuna_energy.samplers import (
     normalised_losses as normalised_losses_for_hypervolume,
 )
-from optuna_energy.samplers._optuna_compat import non_domination_rank
+from optuna_energy.samplers._optuna_compat import is_pareto_front
 from optuna_energy.store.record import TrialRecord
 
 
@@ -79,12 +80,13 @@ class Payback:
         return self.search_energy_j / self.saved_per_inference_j
 
 
-def metric_names(study: optuna.Study) -> list[str]:
+def metric_names(source: optuna.Study | StudyTrials) -> list[str]:
     """The study's objective names, as optuna-energy stores them.
 
     Raises:
         AnalysisError: The study has no metric names (it was not made by optuna-energy).
     """
+    study = source.study if isinstance(source, StudyTrials) else source
     names = study.metric_names
     if not names:
         raise AnalysisError(
@@ -93,25 +95,19 @@ def metric_names(study: optuna.Study) -> list[str]:
     return list(names)
 
 
-def is_feasible(trial: FrozenTrial) -> bool:
-    """All constraints (Optuna's ``set_constraint``) are satisfied, or none were set."""
-    return all(value <= 0 for value in trial.constraints.values())
-
-
 def usable_trials(study: optuna.Study) -> list[FrozenTrial]:
     """Completed, feasible trials by number: the ones a user could deploy."""
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     return sorted((trial for trial in trials if is_feasible(trial)), key=lambda t: t.number)
 
 
-def require_usable(study: optuna.Study) -> list[FrozenTrial]:
-    """``usable_trials``, or an error saying the study has none yet."""
-    trials = usable_trials(study)
-    if not trials:
+def require_usable(read: StudyTrials) -> list[FrozenTrial]:
+    """The read's usable trials (light), or an error saying the study has none yet."""
+    if not read.usable:
         raise AnalysisError(
-            f"study {study.study_name!r} has no completed, feasible trials yet "
-            f"({len(study.trials)} trials in all)")
-    return trials
+            f"study {read.study.study_name!r} has no completed, feasible trials yet "
+            f"({len(read.trials)} trials in all)")
+    return read.usable
 
 
 def metric_values(trials: Sequence[FrozenTrial], name: str, names: Sequence[str]) -> np.ndarray:
@@ -140,7 +136,7 @@ def normalised_losses(matrix: np.ndarray) -> np.ndarray:
 def pareto_mask(matrix: np.ndarray) -> np.ndarray:
     """Rows of a loss matrix that no other row beats on every column (ties kept)."""
     matrix = np.asarray(matrix, dtype=float)
-    return non_domination_rank(matrix) == 0 if len(matrix) else np.zeros(0, dtype=bool)
+    return is_pareto_front(matrix) if len(matrix) else np.zeros(0, dtype=bool)
 
 
 def _loss_matrix(trials: Sequence[FrozenTrial], metrics: Sequence[str], names: Sequence[str]) -> np.ndarray:
@@ -155,11 +151,11 @@ def _complete_rows(trials: Sequence[FrozenTrial],
     return [trial for trial, keep in zip(trials, present) if keep], matrix[present]
 
 
-def pareto_front(study: optuna.Study, metrics: Sequence[str] | None = None) -> list[FrozenTrial]:
+def pareto_front(study: optuna.Study | StudyTrials, metrics: Sequence[str] | None = None) -> list[FrozenTrial]:
     """Completed, feasible trials on the Pareto front of ``metrics``, by number.
 
     Args:
-        study: A study made by optuna-energy.
+        study: A study made by optuna-energy (or its read, ``StudyTrials``).
         metrics: Two or more of ``accuracy``, ``inference_time``, ``params``, ``energy``;
             the study's own objectives when ``None``. A pair such as ``("accuracy", "energy")``
             gives the front a Fig. 1 panel draws.
@@ -167,16 +163,35 @@ def pareto_front(study: optuna.Study, metrics: Sequence[str] | None = None) -> l
     Example:
         >>> front = pareto_front(study, ["accuracy", "energy"])
     """
-    names = metric_names(study)
+    read = read_study(study)
+    return [read.full(trial) for trial in front_of(read, metrics)]
+
+
+def front_of(read: StudyTrials, metrics: Sequence[str] | None = None) -> list[FrozenTrial]:
+    """``pareto_front`` as the read's light trials: their values and analysed record fields."""
+    names = metric_names(read)
     metrics = list(metrics or names)
-    usable = usable_trials(study)
-    trials, matrix = _complete_rows(usable, _loss_matrix(usable, metrics, names))
+    trials, matrix = _complete_rows(read.usable, _loss_matrix(read.usable, metrics, names))
     return [trial for trial, keep in zip(trials, pareto_mask(matrix)) if keep]
 
 
-def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Completed, feasible trials that no other trial beats on every objective, by number."""
-    return sorted(study.best_trials, key=lambda trial: trial.number)
+def pareto_trials(study: optuna.Study | StudyTrials) -> list[FrozenTrial]:
+    """Completed, feasible trials that no other trial beats on every objective, by number
+    (``study.best_trials``, without building every trial's parameters)."""
+    read = read_study(study)
+    return [read.full(trial) for trial in best_of(read)]
+
+
+def best_of(read: StudyTrials, *, feasible_only: bool = True) -> list[FrozenTrial]:
+    """Light completed trials no other beats on every objective value, by number; with
+    ``feasible_only=False`` infeasible ones compete too (optuna-dashboard's "Best Trial")."""
+    complete = read.usable if feasible_only else read.in_states(TrialState.COMPLETE)
+    if not complete:
+        return []
+    signs = np.array([-1.0 if direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
+                      for direction in read.study.directions])
+    losses = signs * np.array([trial.values for trial in complete], dtype=float)
+    return [trial for trial, front in zip(complete, pareto_mask(losses)) if front]
 
 
 def trade_off_distances(accuracy: np.ndarray, cost: np.ndarray, *,
@@ -209,11 +224,23 @@ def highlight(trials: Sequence[FrozenTrial], cost: str, names: Sequence[str], *,
                      best_trade_off=trials[trade_off])
 
 
-def highlights(study: optuna.Study, *, weights: TradeOffWeights = TradeOffWeights()) -> list[Highlight]:
+def highlights(study: optuna.Study | StudyTrials, *,
+               weights: TradeOffWeights = TradeOffWeights()) -> list[Highlight]:
     """``highlight`` for every cost the study optimises, in the paper's order."""
-    names = metric_names(study)
-    trials = require_usable(study)
-    return [highlight(trials, cost, names, weights=weights) for cost in COSTS if cost in names]
+    read = read_study(study)
+    names = metric_names(read)
+    trials = require_usable(read)
+    return [_full_highlight(read, highlight(trials, cost, names, weights=weights))
+            for cost in COSTS if cost in names]
+
+
+def _full_highlight(read: StudyTrials, light: Highlight) -> Highlight:
+    """A highlight of the read's light trials with each trial read in full."""
+    full = {trial.number: read.full(trial)
+            for trial in (light.lowest_cost, light.most_accurate, light.best_trade_off)}
+    return Highlight(cost=light.cost, lowest_cost=full[light.lowest_cost.number],
+                     most_accurate=full[light.most_accurate.number],
+                     best_trade_off=full[light.best_trade_off.number])
 
 
 def model_labels(selected: Sequence[Highlight]) -> dict[int, str]:
@@ -248,16 +275,17 @@ def roles(selected: Sequence[Highlight]) -> dict[int, str]:
             for number, by_role in found.items()}
 
 
-def payback(study: optuna.Study, *, weights: TradeOffWeights = TradeOffWeights()) -> Payback:
+def payback(study: optuna.Study | StudyTrials, *,
+            weights: TradeOffWeights = TradeOffWeights()) -> Payback:
     """The search's training energy against the energy the best trade-off model saves.
 
     The trade-off is taken on accuracy against energy per inference, measured for every trial
     whether or not energy was an objective.
     """
-    names = metric_names(study)
-    chosen = highlight(require_usable(study), "energy", names, weights=weights)
-    trained = [record for record in map(TrialRecord.of, study.get_trials(deepcopy=False))
-               if record.train_energy_j is not None]
+    read = read_study(study)
+    names = metric_names(read)
+    chosen = _full_highlight(read, highlight(require_usable(read), "energy", names, weights=weights))
+    trained = [record for record in map(read.record, read.trials) if record.train_energy_j is not None]
     spent = [record.train_energy_j or 0.0 for record in trained]
     energy = {trial.number: value for trial, value in zip(
         (chosen.most_accurate, chosen.best_trade_off),
@@ -270,7 +298,7 @@ def payback(study: optuna.Study, *, weights: TradeOffWeights = TradeOffWeights()
         energy_sources=tuple(sources))
 
 
-def hypervolume_history(study: optuna.Study) -> list[tuple[int, float]]:
+def hypervolume_history(study: optuna.Study | StudyTrials) -> list[tuple[int, float]]:
     """The hypervolume of the front after each usable trial, as ``(trial number, volume)``.
 
     The objectives are normalised over the study's usable trials exactly as the evolution
@@ -279,8 +307,9 @@ def hypervolume_history(study: optuna.Study) -> list[tuple[int, float]]:
     (``samplers.REFERENCE`` on every axis), so the volume lies in ``[0, REFERENCE ** k]`` and
     grows as the front improves; it is comparable between runs only through the same study.
     """
-    names = metric_names(study)
-    usable = require_usable(study)
+    read = read_study(study)
+    names = metric_names(read)
+    usable = require_usable(read)
     trials, matrix = _complete_rows(usable, np.column_stack(
         [metric_values(usable, name, names) for name in names]))
     maximize = np.array([METRICS[name].direction == "maximize" for name in names])

@@ -16,7 +16,6 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import optuna
 import torch
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
@@ -25,8 +24,9 @@ from torch import nn
 
 from optuna_energy.config import StudyConfig
 from optuna_energy.host.files import replacing, write_text
-from optuna_energy.reading.analysis import AnalysisError, TradeOffWeights, pareto_mask
+from optuna_energy.reading.analysis import AnalysisError, TradeOffWeights, best_of
 from optuna_energy.reading.report import build_report, payback_text, table_markdown
+from optuna_energy.reading.study_trials import StudyTrials, read_study
 from optuna_energy.store.record import TrialRecord, stored_config
 
 HOST = "127.0.0.1"
@@ -42,7 +42,7 @@ def artifact_store(directory: str | Path) -> FileSystemArtifactStore:
     return FileSystemArtifactStore(str(path))
 
 
-def dashboard_only_best(study: optuna.Study) -> list[FrozenTrial]:
+def dashboard_only_best(study: optuna.Study | StudyTrials) -> list[FrozenTrial]:
     """COMPLETE trials optuna-dashboard marks "Best Trial" although ``study.best_trials`` leaves
     them out, by number.
 
@@ -53,26 +53,23 @@ def dashboard_only_best(study: optuna.Study) -> list[FrozenTrial]:
     so this is usually empty; in the paper's mode (``[early_stopping] enabled = false``)
     infeasible trials complete.
     """
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not complete:
-        return []
-    signs = [-1.0 if direction == optuna.study.StudyDirection.MAXIMIZE else 1.0 for direction in study.directions]
-    losses = np.array([[sign * value for sign, value in zip(signs, trial.values)] for trial in complete])
-    best = {trial.number for trial in study.best_trials}
-    return sorted((trial for trial, front in zip(complete, pareto_mask(losses))
-                   if front and trial.number not in best), key=lambda trial: trial.number)
+    read = read_study(study)
+    best = {trial.number for trial in best_of(read)}
+    return [read.full(trial) for trial in best_of(read, feasible_only=False) if trial.number not in best]
 
 
-def note_markdown(study: optuna.Study, *, weights: TradeOffWeights = TradeOffWeights()) -> str:
+def note_markdown(study: optuna.Study | StudyTrials, *,
+                  weights: TradeOffWeights = TradeOffWeights()) -> str:
     """The study note: the highlighted models' table and the energy payback, in Markdown, and
     which trials optuna-dashboard marks best that are not (:func:`dashboard_only_best`)."""
-    report = build_report(study, weights=weights)
+    read = read_study(study)
+    report = build_report(read, weights=weights)
     note = (f"## Highlighted models ({report.n_usable} completed, feasible trials)\n\n"
             f"{table_markdown(report)}\n\n{payback_text(report)}\n\n"
             f"`optuna-energy report` writes this table with Fig. 1 and Fig. 2.\n")
-    extra = dashboard_only_best(study)
+    extra = dashboard_only_best(read)
     if extra:
-        best = ", ".join(str(trial.number) for trial in sorted(study.best_trials, key=lambda t: t.number))
+        best = ", ".join(str(trial.number) for trial in best_of(read))
         note += (f"\n**Not best trials: {', '.join(str(trial.number) for trial in extra)}.** "
                  "optuna-dashboard marks them \"Best Trial\" because it ranks completed trials by "
                  "their values alone and does not read Optuna 5's constraints; they are infeasible "
@@ -82,16 +79,25 @@ def note_markdown(study: optuna.Study, *, weights: TradeOffWeights = TradeOffWei
 
 
 class ReportNote:
-    """A study callback: after each completed trial, the study note shows the current report."""
+    """A study callback: after each completed trial, the study note shows the current report.
+
+    It keeps the study's trials as it read them and reads only the new and unfinished ones
+    after each trial (``StudyTrials.refresh``), not the whole study again.
+    """
 
     def __init__(self, *, weights: TradeOffWeights = TradeOffWeights()) -> None:
         self.weights = weights
+        self._read: StudyTrials | None = None
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if trial.state != TrialState.COMPLETE:
             return
+        if self._read is None or self._read.study is not study:
+            self._read = StudyTrials(study)
+        else:
+            self._read.refresh()
         try:
-            note = note_markdown(study, weights=self.weights)
+            note = note_markdown(self._read, weights=self.weights)
         except AnalysisError:  # no feasible trial yet: nothing to tabulate
             return
         from optuna_dashboard import save_note

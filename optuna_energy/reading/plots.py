@@ -24,14 +24,13 @@ from optuna_energy.metrics import ACCURACY, METRICS
 from optuna_energy.model.arch import describe
 from optuna_energy.model.layers import LAYER_KINDS, layer_kind
 from optuna_energy.reading.analysis import (
+    front_of,
     hypervolume_history,
-    is_feasible,
     metric_names,
     metric_values,
-    pareto_front,
-    usable_trials,
 )
 from optuna_energy.reading.report import Report
+from optuna_energy.reading.study_trials import StudyTrials, is_feasible, read_study
 from optuna_energy.store.record import TrialRecord
 
 _HEAD = "head"
@@ -57,11 +56,12 @@ def save(figure: Figure, path: str | Path, *, protect: Iterable[Path] = ()) -> P
 def cost_figure(study: optuna.Study, report: Report) -> Figure:
     """Fig. 1: each cost against accuracy, every completed trial a point, the Pareto lower
     bound drawn and the highlighted models labelled with their letters."""
-    names = metric_names(study)
-    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    read = report.trials
+    names = metric_names(read)
+    completed = read.in_states(TrialState.COMPLETE)
     infeasible = [trial for trial in completed if not is_feasible(trial)]
-    not_drawn = len(study.trials) - len(completed)
-    usable = usable_trials(study)
+    not_drawn = len(read.trials) - len(completed)
+    usable = read.usable
     panels = report.highlights
     figure, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 5.0), squeeze=False)
     for ax, chosen in zip(axes[0], panels):
@@ -70,7 +70,7 @@ def cost_figure(study: optuna.Study, report: Report) -> Figure:
         ax.scatter(*points(usable), s=14, color="#7f7f7f", alpha=0.6, label="trial")
         if infeasible:
             ax.scatter(*points(infeasible), s=16, marker="x", color="#bbbbbb", label="infeasible")
-        front_x, front_y = points(pareto_front(study, [ACCURACY, cost]))
+        front_x, front_y = points(front_of(read, [ACCURACY, cost]))
         order = np.argsort(front_x, kind="stable")
         ax.step(front_x[order], front_y[order], where="pre", color="black", linewidth=1.2,
                 label="Pareto lower bound")
@@ -93,7 +93,7 @@ def cost_figure(study: optuna.Study, report: Report) -> Figure:
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
     drawn = f"{len(usable)} feasible trials (dots)" + (f", {len(infeasible)} infeasible (x)" if infeasible else "")
     skipped = f"; {not_drawn} stopped early or failed, not drawn" if not_drawn else ""
-    figure.suptitle(f"Study {study.study_name}, {len(study.trials)} trials: {drawn}{skipped}")
+    figure.suptitle(f"Study {study.study_name}, {len(read.trials)} trials: {drawn}{skipped}")
     figure.tight_layout()
     return figure
 
@@ -186,16 +186,17 @@ def architecture_figure(spec: Sequence[Mapping[str, Any]], title: str) -> Figure
     return figure
 
 
-def hypervolume_figure(study: optuna.Study) -> Figure:
+def hypervolume_figure(study: optuna.Study | StudyTrials) -> Figure:
     """Hypervolume of the front after each completed, feasible trial."""
-    history = hypervolume_history(study)
+    read = read_study(study)
+    history = hypervolume_history(read)
     numbers, volumes = zip(*history)
     figure, ax = plt.subplots(figsize=(6, 3.6))
     ax.step(numbers, volumes, where="post", color="#1f77b4")
     ax.plot(numbers, volumes, ".", color="#1f77b4", markersize=4)
     ax.set_xlabel("trial")
     ax.set_ylabel("hypervolume (normalised losses, ref. 1.1)")
-    ax.set_title(f"Study {study.study_name}: hypervolume over {', '.join(metric_names(study))}", fontsize=9)
+    ax.set_title(f"Study {read.study.study_name}: hypervolume over {', '.join(metric_names(read))}", fontsize=9)
     ax.grid(alpha=0.3)
     figure.tight_layout()
     return figure

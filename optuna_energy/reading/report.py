@@ -23,9 +23,9 @@ from optuna_energy.reading.analysis import (
     payback,
     render_text,
     roles,
-    usable_trials,
 )
 from optuna_energy.reading.savings import Savings, savings, savings_text
+from optuna_energy.reading.study_trials import StudyTrials, read_study
 from optuna_energy.store.record import TrialRecord
 
 TABLE_METRICS = (*COSTS, ACCURACY)
@@ -60,16 +60,22 @@ class Report:
     payback: Payback
     savings: Savings
     """What costs first and early stopping saved against training every trial fully."""
+    trials: StudyTrials
+    """The study's trials as read for the report; the figures draw from the same read."""
 
 
-def build_report(study: optuna.Study, *, weights: TradeOffWeights = TradeOffWeights()) -> Report:
+def build_report(study: optuna.Study | StudyTrials, *,
+                 weights: TradeOffWeights = TradeOffWeights()) -> Report:
     """Analyse a study: highlighted models per cost, their table rows and the energy payback.
+
+    The study's trials are read once (``StudyTrials``); pass a read to reuse it.
 
     Raises:
         AnalysisError: The study has no metric names or no completed, feasible trial.
     """
-    names = metric_names(study)
-    selected = highlights(study, weights=weights)
+    read = read_study(study)
+    names = metric_names(read)
+    selected = highlights(read, weights=weights)
     labels = model_labels(selected)
     found = roles(selected)
     trials = {item.number: item for h in selected
@@ -79,10 +85,10 @@ def build_report(study: optuna.Study, *, weights: TradeOffWeights = TradeOffWeig
         trial = trials[number]
         metrics = {name: float(metric_values([trial], name, names)[0]) for name in TABLE_METRICS}
         rows.append(ModelRow(label=label, trial=trial, roles=found[number], metrics=metrics))
-    return Report(study_name=study.study_name, objectives=names, n_trials=len(study.trials),
-                  n_usable=len(usable_trials(study)), weights=weights, highlights=selected,
-                  labels=labels, rows=rows, payback=payback(study, weights=weights),
-                  savings=savings(study))
+    return Report(study_name=read.study.study_name, objectives=names, n_trials=len(read.trials),
+                  n_usable=len(read.usable), weights=weights, highlights=selected,
+                  labels=labels, rows=rows, payback=payback(read, weights=weights),
+                  savings=savings(read), trials=read)
 
 
 def _cells(row: ModelRow) -> list[str]:

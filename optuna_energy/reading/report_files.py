@@ -16,6 +16,7 @@ from optuna_energy.reading.report import (
     table_csv,
     table_markdown,
 )
+from optuna_energy.reading.study_trials import StudyTrials
 from optuna_energy.store.record import TrialRecord
 from optuna_energy.store.storage import storage_files
 
@@ -26,7 +27,7 @@ REPORT_FILES = ("report.md", "table.md", "table.csv", COST_FIGURE, TOPOLOGY_FIGU
 """Every name the report may write in its folder."""
 
 
-def write_report(study: optuna.Study, out_dir: str | Path, *,
+def write_report(study: optuna.Study | StudyTrials, out_dir: str | Path, *,
                  weights: TradeOffWeights = TradeOffWeights()) -> list[Path]:
     """Write ``table.md``, ``table.csv``, ``report.md`` and the figures into ``out_dir`` (Fig. 2,
     the topologies, only when a highlighted model comes from the built-in space).
@@ -42,14 +43,15 @@ def write_report(study: optuna.Study, out_dir: str | Path, *,
         OutputError: A file of the report is the study's storage under another name (checked
             before anything is written), or cannot be written (a full disk).
     """
-    out = prepare_out_dir(out_dir, study=study)
-    protect = storage_files(study)
+    stored = study.study if isinstance(study, StudyTrials) else study
+    out = prepare_out_dir(out_dir, study=stored)
+    protect = storage_files(stored)
     report = build_report(study, weights=weights)
-    figures = [plots.save(plots.cost_figure(study, report), out / COST_FIGURE, protect=protect)]
+    figures = [plots.save(plots.cost_figure(report.trials.study, report), out / COST_FIGURE, protect=protect)]
     # Fig. 2 draws specs of the built-in space; models of your own (record_measurement) have none.
     if any(TrialRecord.of(row.trial).architecture is not None for row in report.rows):
         figures.append(plots.save(plots.topology_figure(report), out / TOPOLOGY_FIGURE, protect=protect))
-    figures.append(plots.save(plots.hypervolume_figure(study), out / HYPERVOLUME_FIGURE, protect=protect))
+    figures.append(plots.save(plots.hypervolume_figure(report.trials), out / HYPERVOLUME_FIGURE, protect=protect))
     write_text(out / "table.md", table_markdown(report) + "\n", protect=protect)
     write_text(out / "table.csv", table_csv(report), protect=protect)
     write_text(out / "report.md", report_markdown(report, figures=[path.name for path in figures]),

@@ -14,8 +14,8 @@ import dataclasses
 import optuna
 from optuna.trial import TrialState
 
-from optuna_energy.store.budget import counts
-from optuna_energy.store.record import CONFIG_ATTR, TrialRecord
+from optuna_energy.reading.study_trials import StudyTrials, read_study
+from optuna_energy.store.record import CONFIG_ATTR
 from optuna_energy.store.training_budget import joules_per_mac_epoch
 from optuna_energy.trial.rungs import epochs_text
 
@@ -45,12 +45,12 @@ def full_epochs(study: optuna.Study) -> int | None:
     return study.user_attrs.get(CONFIG_ATTR, {}).get("training", {}).get("epochs")
 
 
-def savings(study: optuna.Study, *, full: int | None = None) -> Savings:
+def savings(study: optuna.Study | StudyTrials, *, full: int | None = None) -> Savings:
     """Count what the study's evaluated trials trained against training each fully."""
-    full = full or full_epochs(study) or 0
-    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-              if counts(t)]
-    stored = [TrialRecord.of(t) for t in trials]
+    read = read_study(study)
+    full = full or full_epochs(read.study) or 0
+    trials = [t for t in read.in_states(TrialState.COMPLETE, TrialState.PRUNED) if read.counts(t)]
+    stored = [read.record(t) for t in trials]
     stored = [r for r in stored if r.epochs_trained is not None or r.train_energy_j is not None]
     typical = joules_per_mac_epoch(stored) or 0.0
     stopped: collections.Counter[int] = collections.Counter()

@@ -12,7 +12,8 @@ the only file to mend.
 
 from __future__ import annotations
 
-from collections.abc import Container
+import json
+from collections.abc import Collection, Container
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,8 @@ from optuna._hypervolume.hssp import _solve_hssp
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.study import Study
-from optuna.study._multi_objective import _fast_non_domination_rank
+from optuna.study._constrained_optimization import _CONSTRAINTS_KEY
+from optuna.study._multi_objective import _fast_non_domination_rank, _is_pareto_front
 from optuna.trial import FrozenTrial, TrialState
 
 __all__ = [
@@ -29,7 +31,9 @@ __all__ = [
     "heartbeat_interval",
     "hypervolume",
     "is_enqueued",
+    "is_pareto_front",
     "non_domination_rank",
+    "read_trials_without_params",
     "select_by_hypervolume",
     "set_trial_user_attr",
     "stale_trial_callback",
@@ -59,6 +63,12 @@ def non_domination_rank(losses: np.ndarray, *, penalty: np.ndarray | None = None
     """Constrained non-domination rank (0 = first front): feasible (penalty <= 0) trials first by
     dominance, infeasible ones after them by penalty, as in Optuna's constrained NSGA-II."""
     return np.asarray(_fast_non_domination_rank(losses, penalty=penalty))
+
+
+def is_pareto_front(losses: np.ndarray) -> np.ndarray:
+    """Rows of a loss matrix that no other row dominates (duplicates kept): the first front
+    alone, without ranking the rest, as ``study.best_trials`` finds it."""
+    return np.asarray(_is_pareto_front(losses, assume_unique_lexsorted=False), dtype=bool)
 
 
 def study_id(study: Study) -> int:
@@ -132,3 +142,57 @@ def study_trials(study: Study, states: Container[TrialState] | None) -> list[Fro
 def set_trial_user_attr(study: Study, trial: FrozenTrial, key: str, value: Any) -> None:
     """Set a user attribute from ``before_trial``, where a sampler holds no ``optuna.Trial``."""
     study._storage.set_trial_user_attr(trial._trial_id, key, value)
+
+
+def read_trials_without_params(study: Study, *, user_attrs: Collection[str],
+                               since_trial_id: int = 0,
+                               trial_ids: Collection[int] = ()) -> list[FrozenTrial] | None:
+    """Trials read straight from Optuna's RDB tables, with their values, constraints and only the
+    named user attributes, and no parameters: a hundred thousand trials in seconds where
+    ``get_trials`` builds every parameter's distribution and takes minutes and gigabytes.
+
+    Only trials with an id above ``since_trial_id`` or in ``trial_ids`` are read (a reader that
+    keeps what it read asks for the new and the unfinished ones). ``None`` when the study is not
+    in an RDB storage: there ``get_trials`` costs no database reads.
+    """
+    import sqlalchemy
+    from optuna.storages._rdb import models
+
+    storage = storage_behind_cache(study)
+    if not isinstance(storage, RDBStorage):
+        return None
+    table, values = models.TrialModel.__table__, models.TrialValueModel.__table__
+    chosen = table.c.trial_id > since_trial_id
+    if trial_ids:
+        chosen = sqlalchemy.or_(chosen, table.c.trial_id.in_(list(trial_ids)))
+    ids = sqlalchemy.select(table.c.trial_id).where(table.c.study_id == study._study_id, chosen)
+    with storage.engine.connect() as connection:
+        rows = connection.execute(sqlalchemy.select(
+            table.c.trial_id, table.c.number, table.c.state, table.c.datetime_start,
+            table.c.datetime_complete).where(table.c.trial_id.in_(ids))).all()
+        found_values: dict[int, dict[int, float]] = {}
+        for trial, objective, value, kind in connection.execute(sqlalchemy.select(
+                values.c.trial_id, values.c.objective, values.c.value, values.c.value_type)
+                .where(values.c.trial_id.in_(ids))):
+            found_values.setdefault(trial, {})[objective] = (
+                models.TrialValueModel.stored_repr_to_value(value, kind))
+        attributes = {}
+        for model, names in ((models.TrialUserAttributeModel, list(user_attrs)),
+                             (models.TrialSystemAttributeModel, None)):
+            attrs = model.__table__
+            wanted = (attrs.c.key.in_(names) if names is not None
+                      else attrs.c.key.like(_CONSTRAINTS_KEY + "%"))
+            found: dict[int, dict[str, Any]] = {}
+            for trial, key, value in connection.execute(sqlalchemy.select(
+                    attrs.c.trial_id, attrs.c.key, attrs.c.value_json)
+                    .where(attrs.c.trial_id.in_(ids), wanted)):
+                found.setdefault(trial, {})[key] = json.loads(value)
+            attributes[model] = found
+    return [FrozenTrial(
+        number=number, trial_id=trial, state=state, value=None,
+        values=[found_values[trial][index] for index in sorted(found_values[trial])]
+        if trial in found_values else None,
+        datetime_start=start, datetime_complete=complete, params={}, distributions={},
+        user_attrs=attributes[models.TrialUserAttributeModel].get(trial, {}),
+        system_attrs=attributes[models.TrialSystemAttributeModel].get(trial, {}),
+        intermediate_values={}) for trial, number, state, start, complete in rows]
