@@ -21,7 +21,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from optuna_energy.metrics import ACCURACY, COSTS, METRICS, metric
+from optuna_energy.metrics import ACCURACY, METRICS, cost_names, metric
 from optuna_energy.model.arch import summarize
 from optuna_energy.samplers import REFERENCE, hypervolume
 from optuna_energy.samplers import (
@@ -213,7 +213,7 @@ def highlights(study: optuna.Study, *, weights: TradeOffWeights = TradeOffWeight
     """``highlight`` for every cost the study optimises, in the paper's order."""
     names = metric_names(study)
     trials = require_usable(study)
-    return [highlight(trials, cost, names, weights=weights) for cost in COSTS if cost in names]
+    return [highlight(trials, cost, names, weights=weights) for cost in cost_names() if cost in names]
 
 
 def model_labels(selected: Sequence[Highlight]) -> dict[int, str]:
