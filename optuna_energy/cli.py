@@ -12,7 +12,6 @@ from collections.abc import Callable, Sequence
 import optuna
 
 from optuna_energy.config import (
-    OBJECTIVES,
     SAMPLERS,
     ConfigError,
     StudyConfig,
@@ -23,6 +22,7 @@ from optuna_energy.export import DEFAULT_FORMAT, FORMATS, ExportError
 from optuna_energy.host.devices import BACKENDS, DeviceError
 from optuna_energy.host.files import OutputError
 from optuna_energy.host.meters import EnergyMeterError
+from optuna_energy.metrics import METRICS
 from optuna_energy.reading.analysis import (
     AnalysisError,
     TradeOffWeights,
@@ -87,7 +87,7 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--seed", type=int, help="seed for the sampler and each trial")
     parser.add_argument("--sampler", choices=tuple(SAMPLERS), help="search strategy")
-    parser.add_argument("--objectives", help=f"comma-separated, at least two of: {', '.join(OBJECTIVES)}")
+    parser.add_argument("--objectives", help=f"comma-separated, at least two of: {', '.join(METRICS)}")
 
 
 def study_overrides(args: argparse.Namespace) -> dict:

@@ -182,7 +182,8 @@ def record_measurement(trial: optuna.Trial, inference: InferenceResult | None = 
 
     The inference measurement becomes the trial's ``inference_time_s``, ``energy_per_inference_j``
     (with ``energy_source``, gross, net and the window), ``memory_bytes``, ``params`` and ``macs``
-    (unless ``suggest_architecture`` stored the spec's); the training window its
+    (unless ``suggest_architecture`` stored the spec's) and the field of every other registered
+    metric (``optuna_energy.metrics.register``); the training window its
     ``train_energy_j``, which the report's payback line adds up. Return the result: the values
     of the study's objectives, in order.
 
@@ -224,15 +225,11 @@ def record_measurement(trial: optuna.Trial, inference: InferenceResult | None = 
     stored = record.TrialRecord.of(trial)
     fields: dict[str, Any] = {}
     if inference is not None:
-        fields |= {"inference_time_s": inference.seconds_per_pass, "energy_source": inference.source,
-                   "energy_per_inference_j": inference.energy_per_input_j,
-                   "energy_gross_j": inference.energy_gross_j, "energy_net_j": inference.energy_net_j,
-                   "energy_window_s": inference.window_seconds,
-                   "energy_window_images": inference.window_inputs, "idle_watts": inference.idle_watts,
-                   "memory_bytes": inference.memory_bytes, "measure_seconds": inference.measure_seconds,
-                   "meter": inference.meter, "device": inference.device}
-        if stored.params is None:
-            fields |= {"params": inference.params, "macs": inference.macs}
+        fields |= inference.fields | {"device": inference.device}
+        if stored.params is None:  # else keep the counts suggest_architecture took from the spec
+            fields["macs"] = inference.macs
+        else:
+            fields.pop("params", None)
     if training is not None:
         fields |= {"train_energy_j": training.joules, "train_window_s": training.seconds,
                    "train_seconds": training.seconds}
@@ -246,7 +243,7 @@ def record_measurement(trial: optuna.Trial, inference: InferenceResult | None = 
     values = []
     for name in names:
         field = METRICS[name].field
-        value = fields.get(field, getattr(stored, field))
+        value = fields.get(field, stored.get(field))
         if value is None or not math.isfinite(float(value)):
             given = "inference" if name != "accuracy" else "accuracy"
             raise ValueError(f"objective {name!r} has no value ({field}): pass {given}=")

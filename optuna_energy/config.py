@@ -13,6 +13,7 @@ the sampler checks itself (this module only turns its ``ValueError`` into a one-
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.resources
 import tomllib
 from collections.abc import Callable, Mapping
@@ -25,13 +26,11 @@ from optuna_energy.data.device import AUGMENTATIONS
 from optuna_energy.data.registry import check_dataset
 from optuna_energy.data.settings import DatasetSection
 from optuna_energy.host.devices import DeviceError, parse_device_name
+from optuna_energy.host.meters import meter_choices, settings_tables
 from optuna_energy.metrics import DEFAULT_OBJECTIVES, METRICS
 from optuna_energy.model.optimizers import OPTIMIZERS
 from optuna_energy.model.space import SpaceSection
 from optuna_energy.samplers import EvolutionSampler, EvolutionSettings
-
-OBJECTIVES: dict[str, str] = {name: metric.direction for name, metric in METRICS.items()}
-"""Objective names with their Optuna directions, from the metric registry."""
 
 SAMPLERS: dict[str, Callable[[int | None, EvolutionSettings], optuna.samplers.BaseSampler]] = {
     "tpe": lambda seed, _: optuna.samplers.TPESampler(seed=seed),  # Optuna's multi-objective default
@@ -101,19 +100,32 @@ class MeasureSection:
     min_window_seconds: float = 1.0
     idle_seconds: float = 2.0
     energy: str = "net"
-    power_interval_s: float = 0.1
-    """Seconds between power samples where the GPU has no energy counter (``nvml-power``)."""
     meter: str = "auto"
     """``auto`` (the best that works) or one energy source by name."""
+    meters: dict[str, Any] = dataclasses.field(
+        default_factory=lambda: {table: settings() for table, settings in settings_tables().items()})
+    """Each registered meter's settings (its dataclass) by table: ``[measure.nvml]``,
+    ``[measure.rapl]``... (``optuna_energy.host.meters``)."""
 
 
-ConstraintsSection = dataclasses.make_dataclass(
-    "ConstraintsSection",
-    [(metric.limit, "float | None", dataclasses.field(default=None))
-     for metric in METRICS.values() if metric.limit],
-    frozen=True, namespace={"__module__": __name__})
-ConstraintsSection.__doc__ = ("Upper limits, one per metric the registry lets cap (``max_params``, "
-                              "``max_energy``...); a trial over any is infeasible (Optuna's constraint API).")
+_LEGACY_MEASURE_KEYS = {"power_interval_s": "nvml"}
+"""``[measure]`` keys of configs older than the meters' tables -> the table that holds them now."""
+
+
+def constraints_section() -> type:
+    """``[constraints]``: one upper limit per registered metric with a ``limit`` (``max_params``,
+    ``max_energy``...), made from the registry as it is now; a trial over any is infeasible
+    (Optuna's constraint API)."""
+    return _constraints_type(tuple(metric.limit for metric in METRICS.values() if metric.limit))
+
+
+@functools.cache
+def _constraints_type(limits: tuple[str, ...]) -> type:
+    section = dataclasses.make_dataclass(
+        "ConstraintsSection", [(limit, "float | None", dataclasses.field(default=None)) for limit in limits],
+        frozen=True, namespace={"__module__": __name__})
+    section.__doc__ = constraints_section.__doc__
+    return section
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,8 +181,9 @@ class StudyConfig:
     dataset: DatasetSection = DatasetSection()
     training: TrainingSection = TrainingSection()
     space: SpaceSection = SpaceSection()
-    measure: MeasureSection = MeasureSection()
-    constraints: Any = ConstraintsSection()  # built from the metric registry: one field per limit
+    measure: MeasureSection = dataclasses.field(default_factory=MeasureSection)
+    constraints: Any = dataclasses.field(default_factory=lambda: constraints_section()())
+    """Built from the metric registry: one field per limit."""
     storage: StorageSection = StorageSection()
     workers: WorkersSection = WorkersSection()
     evolution: EvolutionSection = EvolutionSection()
@@ -178,7 +191,14 @@ class StudyConfig:
 
     @property
     def directions(self) -> list[str]:
-        return [OBJECTIVES[name] for name in self.study.objectives]
+        return [METRICS[name].direction for name in self.study.objectives]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as a TOML file holds it, which :func:`load_config` reads back: the meters'
+        settings as ``[measure.<meter>]`` tables."""
+        data = dataclasses.asdict(self)
+        data["measure"] |= data["measure"].pop("meters")
+        return data
 
     def with_study(self, **overrides: Any) -> StudyConfig:
         """A copy with ``[study]`` keys replaced; ``None`` values are ignored, as from a CLI."""
@@ -215,13 +235,38 @@ def load_config(source: str | Path | Mapping[str, Any] | StudyConfig | None = No
         raw = _read_toml(Path(source))
     sections = {field.name: field.type for field in dataclasses.fields(StudyConfig)}
     _reject_unknown(raw, sections, "the config's top level")
-    built = {}
+    built: dict[str, Any] = {}
+    defaults = StudyConfig()
     for field in dataclasses.fields(StudyConfig):
         value = raw.get(field.name, {})
         if not isinstance(value, Mapping):
             raise ConfigError(f"[{field.name}] must be a table of keys, got {value!r}")
-        built[field.name] = _build(type(field.default), value, field.name)
+        if field.name == "measure":
+            built[field.name] = _build_measure(value, field.name)
+        else:
+            built[field.name] = _build(type(getattr(defaults, field.name)), value, field.name)
     return StudyConfig(**built)
+
+
+def _build_measure(raw: Mapping[str, Any], section: str) -> MeasureSection:
+    """``[measure]`` with every registered meter's ``[measure.<meter>]`` table of settings."""
+    tables = settings_tables()
+    keys = {field.name for field in dataclasses.fields(MeasureSection) if field.name != "meters"}
+    _reject_unknown(raw, dict.fromkeys([*keys, *tables, *_LEGACY_MEASURE_KEYS]), f"[{section}]")
+    raw = dict(raw)
+    for key, table in _LEGACY_MEASURE_KEYS.items():
+        if key in raw:
+            legacy = raw.pop(key)
+            if key in raw.get(table, {}):
+                raise ConfigError(f"[{section}] {key} is [{section}.{table}] {key} now: give it once, there")
+            raw[table] = {**raw.get(table, {}), key: legacy}
+    meters = {}
+    for table, settings in tables.items():
+        given = raw.pop(table, {})
+        if not isinstance(given, Mapping):
+            raise ConfigError(f"[{section}.{table}] must be a table of keys, got {given!r}")
+        meters[table] = _build(settings, given, f"{section}.{table}")
+    return dataclasses.replace(_build(MeasureSection, raw, section), meters=meters)
 
 
 def _default_toml() -> Mapping[str, Any]:
@@ -254,14 +299,14 @@ def _reject_unknown(raw: Mapping[str, Any], allowed: Mapping[str, Any], where: s
 
 
 def _build(cls: type, raw: Mapping[str, Any], section: str) -> Any:
-    fields = {field.name: field for field in dataclasses.fields(cls)}
+    fields = {field.name: field for field in dataclasses.fields(cls) if field.name != "meters"}
     _reject_unknown(raw, fields, f"[{section}]")
     values = {name: _coerce(raw[name], fields[name], section) for name in raw}
     try:
         instance = cls(**values)
     except ValueError as error:  # a section that checks itself, as the sampler's settings do
         raise ConfigError(f"[{section}] {error}") from None
-    validate = _VALIDATORS.get(cls)
+    validate = _VALIDATORS.get(section)
     if validate is not None:
         validate(instance, section)
     return instance
@@ -332,10 +377,10 @@ def _validate_study(section: StudySection, name: str) -> None:
         parse_device_name(section.device)
     except DeviceError as error:
         raise ConfigError(f"[{name}] {error}") from None
-    _choices(section.objectives, tuple(OBJECTIVES), f"[{name}] objectives")
+    _choices(section.objectives, tuple(METRICS), f"[{name}] objectives")
     if len(section.objectives) < 2:
         raise ConfigError(
-            f"[{name}] objectives needs at least two of {', '.join(OBJECTIVES)}, "
+            f"[{name}] objectives needs at least two of {', '.join(METRICS)}, "
             f"got {list(section.objectives)}"
         )
     _positive(section.n_trials, f"[{name}] n_trials")
@@ -379,12 +424,9 @@ def _validate_training(section: TrainingSection, name: str) -> None:
 
 
 def _validate_measure(section: MeasureSection, name: str) -> None:
-    from optuna_energy.host.meters import METER_CHOICES  # the meters own the list of names
-
     _positive(section.batch_size, f"[{name}] batch_size")
     _positive(section.min_window_seconds, f"[{name}] min_window_seconds")
-    _positive(section.power_interval_s, f"[{name}] power_interval_s")
-    _choice(section.meter, METER_CHOICES, f"[{name}] meter")
+    _choice(section.meter, meter_choices(), f"[{name}] meter")
     if section.warmup_batches < 0 or section.idle_seconds < 0:
         raise ConfigError(f"[{name}] warmup_batches and idle_seconds must be >= 0")
     _choice(section.energy, ENERGY_KINDS, f"[{name}] energy")
@@ -421,13 +463,15 @@ def _validate_early_stopping(section: EarlyStoppingSection, name: str) -> None:
         raise ConfigError(f"[{name}] min_peers must be >= 2, got {section.min_peers}")
 
 
-_VALIDATORS: dict[type, Callable[[Any, str], None]] = {
-    StudySection: _validate_study,
-    DatasetSection: _validate_dataset,
-    TrainingSection: _validate_training,
-    MeasureSection: _validate_measure,
-    ConstraintsSection: _validate_constraints,
-    StorageSection: _validate_storage,
-    WorkersSection: _validate_workers,
-    EarlyStoppingSection: _validate_early_stopping,
+_VALIDATORS: dict[str, Callable[[Any, str], None]] = {
+    "study": _validate_study,
+    "dataset": _validate_dataset,
+    "training": _validate_training,
+    "measure": _validate_measure,
+    "constraints": _validate_constraints,
+    "storage": _validate_storage,
+    "workers": _validate_workers,
+    "early_stopping": _validate_early_stopping,
 }
+"""Each section's checks beyond the types, by section name (a section that checks itself, as
+``[evolution]`` and the meters' tables do, has none)."""

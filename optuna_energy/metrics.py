@@ -3,21 +3,27 @@
 One entry per metric says what the objective optimises (name, direction), where the trial record
 keeps it (``field``), how people read it (label, unit, format), and which ``[constraints]`` key
 limits it. The objective, the constraints, the analysis, the report, the figures and the CLI
-all iterate over :data:`METRICS`; none of them names a metric on its own.
+all iterate over :data:`METRICS` when they run (never a copy made at import); none of them names
+a metric on its own.
 
-Adding a metric is one entry here plus, for a quantity the trial pipeline does not already
-measure, one measurement function (``measure``), which the objective calls on the trained model.
+Adding a metric is one :class:`Metric` with its ``measure`` function, registered with
+:func:`register` (at run time, or by a plug-in through the entry point group
+``optuna_energy.metrics``): ``optuna_energy.measuring.costs.measure_costs`` then measures it in
+the built-in objective and in ``EnergyMonitor.measure_inference`` alike, the trial record stores
+it under its ``field``, and the report shows it. ``optuna_energy.testing.metric_suite`` checks an
+entry.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from optuna_energy.measuring.measure import ModelUnderTest
+    from optuna_energy.measuring.costs import ModelUnderTest
 
 
 def _si(unit: str, digits: int = 3) -> Callable[[float], str]:
@@ -65,7 +71,9 @@ class Metric:
     limit: str | None = None
     """The ``[constraints]`` key that caps it, if it can be capped."""
     measure: Callable[[ModelUnderTest], float] | None = None
-    """For metrics the trial pipeline does not measure itself: measures the trained model."""
+    """Measures the model (a cost: every minimised metric has one); ``None`` for accuracy, which
+    training measures. It reads what the inference protocol measured (``under_test.inference``)
+    or runs the model itself (``under_test.forward()``)."""
 
     @property
     def is_cost(self) -> bool:
@@ -76,29 +84,24 @@ class Metric:
         return value if self.is_cost else 1.0 - value
 
 
-def _peak_inference_memory(model: ModelUnderTest) -> float:
-    from optuna_energy.measuring.measure import (
-        peak_inference_memory,  # torch only when a trial measures
-    )
-
-    return peak_inference_memory(model)
-
-
 METRICS: dict[str, Metric] = {metric.name: metric for metric in (
     Metric("accuracy", "maximize", "accuracy", "accuracy", "accuracy (%)", _percent),
     Metric("inference_time", "minimize", "inference_time_s", "inference time",
-           "inference time (s)", _si("s"), limit="max_inference_time"),
-    Metric("params", "minimize", "params", "parameters", "parameters", _count, limit="max_params"),
+           "inference time (s)", _si("s"), limit="max_inference_time",
+           measure=lambda under_test: under_test.inference.seconds_per_pass),
+    Metric("params", "minimize", "params", "parameters", "parameters", _count, limit="max_params",
+           measure=lambda under_test: under_test.workload.costs.params),
     Metric("energy", "minimize", "energy_per_inference_j", "energy/inference",
-           "energy per inference (J)", _si("J"), limit="max_energy"),
+           "energy per inference (J)", _si("J"), limit="max_energy",
+           measure=lambda under_test: under_test.energy_per_inference_j),
     Metric("memory", "minimize", "memory_bytes", "peak memory", "peak inference memory (B)",
-           _si("B"), limit="max_memory", measure=lambda model: _peak_inference_memory(model)),
+           _si("B"), limit="max_memory", measure=lambda under_test: under_test.peak_memory()),
 )}
-"""Every metric, in the paper's order (accuracy first, then the costs), then the later ones."""
+"""Every metric, in the paper's order (accuracy first, then the costs), then the later ones; read
+it when needed, since :func:`register` adds to it."""
 
 ACCURACY = "accuracy"
 """The one maximised metric, against which every cost is traded off."""
-COSTS = tuple(name for name, metric in METRICS.items() if metric.is_cost)
 DEFAULT_OBJECTIVES = ("accuracy", "inference_time", "params", "energy")
 """The paper's four objectives, optimised unless a study names others."""
 
@@ -112,3 +115,77 @@ def metric(name: str) -> Metric:
     if name not in METRICS:
         raise ValueError(f"unknown objective {name!r}; allowed: {', '.join(METRICS)}")
     return METRICS[name]
+
+
+def cost_names() -> tuple[str, ...]:
+    """The registered costs (minimised metrics), in registry order."""
+    return tuple(name for name, entry in METRICS.items() if entry.is_cost)
+
+
+def register(entry: Metric) -> None:
+    """Add a metric to the registry, after the built-in ones.
+
+    It becomes an objective a config, ``--objectives`` and ``create_study`` accept, a
+    ``[constraints]`` key when it has a ``limit``, a trial record field measured in the built-in
+    objective and by ``EnergyMonitor.measure_inference``, and a column of the report's table.
+    ``optuna_energy.testing.metric_suite`` checks it.
+
+    Raises:
+        ValueError: The name, field or limit is taken, the direction is not ``maximize`` or
+            ``minimize``, or a cost has no ``measure`` (a second maximised metric cannot be
+            traded off against accuracy); the message says which.
+
+    Example:
+        >>> metrics.register(Metric("flops", "minimize", "flops", "FLOPs", "FLOPs per input",
+        ...                         format=lambda value: f"{value:,.0f}", measure=count_flops))
+    """
+    if not isinstance(entry, Metric):
+        raise ValueError(f"a metric must be an optuna_energy.metrics.Metric, got {type(entry).__name__}")
+    if entry.direction != "minimize":
+        raise ValueError(f"metric {entry.name!r}: direction must be 'minimize' (a cost; {ACCURACY!r} is "
+                         f"the one maximised metric), got {entry.direction!r}")
+    if entry.measure is None:
+        raise ValueError(f"metric {entry.name!r} is a cost and needs measure=, a function of a "
+                         "ModelUnderTest returning its value")
+    for taken, what in ((METRICS, "name"), ({m.field: m for m in METRICS.values()}, "field"),
+                        ({m.limit: m for m in METRICS.values() if m.limit}, "limit")):
+        value = getattr(entry, what)
+        if value in taken:
+            raise ValueError(f"metric {entry.name!r}: {what} {value!r} is taken by metric "
+                             f"{taken[value].name!r}")
+    METRICS[entry.name] = entry
+
+
+def unregister(name: str) -> Metric:
+    """Remove a metric added with :func:`register`; the built-in ones stay.
+
+    Raises:
+        ValueError: ``name`` is built in or not registered.
+    """
+    if name in _BUILT_IN or name not in METRICS:
+        raise ValueError(f"{name!r} is not a registered plug-in metric; registered: "
+                         f"{', '.join(sorted(set(METRICS) - _BUILT_IN)) or 'none'}")
+    return METRICS.pop(name)
+
+
+ENTRY_POINT_GROUP = "optuna_energy.metrics"
+"""Entry point group of plug-in metrics: each entry point names a :class:`Metric`, registered when
+``optuna_energy.metrics`` is first imported."""
+
+_BUILT_IN = frozenset(METRICS)
+
+
+def register_entry_points() -> None:
+    """Register the metric of every ``optuna_energy.metrics`` entry point of the installed packages.
+
+    Raises:
+        ValueError: An entry point's metric cannot be registered, naming the entry point.
+    """
+    for point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            register(point.load())
+        except ValueError as error:
+            raise ValueError(f"entry point {point.name!r} ({point.value}): {error}") from None
+
+
+register_entry_points()

@@ -205,8 +205,7 @@ def optimize_study(study: optuna.Study, config: StudyConfig, *, dataset: ArraySp
         return
     torch_device = resolve_device(config.study.device)
     data = load_device_data(config, torch_device, dataset)
-    meter = open_meter(torch_device, power_interval_s=config.measure.power_interval_s,
-                       meter=config.measure.meter)
+    meter = open_meter(torch_device, settings=config.measure.meters.values(), meter=config.measure.meter)
     try:
         idle = measure_idle_watts(meter, config.measure.idle_seconds) if meter.counts_hardware else 0.0
         objective = Objective(config, data, meter=meter, idle_watts=idle,

@@ -25,6 +25,7 @@ from optuna_energy.host.meters import (
     GpuId,
     NvmlCounterMeter,
     NvmlPowerMeter,
+    NvmlSettings,
     select_meter,
 )
 from optuna_energy.measuring.measure import open_meter
@@ -160,7 +161,7 @@ def test_selection_prefers_the_counter(nvml: FakeNvml) -> None:
 def test_selection_falls_back_to_power_sampling_without_the_counter(nvml: FakeNvml) -> None:
     nvml.counter_error = NOT_SUPPORTED
     with pytest.warns(EnergyMeterWarning) as caught:
-        meter = select_meter("cuda:0", gpu=SECOND_GPU, power_interval_s=0.05)
+        meter = select_meter("cuda:0", gpu=SECOND_GPU, settings=[NvmlSettings(power_interval_s=0.05)])
     with meter:
         assert meter.source == "nvml-power"
         assert meter.info()["sample_interval_s"] == 0.05

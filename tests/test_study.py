@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 import optuna_energy
 from optuna_energy.config import load_config
 from optuna_energy.data import from_tensors, load_dataset
+from optuna_energy.export import study_config
 from optuna_energy.host.devices import DeviceError
 from optuna_energy.model.arch import build_model, profile
 from tests.helpers import tiny_config
@@ -94,6 +95,17 @@ def test_a_first_run_that_ran_no_trial_does_not_fix_the_stored_config(tmp_path):
     changed = {**config, "training": {**config["training"], "epochs": 2}}
     study = optuna_energy.run_study(changed, show_progress_bar=False)
     assert study.user_attrs["config"]["training"]["epochs"] == 2
+
+
+def test_a_study_stored_before_the_meter_tables_resumes_and_exports_with_its_config(tmp_path):
+    config = tiny_config(tmp_path, n_trials=1)
+    study = optuna_energy.run_study(config, show_progress_bar=False)
+    old = study.user_attrs["config"]
+    measure = {key: value for key, value in old["measure"].items() if key not in ("nvml", "rapl")}
+    study.set_user_attr("config", {**old, "measure": {**measure, "power_interval_s": 0.25}})
+    resumed = optuna_energy.run_study(config, n_trials=2, show_progress_bar=False)
+    assert len(resumed.trials) == 2
+    assert study_config(resumed).measure.meters["nvml"].power_interval_s == 0.25
 
 
 class _ExplodingLoss(torch.nn.CrossEntropyLoss):

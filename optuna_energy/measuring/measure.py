@@ -16,8 +16,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -44,24 +44,47 @@ class InferenceMeasurement:
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelUnderTest:
-    """A trained trial model with what a measurement function needs to measure it."""
+class Workload:
+    """A model on its inputs, as the inference protocol runs it."""
 
     model: nn.Module
-    data: DeviceData
+    device: torch.device
+    run_batch: Callable[[int], object]
+    """Runs the model on batch ``index`` (0 .. ``batches`` - 1), its inputs copied to the device
+    (the copy is part of the time, as in the paper)."""
+    batches: int
+    inputs_per_pass: int
     batch_size: int
-    """The measuring batch size (``[measure] batch_size``)."""
+    """Inputs per batch: the measuring batch size."""
     costs: ArchProfile
-    """Costs computed from the spec: what a CPU measurement falls back on."""
-    precision: str
+    """One input's work (for a meter that estimates, and the memory fallback)."""
+    activation_bytes: int = 4
+    """Bytes per activation element where the memory allocator cannot tell (bf16: 2)."""
 
 
-def open_meter(device: torch.device, *, power_interval_s: float = 0.1,
-               meter: str = "auto") -> EnergyMeter:
-    """The energy meter for ``device`` (see ``select_meter``): the estimate when no hardware
-    meter can read it."""
-    return select_meter(str(device), gpu=identity(device), power_interval_s=power_interval_s,
-                        meter=meter)
+def data_workload(model: nn.Module, data: DeviceData, *, batch_size: int, costs: ArchProfile,
+                  autocast: contextlib.AbstractContextManager | None = None,
+                  activation_bytes: int = 4) -> Workload:
+    """The built-in objective's workload: ``model`` on the evaluation set, normalised on the device,
+    each forward pass inside ``autocast`` (e.g. ``train.precision_context``), so a model trained in
+    bf16 is measured in bf16."""
+    host = data.eval_x_host
+
+    def run_batch(index: int) -> object:
+        images = host[index * batch_size:(index + 1) * batch_size].to(data.device, non_blocking=True)
+        with autocast or contextlib.nullcontext():
+            return model(data.normalize(images)).argmax(dim=1)
+
+    return Workload(model=model, device=data.device, run_batch=run_batch,
+                    batches=-(-len(host) // batch_size), inputs_per_pass=len(host),
+                    batch_size=batch_size, costs=costs,
+                    activation_bytes=activation_bytes)
+
+
+def open_meter(device: torch.device, *, settings: Iterable[Any] = (), meter: str = "auto") -> EnergyMeter:
+    """The energy meter for ``device`` (see ``select_meter``, which hands each meter its
+    ``settings``): the estimate when no hardware meter can read it."""
+    return select_meter(str(device), gpu=identity(device), settings=settings, meter=meter)
 
 
 def metered(meter: EnergyMeter, name: str, device: torch.device, run: Callable[[], T], *,
@@ -87,59 +110,47 @@ def metered(meter: EnergyMeter, name: str, device: torch.device, run: Callable[[
 def measure_inference(model: nn.Module, data: DeviceData, *, batch_size: int, warmup_batches: int,
                       min_window_seconds: float, meter: EnergyMeter, costs: ArchProfile,
                       autocast: contextlib.AbstractContextManager | None = None) -> InferenceMeasurement:
-    """Time and meter repeated passes over the evaluation set, each batch copied from the host.
-
-    ``costs`` describe the model's work for a meter that estimates; ``autocast`` (e.g.
-    ``train.precision_context``) wraps each forward pass, so a model trained in bf16 is measured
-    in bf16.
-    """
+    """Time and meter repeated passes over the evaluation set, each batch copied from the host
+    (:func:`data_workload`, then :func:`measure_passes`)."""
     model.eval()
-    host = data.eval_x_host
-    device = data.device
-
-    def one_batch(index: int) -> None:
-        images = host[index * batch_size:(index + 1) * batch_size].to(device, non_blocking=True)
-        with autocast or contextlib.nullcontext():
-            model(data.normalize(images)).argmax(dim=1)
-
-    return measure_passes(one_batch, batches=-(-len(host) // batch_size), inputs_per_pass=len(host),
-                          batch_size=batch_size, device=device, warmup_batches=warmup_batches,
-                          min_window_seconds=min_window_seconds, meter=meter, costs=costs)
+    workload = data_workload(model, data, batch_size=batch_size, costs=costs, autocast=autocast)
+    return measure_passes(workload, warmup_batches=warmup_batches,
+                          min_window_seconds=min_window_seconds, meter=meter)
 
 
-def measure_passes(one_batch: Callable[[int], object], *, batches: int, inputs_per_pass: int,
-                   batch_size: int, device: torch.device, warmup_batches: int,
-                   min_window_seconds: float, meter: EnergyMeter,
-                   costs: ArchProfile) -> InferenceMeasurement:
+def measure_passes(workload: Workload, *, warmup_batches: int, min_window_seconds: float,
+                   meter: EnergyMeter) -> InferenceMeasurement:
     """The protocol behind every inference measurement: ``warmup_batches`` batches, then whole
-    passes (``one_batch(0 .. batches - 1)``) repeated inside one energy window until it lasts
+    passes over the workload's batches repeated inside one energy window until it lasts
     ``min_window_seconds``, the device synchronised after each pass and at the window's edges.
 
-    ``inputs_per_pass`` inputs in batches of ``batch_size`` (the last may be smaller); ``costs``
-    describe one input's work for a meter that estimates. On a shared GPU, warm-up and window
-    run alone (``optuna_energy.host.gpu_share``).
+    The workload's ``costs`` describe one input's work for a meter that estimates. On a shared
+    GPU, warm-up and window run alone (``optuna_energy.host.gpu_share``).
     """
+    batches, device = workload.batches, workload.device
+
     def passes_for_the_minimum_window() -> tuple[int, float]:
         start = time.perf_counter()
         passes = 0
         while True:
             for index in range(batches):
-                one_batch(index)
+                workload.run_batch(index)
             synchronize(device)
             passes += 1
             elapsed = time.perf_counter() - start
             if elapsed >= min_window_seconds:
                 return passes, elapsed
 
+    costs, inputs = workload.costs, workload.inputs_per_pass
     with gpu_share.alone():
         for index in range(warmup_batches):
-            one_batch(index % batches)
+            workload.run_batch(index % batches)
         (passes, elapsed), window = metered(
             meter, "inference", device, passes_for_the_minimum_window,
             work=lambda done: Work(macs=costs.macs, params=costs.params, activations=costs.activations,
-                                   batch_size=batch_size, images=done[0] * inputs_per_pass))
+                                   batch_size=workload.batch_size, images=done[0] * inputs))
     return InferenceMeasurement(seconds_per_pass=elapsed / passes, passes=passes,
-                                images=passes * inputs_per_pass, window_seconds=window.seconds,
+                                images=passes * inputs, window_seconds=window.seconds,
                                 window_joules=window.joules)
 
 
@@ -151,27 +162,15 @@ def energy_per_inference(inference: InferenceMeasurement, *, idle_watts: float) 
 
 
 @torch.inference_mode()
-def peak_inference_memory(under_test: ModelUnderTest) -> float:
-    """Peak memory of one forward pass at the measuring batch size, in bytes.
-
-    Where the device's allocator can tell (CUDA: ``max_memory_allocated``), what it really held at
-    its peak above what was allocated before, plus the parameters. Elsewhere, computed from the
-    spec: the parameters in fp32 and every layer's output for the batch at the training precision
-    (an upper bound, since a framework frees activations it no longer needs).
-    """
-    data, model = under_test.data, under_test.model
-    batch = data.eval_x_host[:under_test.batch_size]
-    return peak_memory(model, data.device, lambda: model(data.normalize(batch.to(data.device))),
-                       batch_size=under_test.batch_size, activations=under_test.costs.activations,
-                       activation_bytes=2 if under_test.precision == "bf16" else 4)
-
-
-@torch.inference_mode()
 def peak_memory(model: nn.Module, device: torch.device, forward: Callable[[], object], *,
                 batch_size: int, activations: int, activation_bytes: int = 4) -> float:
     """Peak bytes of one forward pass (``forward``, one batch of ``batch_size``): measured where
     the device's allocator can tell, else the parameters plus ``activations`` elements per input
-    of ``activation_bytes`` each (see :func:`peak_inference_memory`)."""
+    of ``activation_bytes`` each: the parameters in fp32 and every layer's output, an upper bound,
+    since a framework frees activations it no longer needs.
+
+    Where the allocator can tell (CUDA: ``max_memory_allocated``), what it really held at its
+    peak above what was allocated before, plus the parameters."""
     params = sum(parameter.numel() * parameter.element_size() for parameter in model.parameters())
     measured = backend(device).peak_memory
     if measured is None:

@@ -28,19 +28,18 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from optuna_energy.host.devices import resolve_device, synchronize
-from optuna_energy.host.meters import EnergyEstimateWarning, EnergyWindow, EstimateMeter, Work
-from optuna_energy.measuring.measure import (
-    energy_per_inference,
-    measure_idle_watts,
-    measure_passes,
-    open_meter,
-    peak_memory,
+from optuna_energy.host.meters import (
+    EnergyEstimateWarning,
+    EnergyWindow,
+    EstimateMeter,
+    Work,
+    settings_from_keywords,
 )
+from optuna_energy.measuring.costs import ENERGY_KINDS, measure_costs
+from optuna_energy.measuring.measure import Workload, measure_idle_watts, open_meter
 from optuna_energy.model.arch import ArchProfile
 
 __all__ = ["EnergyMonitor", "InferenceResult", "WindowResult", "profile_module"]
-
-ENERGY_KINDS = ("net", "gross")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +71,10 @@ class InferenceResult:
     measure_seconds: float
     meter: dict[str, Any]
     """What the meter says of itself (device name, power limit, the estimate's constants)."""
+    fields: dict[str, Any]
+    """The trial record fields measured (``optuna_energy.measuring.costs.measure_costs``): every
+    registered metric's, plug-ins' included, and the energy window's; what
+    ``optuna_energy.record_measurement`` stores."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,7 +180,9 @@ class EnergyMonitor:
         device: Where the models run: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or a ``torch.device``.
         meter: ``auto`` (the best that works) or one energy source by name, e.g. ``estimate``.
         idle_seconds: How long idle power is measured (0: not at all, the net equals the gross).
-        power_interval_s: Seconds between power samples where a GPU has no energy counter.
+        **meter_settings: The meters' settings by name, as in the config's ``[measure.<meter>]``
+            tables: ``power_interval_s`` (seconds between power samples where a GPU has no
+            energy counter), ``powercap_root`` (the RAPL tree), and those of plug-in meters.
 
     Raises:
         ValueError: A bad argument, naming it (``DeviceError`` for a device this machine lacks).
@@ -193,14 +198,14 @@ class EnergyMonitor:
     """
 
     def __init__(self, *, device: str | torch.device = "auto", meter: str = "auto",
-                 idle_seconds: float = 2.0, power_interval_s: float = 0.1) -> None:
+                 idle_seconds: float = 2.0, **meter_settings: Any) -> None:
         if not isinstance(device, (str, torch.device)):
             raise ValueError(f"device must be a name such as 'cpu' or 'cuda:0' or a torch.device, "
                              f"got {device!r}")
         _positive(idle_seconds, "idle_seconds", zero_allowed=True)
-        _positive(power_interval_s, "power_interval_s")
+        settings = settings_from_keywords(meter_settings)
         self.device = resolve_device(str(device))
-        self.meter = open_meter(self.device, power_interval_s=power_interval_s, meter=meter)
+        self.meter = open_meter(self.device, settings=settings, meter=meter)
         self.idle_watts = measure_idle_watts(self.meter, idle_seconds) if self.meter.counts_hardware else 0.0
 
     @property
@@ -254,29 +259,30 @@ class EnergyMonitor:
         batches = _batches(inputs, batch_size)
         start = time.perf_counter()
         was_training = model.training
+        first = batches[0]
         try:
-            costs = costs or profile_module(model, batches[0].to(self.device))
-            model.eval()
-            inference = measure_passes(
-                lambda index: model(batches[index].to(self.device, non_blocking=True)),
+            costs = costs or profile_module(model, first.to(self.device))
+            workload = Workload(
+                model=model, device=self.device,
+                run_batch=lambda index: model(batches[index].to(self.device, non_blocking=True)),
                 batches=len(batches), inputs_per_pass=sum(len(batch) for batch in batches),
-                batch_size=len(batches[0]), device=self.device, warmup_batches=warmup_batches,
-                min_window_seconds=min_window_seconds, meter=self.meter, costs=costs)
-            first = batches[0]
-            memory = peak_memory(model, self.device, lambda: model(first.to(self.device)),
-                                 batch_size=len(first), activations=costs.activations,
-                                 activation_bytes=first.element_size() if first.is_floating_point() else 4)
+                batch_size=len(first), costs=costs,
+                activation_bytes=first.element_size() if first.is_floating_point() else 4)
+            fields = measure_costs(workload, meter=self.meter, idle_watts=self.idle_watts,
+                                   energy=energy, warmup_batches=warmup_batches,
+                                   min_window_seconds=min_window_seconds)
         finally:
             model.train(was_training)
-        gross, net = energy_per_inference(inference, idle_watts=self.idle_watts)
+        fields["measure_seconds"] = time.perf_counter() - start
         return InferenceResult(
             source=self.meter.source, device=str(self.device),
-            seconds_per_pass=inference.seconds_per_pass,
-            inputs_per_pass=inference.images // inference.passes,
-            energy_per_input_j=net if energy == "net" else gross, energy_gross_j=gross, energy_net_j=net,
-            window_seconds=inference.window_seconds, window_inputs=inference.images,
-            idle_watts=self.idle_watts, params=costs.params, macs=costs.macs, memory_bytes=memory,
-            measure_seconds=time.perf_counter() - start, meter=self.meter.info())
+            seconds_per_pass=fields["inference_time_s"], inputs_per_pass=workload.inputs_per_pass,
+            energy_per_input_j=fields["energy_per_inference_j"], energy_gross_j=fields["energy_gross_j"],
+            energy_net_j=fields["energy_net_j"], window_seconds=fields["energy_window_s"],
+            window_inputs=fields["energy_window_images"], idle_watts=self.idle_watts,
+            params=costs.params, macs=costs.macs,
+            memory_bytes=fields["memory_bytes"], measure_seconds=fields["measure_seconds"],
+            meter=fields["meter"], fields=fields)
 
     def begin_window(self, name: str) -> None:
         """Open the energy window ``name`` (the device synchronised first), as ``ZeusMonitor`` does.

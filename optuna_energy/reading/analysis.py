@@ -21,7 +21,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from optuna_energy.metrics import ACCURACY, COSTS, METRICS, metric
+from optuna_energy.metrics import ACCURACY, METRICS, cost_names, metric
 from optuna_energy.model.arch import summarize
 from optuna_energy.reading.study_trials import StudyTrials, is_feasible, read_study
 from optuna_energy.samplers import REFERENCE, hypervolume
@@ -231,7 +231,7 @@ def highlights(study: optuna.Study | StudyTrials, *,
     names = metric_names(read)
     trials = require_usable(read)
     return [_full_highlight(read, highlight(trials, cost, names, weights=weights))
-            for cost in COSTS if cost in names]
+            for cost in cost_names() if cost in names]
 
 
 def _full_highlight(read: StudyTrials, light: Highlight) -> Highlight:

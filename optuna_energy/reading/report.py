@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import optuna
 
-from optuna_energy.metrics import ACCURACY, COSTS, METRICS
+from optuna_energy.metrics import ACCURACY, METRICS, cost_names
 from optuna_energy.reading.analysis import (
     Highlight,
     Payback,
@@ -28,12 +28,11 @@ from optuna_energy.reading.savings import Savings, savings, savings_text
 from optuna_energy.reading.study_trials import StudyTrials, read_study
 from optuna_energy.store.record import TrialRecord
 
-TABLE_METRICS = (*COSTS, ACCURACY)
-"""Table I's columns in the paper's order (costs, then accuracy); every trial records them all."""
 
-_HEADERS = ["model", "trial", *(METRICS[name].header for name in TABLE_METRICS), "highlighted as"]
-_CSV_HEADERS = ["model", "trial", *(METRICS[name].field for name in TABLE_METRICS), "highlighted_as",
-                "architecture"]
+def table_metrics() -> tuple[str, ...]:
+    """Table I's columns in the paper's order (costs, then accuracy), every registered cost
+    included; every trial records them all."""
+    return (*cost_names(), ACCURACY)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +41,7 @@ class ModelRow:
     trial: optuna.trial.FrozenTrial
     roles: str
     metrics: dict[str, float]
-    """Table I's metrics in SI units; accuracy as a fraction."""
+    """Table I's metrics (:func:`table_metrics`, in order) in SI units; accuracy as a fraction."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +61,8 @@ class Report:
     """What costs first and early stopping saved against training every trial fully."""
     trials: StudyTrials
     """The study's trials as read for the report; the figures draw from the same read."""
+    columns: tuple[str, ...]
+    """Table I's metric columns: the registered ones when the report was built."""
 
 
 def build_report(study: optuna.Study | StudyTrials, *,
@@ -80,31 +81,35 @@ def build_report(study: optuna.Study | StudyTrials, *,
     found = roles(selected)
     trials = {item.number: item for h in selected
               for item in (h.best_trade_off, h.most_accurate, h.lowest_cost)}
-    rows = []
+    rows, columns = [], table_metrics()
     for number, label in labels.items():
         trial = trials[number]
-        metrics = {name: float(metric_values([trial], name, names)[0]) for name in TABLE_METRICS}
+        metrics = {name: float(metric_values([trial], name, names)[0]) for name in columns}
         rows.append(ModelRow(label=label, trial=trial, roles=found[number], metrics=metrics))
     return Report(study_name=read.study.study_name, objectives=names, n_trials=len(read.trials),
                   n_usable=len(read.usable), weights=weights, highlights=selected,
                   labels=labels, rows=rows, payback=payback(read, weights=weights),
-                  savings=savings(read), trials=read)
+                  savings=savings(read), trials=read, columns=columns)
+
+
+def _headers(report: Report) -> list[str]:
+    return ["model", "trial", *(METRICS[name].header for name in report.columns), "highlighted as"]
 
 
 def _cells(row: ModelRow) -> list[str]:
     return [row.label, str(row.trial.number),
-            *(METRICS[name].format(row.metrics[name]) for name in TABLE_METRICS), row.roles]
+            *(METRICS[name].format(value) for name, value in row.metrics.items()), row.roles]
 
 
 def table_text(report: Report) -> str:
     """Table I as aligned plain text, for the terminal."""
-    return render_text(_HEADERS, [_cells(row) for row in report.rows], free_last=True)
+    return render_text(_headers(report), [_cells(row) for row in report.rows], free_last=True)
 
 
 def table_markdown(report: Report) -> str:
     """Table I as a Markdown table."""
-    lines = ["| " + " | ".join(_HEADERS) + " |",
-             "|" + "|".join(["---"] * 2 + ["---:"] * len(TABLE_METRICS) + ["---"]) + "|"]
+    lines = ["| " + " | ".join(_headers(report)) + " |",
+             "|" + "|".join(["---"] * 2 + ["---:"] * len(report.columns) + ["---"]) + "|"]
     lines += ["| " + " | ".join(_cells(row)) + " |" for row in report.rows]
     return "\n".join(lines)
 
@@ -113,10 +118,11 @@ def table_csv(report: Report) -> str:
     """Table I as CSV for machines: full-precision numbers in SI units, accuracy as a fraction."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(_CSV_HEADERS)
+    writer.writerow(["model", "trial", *(METRICS[name].field for name in report.columns),
+                     "highlighted_as", "architecture"])
     for row in report.rows:
         writer.writerow([row.label, row.trial.number,
-                         *(_csv_number(row.metrics[name]) for name in TABLE_METRICS), row.roles,
+                         *(_csv_number(value) for value in row.metrics.values()), row.roles,
                          TrialRecord.of(row.trial).architecture_summary or ""])
     return buffer.getvalue()
 

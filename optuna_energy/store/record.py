@@ -17,7 +17,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from optuna_energy.metrics import metric
+from optuna_energy.metrics import METRICS, metric
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +74,9 @@ class TrialRecord:
     """``host:pid`` of the process that ran it."""
     over_budget: bool | None = None
     """Created after the study's budget was used; never ran and never counts."""
+    plugin_metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Fields of the metrics registered from outside (``optuna_energy.metrics.register``), each
+    stored as its own user attribute: field -> value."""
 
     @property
     def rung_reached(self) -> int | None:
@@ -84,24 +87,34 @@ class TrialRecord:
     def of(cls, trial: FrozenTrial | optuna.Trial) -> TrialRecord:
         """The record stored on a finished or a running trial."""
         attrs = trial.user_attrs
-        return cls(**{name: attrs[name] for name in _FIELDS if name in attrs})
+        plugins = {field: attrs[field] for field in _plugin_fields() if field in attrs}
+        return cls(**{name: attrs[name] for name in _FIELDS if name in attrs}, plugin_metrics=plugins)
+
+    def get(self, field: str) -> Any:
+        """A record field by name, a plug-in metric's included; ``None`` where not recorded."""
+        return getattr(self, field) if field in _FIELDS else self.plugin_metrics.get(field)
 
     def value(self, name: str) -> float:
         """A metric's recorded value, NaN when the trial did not record it."""
-        value = getattr(self, metric(name).field)
+        value = self.get(metric(name).field)
         return math.nan if value is None else float(value)
 
 
-_FIELDS = frozenset(field.name for field in dataclasses.fields(TrialRecord))
+_FIELDS = frozenset(field.name for field in dataclasses.fields(TrialRecord)) - {"plugin_metrics"}
+
+
+def _plugin_fields() -> set[str]:
+    """The record fields of registered metrics that the record does not name itself."""
+    return {entry.field for entry in METRICS.values()} - _FIELDS
 
 
 def write(trial: optuna.Trial, **fields: Any) -> None:
-    """Store fields of the trial record on a running trial.
+    """Store fields of the trial record (a registered metric's field among them) on a running trial.
 
     Raises:
-        TypeError: A name that is not a field of :class:`TrialRecord`.
+        TypeError: A name that is not a field of :class:`TrialRecord` nor of a registered metric.
     """
-    unknown = sorted(set(fields) - _FIELDS)
+    unknown = sorted(set(fields) - _FIELDS - _plugin_fields())
     if unknown:
         raise TypeError(f"not trial record fields: {', '.join(unknown)}")
     for name, value in fields.items():
@@ -154,9 +167,9 @@ rebuild its models with the wrong settings."""
 
 
 def config_record(config: Any) -> dict[str, Any]:
-    """A ``StudyConfig`` as the study stores it: everything but the storage URL (it may hold a
-    password), with tuples as lists, as the storage returns them."""
-    data = json.loads(json.dumps(dataclasses.asdict(config)))
+    """A ``StudyConfig`` as the study stores it: its TOML form (``StudyConfig.to_dict``) but the
+    storage URL (it may hold a password), with tuples as lists, as the storage returns them."""
+    data = json.loads(json.dumps(config.to_dict()))
     del data["study"]["storage"]
     return data
 

@@ -1,7 +1,7 @@
 """Costs first: what a trial's architecture costs, measured on the freshly built model.
 
-Parameters, MACs, inference time, energy per inference and every registry metric with a
-``measure`` function (memory) depend on the architecture and the measuring protocol, not on the
+Parameters, MACs, inference time, energy per inference, memory and every other registered cost
+(``optuna_energy.measuring.costs.measure_costs``) depend on the architecture and the measuring protocol, not on the
 weights' values: the same layers run the same dense kernels on the same shapes whatever numbers
 the weights hold. So they are measured once, before the first training step, and the trial
 keeps them after training (``docs/energy.md`` says why and ``bench/early_stopping.py`` checks it).
@@ -19,11 +19,8 @@ from torch import nn
 from optuna_energy.config import StudyConfig
 from optuna_energy.data import DeviceData
 from optuna_energy.host.meters import EnergyMeter
-from optuna_energy.measuring.measure import (
-    ModelUnderTest,
-    energy_per_inference,
-    measure_inference,
-)
+from optuna_energy.measuring.costs import measure_costs
+from optuna_energy.measuring.measure import data_workload
 from optuna_energy.metrics import ACCURACY, METRICS
 from optuna_energy.model.arch import ArchProfile
 from optuna_energy.trial.train import precision_context, trial_failures
@@ -58,33 +55,17 @@ def measure_architecture(model: nn.Module, *, config: StudyConfig, data: DeviceD
     """
     measure, precision = config.measure, config.training.precision
     start = time.perf_counter()
+    workload = data_workload(model, data, batch_size=measure.batch_size, costs=profile,
+                             autocast=precision_context(data.device, precision),
+                             activation_bytes=2 if precision == "bf16" else 4)
     with trial_failures():
-        inference = measure_inference(
-            model, data, batch_size=measure.batch_size, warmup_batches=measure.warmup_batches,
-            min_window_seconds=measure.min_window_seconds, meter=meter, costs=profile,
-            autocast=precision_context(data.device, precision))
-    gross, net = energy_per_inference(inference, idle_watts=idle_watts)
-    fields: dict[str, Any] = {
-        "params": profile.params,
-        "inference_time_s": inference.seconds_per_pass,
-        "energy_source": meter.source,
-        "energy_per_inference_j": net if measure.energy == "net" else gross,
-        "energy_gross_j": gross,
-        "energy_net_j": net,
-        "energy_window_s": inference.window_seconds,
-        "energy_window_images": inference.images,
-        "idle_watts": idle_watts,
-    }
-    under_test = ModelUnderTest(model=model, data=data, batch_size=measure.batch_size,
-                                costs=profile, precision=precision)
-    with trial_failures():
-        fields |= {entry.field: entry.measure(under_test)
-                   for entry in METRICS.values() if entry.measure is not None}
+        fields = measure_costs(workload, meter=meter, idle_watts=idle_watts, energy=measure.energy,
+                               warmup_batches=measure.warmup_batches,
+                               min_window_seconds=measure.min_window_seconds)
     fields["measure_seconds"] = time.perf_counter() - start
-    fields["meter"] = meter.info()
     violations = {}
     for name, entry in METRICS.items():
-        limit = getattr(config.constraints, entry.limit) if entry.limit else None
+        limit = getattr(config.constraints, entry.limit, None) if entry.limit else None
         if limit is not None and name != ACCURACY:
             violations[name] = float(fields[entry.field] - limit)
     return ArchitectureCosts(fields=fields, violations=violations)

@@ -22,7 +22,7 @@ from optuna_energy.config import StudyConfig
 from optuna_energy.data import DeviceData
 from optuna_energy.host.devices import available_memory
 from optuna_energy.host.meters import EnergyMeter
-from optuna_energy.metrics import COSTS, METRICS
+from optuna_energy.metrics import METRICS, cost_names
 from optuna_energy.model.arch import build_model, training_memory
 from optuna_energy.model.space import sample_architecture
 from optuna_energy.store import record
@@ -152,7 +152,7 @@ class Objective:
             self._stop(trial, f"over {', '.join(architecture.over_limit)}", epochs=0, joules=0.0)
         trained = train_in_rungs(
             trial, model=model, data=data, config=config, training=training, profile=costs,
-            costs={name: architecture.cost(name) for name in COSTS}, claim=claim, seed=seed,
+            costs={name: architecture.cost(name) for name in cost_names()}, claim=claim, seed=seed,
             meter=self.meter)
         record.write(trial, train_window_s=trained.window_seconds, train_seconds=trained.seconds)
         if trained.stop_reason is not None:

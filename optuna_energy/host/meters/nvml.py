@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 
 from optuna_energy.host.meters.base import EnergyMeter, EnergyMeterError
 
@@ -30,6 +30,20 @@ POWER_SOURCE = "nvml-power"
 
 _VALUE_MEMBERS = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
 """``nvmlValueType_t`` -> the member of the ``c_nvmlValue_t`` union that holds the value."""
+
+
+@dataclasses.dataclass(frozen=True)
+class NvmlSettings:
+    """``[measure.nvml]``: the NVML meters' settings."""
+
+    table: ClassVar[str] = "nvml"
+    power_interval_s: float = 0.1
+    """Seconds between power samples of ``nvml-power`` (where a GPU has no energy counter)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.power_interval_s, bool) or not isinstance(self.power_interval_s, (int, float)) \
+                or not self.power_interval_s > 0:
+            raise ValueError(f"power_interval_s must be a number of seconds > 0, got {self.power_interval_s!r}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,7 +18,7 @@ import dataclasses
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from optuna_energy.host.meters.base import EnergyMeter, EnergyMeterError
 
@@ -29,6 +29,20 @@ DEFAULT_POWERCAP_ROOT = "/sys/class/powercap"
 _MAX_PLAUSIBLE_WATTS = 1000.0
 """No socket or DRAM domain draws more; sets how often the counters must be read."""
 _POLL_BOUNDS_S = (0.05, 60.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class RaplSettings:
+    """``[measure.rapl]``: the RAPL meter's settings."""
+
+    table: ClassVar[str] = "rapl"
+    powercap_root: str | None = None
+    """The powercap tree to read; ``None``: ``$OPTUNA_ENERGY_POWERCAP_ROOT``, else
+    ``/sys/class/powercap``."""
+
+    def __post_init__(self) -> None:
+        if self.powercap_root is not None and (not isinstance(self.powercap_root, str) or not self.powercap_root):
+            raise ValueError(f"powercap_root must be a directory path, got {self.powercap_root!r}")
 
 
 @dataclasses.dataclass

@@ -1,0 +1,113 @@
+"""The one measuring path: every registered cost of a model on its inputs, as trial record fields.
+
+The built-in objective (``optuna_energy.trial.costs_first``) and ``EnergyMonitor.measure_inference``
+both call :func:`measure_costs`: it runs the inference protocol once
+(``optuna_energy.measuring.measure.measure_passes``) and then every registered metric's
+``measure`` on the :class:`ModelUnderTest`, so a metric added with
+``optuna_energy.metrics.register`` is measured wherever a model is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from optuna_energy.host.meters import EnergyMeter
+from optuna_energy.measuring.measure import (
+    InferenceMeasurement,
+    Workload,
+    energy_per_inference,
+    measure_passes,
+    peak_memory,
+)
+from optuna_energy.metrics import METRICS
+
+ENERGY_KINDS = ("net", "gross")
+"""Which joules per inference the ``energy`` objective is: above idle power, or all of them."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelUnderTest:
+    """A model on its inputs with what the inference protocol measured: what a metric's
+    ``measure`` function reads."""
+
+    workload: Workload
+    inference: InferenceMeasurement
+    idle_watts: float
+    """Power while nothing runs, subtracted for the net energy."""
+    energy: str = "net"
+    """``net`` or ``gross``: which is :attr:`energy_per_inference_j`."""
+
+    @property
+    def model(self) -> nn.Module:
+        return self.workload.model
+
+    def forward(self) -> object:
+        """One forward pass of the first batch (the measuring batch size), inputs copied to the
+        device: for a metric that runs the model itself (count FLOPs, watch memory)."""
+        return self.workload.run_batch(0)
+
+    @property
+    def energy_gross_j(self) -> float:
+        return energy_per_inference(self.inference, idle_watts=self.idle_watts)[0]
+
+    @property
+    def energy_net_j(self) -> float:
+        return energy_per_inference(self.inference, idle_watts=self.idle_watts)[1]
+
+    @property
+    def energy_per_inference_j(self) -> float:
+        """The ``energy`` objective: net or gross joules per input, as :attr:`energy` says."""
+        return self.energy_net_j if self.energy == "net" else self.energy_gross_j
+
+    def peak_memory(self) -> float:
+        """Peak memory of one forward pass at the measuring batch size, in bytes (see
+        ``optuna_energy.measuring.measure.peak_memory``)."""
+        workload = self.workload
+        with torch.inference_mode():
+            return peak_memory(workload.model, workload.device, self.forward,
+                               batch_size=workload.batch_size, activations=workload.costs.activations,
+                               activation_bytes=workload.activation_bytes)
+
+
+def metric_fields(under_test: ModelUnderTest) -> dict[str, Any]:
+    """Every registered metric with a ``measure`` function, measured: record field -> value.
+
+    Raises:
+        ValueError: A metric measured no finite number, naming it.
+    """
+    fields = {}
+    for entry in METRICS.values():
+        if entry.measure is None:
+            continue
+        value = entry.measure(under_test)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"metric {entry.name!r} measured {value!r}; its measure must return a "
+                             "finite number")
+        fields[entry.field] = value
+    return fields
+
+
+@torch.inference_mode()
+def measure_costs(workload: Workload, *, meter: EnergyMeter, idle_watts: float, energy: str = "net",
+                  warmup_batches: int, min_window_seconds: float) -> dict[str, Any]:
+    """Run the inference protocol on ``workload``, then measure every registered cost.
+
+    Returns trial record fields: each registered metric's (``inference_time_s``,
+    ``energy_per_inference_j``, ``params``, ``memory_bytes`` and any a plug-in registered),
+    with how the energy was measured (``energy_source``, gross, net, the window, idle power,
+    the meter's ``info``). The model is put in eval mode.
+    """
+    workload.model.eval()
+    inference = measure_passes(workload, warmup_batches=warmup_batches,
+                               min_window_seconds=min_window_seconds, meter=meter)
+    under_test = ModelUnderTest(workload=workload, inference=inference, idle_watts=idle_watts,
+                                energy=energy)
+    return {"energy_source": meter.source, "energy_gross_j": under_test.energy_gross_j,
+            "energy_net_j": under_test.energy_net_j, "energy_window_s": inference.window_seconds,
+            "energy_window_images": inference.images, "idle_watts": idle_watts,
+            **metric_fields(under_test), "meter": meter.info()}
