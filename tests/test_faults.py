@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 from optuna_energy import run_study
 from optuna_energy.cli import main
 from optuna_energy.samplers import EvolutionSampler
-from optuna_energy.store.storage import open_storage
+from optuna_energy.store.storage import open_storage, storage_fault
 from tests.helpers import tiny_config, write_toml
 from tests.pg import PASSWORD, PostgresServer
 from tests.test_workers_pg import STUDY, Watch, start, wait_for
@@ -175,10 +175,15 @@ def test_a_full_disk_under_journal_storage_is_one_line_and_keeps_every_trial(
     error = one_line(capsys, ["run", str(tmp_path / "tiny.toml"), "--storage", url, "--n-trials", "3"])
     monkeypatch.undo()
 
-    assert error == ("optuna-energy: error: the study's database has no space left ([Errno 28] No space "
-                     "left on device): free some disk space, then run the same command again (finished "
-                     "trials are stored)")
+    assert error == (f"optuna-energy: error: the study's database has no space left ({tmp_path / 'study.log'}: "
+                     "No space left on device): free some disk space, then run the same command again "
+                     "(finished trials are stored)")
     assert stored(url)[:len(before)] == before
+
+
+def test_a_full_disk_elsewhere_is_not_blamed_on_the_database() -> None:
+    assert storage_fault(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "model.onnx")) is None
+    assert storage_fault(sqlite3.OperationalError("database or disk is full")) is not None
 
 
 @pytest.mark.parametrize("password", ["S3C/RE@T:P%W", "Qz9@Kx7w", "Zq/W2@Jv8"])

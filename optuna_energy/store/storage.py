@@ -21,8 +21,10 @@ import re
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import optuna
+from optuna.storages.journal import JournalFileBackend
 
 from optuna_energy.config import StorageSection
 
@@ -121,15 +123,28 @@ def storage_fault(error: BaseException) -> StorageError | None:
     Waiting does not mend any of these: a command stops on them (exit 2), where it would retry a
     database that merely stopped answering.
     """
+    import sqlite3
+
+    import sqlalchemy.exc
+
+    # Only the database's own errors: a full disk under an exported model is not the database's.
+    from_storage = (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error, optuna.exceptions.StorageInternalError)
     seen: BaseException | None = error
     while seen is not None:
-        reason = " ".join(str(getattr(seen, "orig", None) or seen).split("[SQL:", 1)[0].split())
-        for pattern, advice in _FAULTS:
-            found = pattern.search(reason)
-            if found:
-                table = next((group for group in found.groups() if group), "")
-                return StorageError(mask_url("the study's database " + advice.format(reason=reason, table=table)))
+        fault = _fault_of(str(getattr(seen, "orig", None) or seen)) if isinstance(seen, from_storage) else None
+        if fault is not None:
+            return fault
         seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _fault_of(reason: str) -> StorageError | None:
+    reason = " ".join(reason.split("[SQL:", 1)[0].split())
+    for pattern, advice in _FAULTS:
+        found = pattern.search(reason)
+        if found:
+            table = next((group for group in found.groups() if group), "")
+            return StorageError(mask_url("the study's database " + advice.format(reason=reason, table=table)))
     return None
 
 
@@ -317,8 +332,23 @@ def _with_driver(url: str) -> str:
     return f"{_DEFAULT_DRIVERS.get(scheme, scheme)}://{rest}"
 
 
+class _JournalFile(JournalFileBackend):
+    """Optuna's journal file, whose failed appends (a full disk, a read-only mount) are one line."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.path = path
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        try:
+            super().append_logs(logs)
+        except OSError as error:
+            reason = f"{self.path}: {error.strerror}"
+            raise _fault_of(reason) or StorageError(f"cannot write journal file {reason}") from None
+
+
 def _open_journal(url: str) -> optuna.storages.BaseStorage:
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
+    from optuna.storages.journal import JournalStorage
 
     path = url.split("://", 1)[1]
     if not path.startswith("/") or path == "/":
@@ -326,7 +356,7 @@ def _open_journal(url: str) -> optuna.storages.BaseStorage:
                            "or journal:////absolute/path.log")
     _refuse_foreign_journal(path[1:], url)
     try:
-        return JournalStorage(JournalFileBackend(path[1:]))
+        return JournalStorage(_JournalFile(path[1:]))
     except OSError as error:
         raise StorageError(f"cannot open journal file {path[1:]!r}: {error.strerror}") from None
 
