@@ -32,7 +32,13 @@ from optuna_energy.reading.analysis import (
 from optuna_energy.reading.savings import savings, savings_text
 from optuna_energy.reading.study_trials import StudyTrials
 from optuna_energy.store.budget import tally
-from optuna_energy.store.storage import StorageError, mask_url, open_storage, remember_secrets
+from optuna_energy.store.storage import (
+    StorageError,
+    mask_url,
+    open_storage,
+    remember_secrets,
+    storage_fault,
+)
 from optuna_energy.study import create_or_load_study, optimize_study
 from optuna_energy.trial.objective import ObjectiveError
 from optuna_energy.workers import (
@@ -361,6 +367,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args)
     except _USER_ERRORS as error:
         print(f"{PROG}: error: {mask_url(str(error))}", file=sys.stderr)
+        return 2
+    except Exception as error:  # a damaged, incomplete or full database, wherever it shows
+        fault = storage_fault(error)
+        if fault is None:
+            raise
+        print(f"{PROG}: error: {fault}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"\n{PROG}: interrupted; finished trials are stored, run the same command to resume",

@@ -8,6 +8,10 @@ embedded default study (shipped in the package as ``optuna_energy/digits.toml``:
 the values it is handed; ``[evolution]`` is the sampler's own ``EvolutionSettings``, whose ranges
 the sampler checks itself (this module only turns its ``ValueError`` into a one-line
 ``ConfigError``).
+
+Every float must be finite (TOML's ``nan`` and ``inf`` are refused for every key, of every
+section), and every number must lie in its key's range; a key in seconds stops at
+:data:`MAX_SECONDS`, where the waits it goes to would overflow or never end.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib.resources
+import math
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -43,6 +48,12 @@ the one list of names (``study.create_sampler`` builds from it)."""
 MAX_SEED = 2**31 - 1
 """Seeds go to NumPy (below 2**32) after the trial number or a worker's offset is added."""
 MAX_LEARNING_RATE = 10.0
+MAX_SECONDS = 366 * 24 * 3600
+"""Longest duration a key in seconds accepts (a year): no job runs longer, and larger values
+overflow the thread waits and timestamps they go to."""
+MAX_WINDOW_SECONDS = 3600
+"""Longest measuring window, idle baseline or power sampling period: the paper's are seconds, an
+hour per trial is a typo."""
 ENERGY_KINDS = ("net", "gross")
 PRECISIONS = ("fp32", "bf16")
 
@@ -335,8 +346,14 @@ _SCALAR_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 
 
 def _scalar(value: Any, kind: type, where: str) -> Any:
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            value = float(value)
+        except OverflowError:  # an int from Python beyond any float
+            value = math.inf
+        if not math.isfinite(value):  # the one rule for every float of every section
+            raise ConfigError(f"{where} must be a finite number, got {value!r}")
+        return value
     if kind is bool or isinstance(value, bool):
         if kind is bool and isinstance(value, bool):
             return value
@@ -366,9 +383,23 @@ def _interval(pair: tuple, where: str, *, low: float, positive: bool = False) ->
         raise ConfigError(f"{where} must be [low, high] with {bound} and low <= high, got {list(pair)}")
 
 
-def _positive(value: float | None, where: str) -> None:
-    if value is not None and value <= 0:
-        raise ConfigError(f"{where} must be > 0, got {value!r}")
+def _within(value: float | None, where: str, *, low: float, high: float = math.inf,
+            low_open: bool = False) -> None:
+    """Check a number (``None``: not set) against ``[low, high]``, or ``(low, high]``."""
+    if value is None:
+        return
+    above = value > low if low_open else value >= low
+    if not (above and value <= high):  # NaN fails both tests
+        allowed = f"{'>' if low_open else '>='} {low}" + (f" and <= {high}" if high < math.inf else "")
+        raise ConfigError(f"{where} must be {allowed}, got {value!r}")
+
+
+def _positive(value: float | None, where: str, *, high: float = math.inf) -> None:
+    _within(value, where, low=0, high=high, low_open=True)
+
+
+def _non_negative(value: float | None, where: str, *, high: float = math.inf) -> None:
+    _within(value, where, low=0, high=high)
 
 
 def _validate_study(section: StudySection, name: str) -> None:
@@ -384,7 +415,7 @@ def _validate_study(section: StudySection, name: str) -> None:
             f"got {list(section.objectives)}"
         )
     _positive(section.n_trials, f"[{name}] n_trials")
-    _positive(section.timeout, f"[{name}] timeout")
+    _positive(section.timeout, f"[{name}] timeout", high=MAX_SECONDS)
     _positive(section.max_train_epochs, f"[{name}] max_train_epochs")
     _positive(section.max_train_energy, f"[{name}] max_train_energy")
     if section.seed is not None and not 0 <= section.seed <= MAX_SEED:
@@ -419,16 +450,15 @@ def _validate_training(section: TrainingSection, name: str) -> None:
         _choice(augmentation, AUGMENTATIONS, f"[{name}] augment entry")
     if not 0 < section.max_memory_share <= 1:
         raise ConfigError(f"[{name}] max_memory_share must lie in (0, 1], got {section.max_memory_share}")
-    if section.crop_padding < 0:
-        raise ConfigError(f"[{name}] crop_padding must be >= 0, got {section.crop_padding}")
+    _non_negative(section.crop_padding, f"[{name}] crop_padding")
 
 
 def _validate_measure(section: MeasureSection, name: str) -> None:
     _positive(section.batch_size, f"[{name}] batch_size")
-    _positive(section.min_window_seconds, f"[{name}] min_window_seconds")
+    _positive(section.min_window_seconds, f"[{name}] min_window_seconds", high=MAX_WINDOW_SECONDS)
     _choice(section.meter, meter_choices(), f"[{name}] meter")
-    if section.warmup_batches < 0 or section.idle_seconds < 0:
-        raise ConfigError(f"[{name}] warmup_batches and idle_seconds must be >= 0")
+    _non_negative(section.warmup_batches, f"[{name}] warmup_batches")
+    _non_negative(section.idle_seconds, f"[{name}] idle_seconds", high=MAX_WINDOW_SECONDS)
     _choice(section.energy, ENERGY_KINDS, f"[{name}] energy")
 
 
@@ -438,16 +468,12 @@ def _validate_constraints(section: Any, name: str) -> None:
 
 
 def _validate_storage(section: StorageSection, name: str) -> None:
-    if section.heartbeat_interval < 0:
-        raise ConfigError(f"[{name}] heartbeat_interval must be >= 0 (0 turns it off), "
-                          f"got {section.heartbeat_interval}")
-    if section.grace_period is not None and section.grace_period <= section.heartbeat_interval:
-        raise ConfigError(f"[{name}] grace_period must be longer than heartbeat_interval "
-                          f"({section.heartbeat_interval}), got {section.grace_period}")
-    if section.max_retry is not None and section.max_retry < 0:
-        raise ConfigError(f"[{name}] max_retry must be >= 0, got {section.max_retry}")
-    if section.reconnect_timeout < 0:
-        raise ConfigError(f"[{name}] reconnect_timeout must be >= 0, got {section.reconnect_timeout}")
+    _non_negative(section.heartbeat_interval, f"[{name}] heartbeat_interval (0 turns it off)",
+                  high=MAX_SECONDS)
+    _within(section.grace_period, f"[{name}] grace_period (longer than heartbeat_interval)",
+            low=section.heartbeat_interval, high=MAX_SECONDS, low_open=True)
+    _non_negative(section.max_retry, f"[{name}] max_retry")
+    _non_negative(section.reconnect_timeout, f"[{name}] reconnect_timeout", high=MAX_SECONDS)
 
 
 def _validate_workers(section: WorkersSection, name: str) -> None:

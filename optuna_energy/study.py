@@ -36,7 +36,13 @@ from optuna_energy.store.record import (
     store_config,
     stored_config,
 )
-from optuna_energy.store.storage import StorageError, describe_error, mask_url, open_storage
+from optuna_energy.store.storage import (
+    StorageError,
+    describe_error,
+    mask_url,
+    open_storage,
+    storage_fault,
+)
 from optuna_energy.trial.objective import Objective
 from optuna_energy.trial.train import TrialFailure
 
@@ -113,8 +119,9 @@ def create_or_load_study(config: StudyConfig, *, sampler: optuna.samplers.BaseSa
                                     directions=config.directions,  # type: ignore[arg-type]
                                     load_if_exists=True)
     except optuna.exceptions.StorageInternalError as error:  # its text guesses "exceeding max length"
-        raise StorageError(f"cannot write to storage {mask_url(config.study.storage)}: "
-                           f"{describe_error(error.__cause__ or error, config.study.storage)}") from None
+        raise storage_fault(error) or StorageError(
+            f"cannot write to storage {mask_url(config.study.storage)}: "
+            f"{describe_error(error.__cause__ or error, config.study.storage)}") from None
     stored = study.metric_names
     if stored is not None and stored != objectives:
         raise ConfigError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,15 @@ def tiny_config(storage_dir: Path, **study: Any) -> dict[str, Any]:
         "measure": {"min_window_seconds": 0.01, "idle_seconds": 0.0, "warmup_batches": 1,
                     "meter": "estimate"},  # the same source on every CI machine
     }
+
+
+def write_toml(path: Path, config: dict[str, dict[str, Any]]) -> Path:
+    """A config mapping (tables of strings, numbers, booleans and lists) as a TOML file."""
+    lines = []
+    for section, keys in config.items():
+        lines += [f"[{section}]", *(f"{key} = {json.dumps(value)}" for key, value in keys.items())]
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def free_port() -> int:

@@ -61,6 +61,13 @@ class PostgresServer:
         """A fast restart: open connections are cut, as when a database server is restarted."""
         self._pg_ctl("restart", "-m", "fast")
 
+    def go_away(self) -> None:
+        """Stop the server, keeping its data, as when a database host goes down."""
+        self._pg_ctl("stop", "-m", "fast")
+
+    def come_back(self) -> None:
+        self._pg_ctl("start")
+
     def stop(self) -> None:
         try:
             self._pg_ctl("stop", "-m", "immediate")

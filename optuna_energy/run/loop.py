@@ -116,6 +116,8 @@ class _OneLineFailures(logging.Filter):
         if found is None:
             return True
         error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, optuna.exceptions.StorageInternalError) and error.__cause__ is not None:
+            error = getattr(error.__cause__, "orig", None) or error.__cause__  # not its "max length" guess
         reason = getattr(error, "reason", None) or (
             (str(error) or type(error).__name__) if error is not None else found.group(2))
         record.msg, record.args = f"trial {found.group(1)} failed: {' '.join(reason.split())}", None

@@ -29,10 +29,9 @@ from optuna_energy.samplers._optuna_compat import (
 )
 from optuna_energy.store.budget import counts
 from optuna_energy.store.record import TrialRecord
-from optuna_energy.store.storage import StorageError, database_errors, mask_url
+from optuna_energy.store.storage import StorageError, database_errors, mask_url, storage_fault
 
 _logger = logging.getLogger(__name__)
-_READ_ONLY = ("readonly database", "read-only", "read only")
 
 
 def lost_database(error: BaseException) -> BaseException | None:
@@ -42,14 +41,15 @@ def lost_database(error: BaseException) -> BaseException | None:
     local in its trial clean-up), so the whole chain of causes is searched.
 
     Raises:
-        StorageError: The database refuses writes (read-only): waiting would not help.
+        StorageError: The database is damaged, full or read-only (``storage_fault``): waiting
+            would not help.
     """
     seen: BaseException | None = error
     while seen is not None:
         if isinstance(seen, database_errors()):
-            if any(text in str(seen) for text in _READ_ONLY):
-                raise StorageError(f"cannot write to the study's database: {_one_line(seen)} (make "
-                                   "it writable; report, export and dashboard only read)") from None
+            fault = storage_fault(seen)
+            if fault is not None:
+                raise fault from None
             return seen
         seen = seen.__cause__ or seen.__context__
     return None

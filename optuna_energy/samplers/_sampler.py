@@ -7,6 +7,7 @@ import datetime
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -114,7 +115,7 @@ class EvolutionSampler(BaseSampler):
     Raises:
         ValueError: A setting outside its range, naming it and what is allowed: a rate
             outside ``[0, 1]``, a population under 2, a tournament larger than the population,
-            an unknown selection.
+            an unknown selection, a seed outside ``[0, 2**32 - 1]``.
 
     Example:
         >>> import optuna_energy
@@ -141,6 +142,8 @@ class EvolutionSampler(BaseSampler):
         if not callable(block_of):
             raise ValueError(f"block_of must be a function from parameter name to block key, "
                              f"got {block_of!r}")
+        if seed is not None and not (isinstance(seed, Integral) and 0 <= seed < 2**32):  # NumPy's range
+            raise ValueError(f"seed must be an integer from 0 to {2**32 - 1}, or None, got {seed!r}")
         self._block_of = block_of
         self._settings = EvolutionSettings(
             population_size=population_size, tournament_size=tournament_size,

@@ -21,8 +21,10 @@ import re
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import optuna
+from optuna.storages.journal import JournalFileBackend
 
 from optuna_energy.config import StorageSection
 from optuna_energy.samplers._optuna_compat import storage_behind_cache
@@ -101,6 +103,52 @@ def scheme_of(url: str) -> str:
     return url.split(":", 1)[0].split("+", 1)[0] if "://" in url else ""
 
 
+_FAULTS = (
+    (re.compile(r"database disk image is malformed|file is not a database"),
+     "is damaged ({reason}): restore it from a backup (sqlite3's .recover command may save its trials)"),
+    (re.compile(r"no such table: (\w+)|relation \"(\w+)\" does not exist"),
+     "lacks Optuna's table {table} ({reason}): it was damaged or edited; restore it from a backup"),
+    (re.compile(r"database or disk is full|No space left on device|Disk quota exceeded"),
+     "has no space left ({reason}): free some disk space, then run the same command again "
+     "(finished trials are stored)"),
+    (re.compile(r"readonly database|read-only|read only"),
+     "refuses writes ({reason}): make it writable (report, export and dashboard only read)"),
+)
+"""What a driver's (or the file system's) words mean for the study's database, and what to do."""
+
+
+def storage_fault(error: BaseException) -> StorageError | None:
+    """The one-line ``StorageError`` for a database that is damaged, incomplete, full or read-only,
+    if ``error`` or any error behind it says so; ``None`` for every other error.
+
+    Waiting does not mend any of these: a command stops on them (exit 2), where it would retry a
+    database that merely stopped answering.
+    """
+    import sqlite3
+
+    import sqlalchemy.exc
+
+    # Only the database's own errors: a full disk under an exported model is not the database's.
+    from_storage = (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error, optuna.exceptions.StorageInternalError)
+    seen: BaseException | None = error
+    while seen is not None:
+        fault = _fault_of(str(getattr(seen, "orig", None) or seen)) if isinstance(seen, from_storage) else None
+        if fault is not None:
+            return fault
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _fault_of(reason: str) -> StorageError | None:
+    reason = " ".join(reason.split("[SQL:", 1)[0].split())
+    for pattern, advice in _FAULTS:
+        found = pattern.search(reason)
+        if found:
+            table = next((group for group in found.groups() if group), "")
+            return StorageError(mask_url("the study's database " + advice.format(reason=reason, table=table)))
+    return None
+
+
 def database_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean "the database did not answer", worth retrying after a pause."""
     import sqlalchemy.exc
@@ -135,6 +183,7 @@ def open_storage(url: str, settings: StorageSection | None = None, *,
             f"unsupported storage URL {mask_url(url)!r}; allowed schemes: "
             + ", ".join(f"{s}://" for s in SCHEMES)
         )
+    _refuse_raw_delimiters(url)
     if not create:
         _require_file(url, scheme)
     if scheme == "sqlite":
@@ -144,6 +193,11 @@ def open_storage(url: str, settings: StorageSection | None = None, *,
         return _open_journal(url)
     try:
         return _create_tables_once(url, settings)
+    except RuntimeError as error:  # Optuna's tables of another schema version: not ours to migrate
+        if "table schema" not in str(error):
+            raise
+        raise StorageError(f"cannot open storage {mask_url(url)}: its tables are of another Optuna schema "
+                           f"version; Optuna says: {' '.join(str(error).split())}") from None
     except ImportError as error:
         missing = error if isinstance(error, ModuleNotFoundError) else error.__cause__
         name = getattr(missing, "name", None) or "unknown"
@@ -156,10 +210,28 @@ def open_storage(url: str, settings: StorageSection | None = None, *,
                            f"{describe_error(error.__cause__ or error, url)}") from None
 
 
+def _refuse_raw_delimiters(url: str) -> None:
+    """A raw ``@`` in a password, or ``/`` in a user name, splits the URL elsewhere than meant: the
+    driver reads a piece of the password as the host or the port ("invalid literal for int() with
+    base 10"). (A user name may hold ``@``, as Azure's ``user@server`` do.)"""
+    authority = url.split("://", 1)[1].split("?", 1)[0]
+    userinfo, at, _ = authority.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    if at and ("@" in password or "/" in user):
+        raise StorageError(f"the user name or password in {mask_url(url)} holds a raw '@' or '/', which "
+                           "ends that part of a URL: percent-encode them (@ as %40, / as %2F, : as %3A, "
+                           "% as %25), e.g. python -c \"import urllib.parse; print(urllib.parse.quote("
+                           "input(), safe=''))\"")
+
+
 _OPTUNA_TABLES = frozenset({
     "alembic_version", "version_info", "studies", "study_directions", "study_user_attributes",
     "study_system_attributes", "trials", "trial_user_attributes", "trial_system_attributes",
     "trial_params", "trial_values", "trial_intermediate_values", "trial_heartbeats"})
+_CORE_TABLES = frozenset({
+    "version_info", "studies", "study_user_attributes", "study_system_attributes", "trials",
+    "trial_user_attributes", "trial_system_attributes", "trial_params", "trial_values"})
+"""Tables of every Optuna schema since 0.9: a study database without one of them is damaged."""
 
 
 def _refuse_foreign_sqlite(url: str) -> None:
@@ -172,18 +244,39 @@ def _refuse_foreign_sqlite(url: str) -> None:
     if not path or path == ":memory:" or "?" in path or not Path(path).is_file() or Path(path).stat().st_size == 0:
         return
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)) as connection:
-            tables = {row[0] for row in connection.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
-            studies = {row[1] for row in connection.execute("PRAGMA table_info(studies)")}
+        tables, studies = _tables_of(path, mode="ro")
     except sqlite3.DatabaseError as error:
-        raise StorageError(f"cannot open storage {mask_url(url)}: {path} is not a SQLite database "
-                           f"({error}); give a new file or an optuna-energy database") from None
+        if getattr(error, "sqlite_errorname", "") != "SQLITE_READONLY_ROLLBACK":
+            raise StorageError(f"cannot open storage {mask_url(url)}: {path} is not a SQLite database "
+                               f"({error}); give a new file or an optuna-energy database") from None
+        # A journal beside the file (a crash's, or garbage): only a writer may roll it back or
+        # discard it, as SQLite does on every writer's first read.
+        try:
+            tables, studies = _tables_of(path, mode="rw")
+        except sqlite3.DatabaseError as error:
+            raise StorageError(f"cannot open storage {mask_url(url)}: {path}-journal, the rollback journal "
+                               f"beside it, cannot be rolled back ({error}); make the folder writable, or "
+                               f"move the journal away if the database is a copy") from None
     foreign = sorted(tables - _OPTUNA_TABLES) or (["studies"] if studies and "study_name" not in studies else [])
     if foreign:
         raise StorageError(f"{path} is another application's SQLite database (tables: "
                            f"{', '.join(foreign[:5])}), not an Optuna study database; give a new file "
                            "or an optuna-energy database")
+    missing = sorted(_CORE_TABLES - tables)
+    if "alembic_version" in tables and missing:  # stamped after all tables: none was half created
+        raise StorageError(f"the study's database {path} lacks Optuna's table {', '.join(missing)}: it was "
+                           "damaged or edited; restore it from a backup (Optuna would recreate it empty)")
+
+
+def _tables_of(path: str, *, mode: str) -> tuple[set[str], set[str]]:
+    """A SQLite file's table names and the columns of its ``studies`` table."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode={mode}", uri=True, timeout=60)) as connection:
+        tables = {row[0] for row in connection.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
+        studies = {row[1] for row in connection.execute("PRAGMA table_info(studies)")}
+    return tables, studies
 
 
 def _create_tables_once(url: str, settings: StorageSection | None) -> optuna.storages.RDBStorage:
@@ -191,6 +284,7 @@ def _create_tables_once(url: str, settings: StorageSection | None) -> optuna.sto
     its tables, and the losers (a duplicate key or table) simply try again."""
     import sqlalchemy.exc
 
+    _one_line_query_retries()
     attempt = 1
     while True:
         try:
@@ -210,6 +304,24 @@ def _create_tables_once(url: str, settings: StorageSection | None) -> optuna.sto
             time.sleep(random.uniform(0.2, 1.0))
 
 
+class _OneLineQueryRetry(logging.Filter):
+    """Optuna's warning when a query fails and it tries a slower one (after a lost connection,
+    mostly) holds the driver's whole error, SQL and parameters included: one line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("Caught an error from sqlalchemy: "):
+            reason = " ".join(message.removeprefix("Caught an error from sqlalchemy: ").split("[SQL:", 1)[0].split())
+            record.msg, record.args = f"a database query failed, trying a slower one: {reason}", None
+        return True
+
+
+def _one_line_query_retries() -> None:
+    logger = logging.getLogger("optuna.storages._rdb.storage")
+    if not any(isinstance(existing, _OneLineQueryRetry) for existing in logger.filters):
+        logger.addFilter(_OneLineQueryRetry())
+
+
 def describe_error(error: BaseException, url: str) -> str:
     """A driver's error as one line with the URL's password masked."""
     reason = " ".join(str(getattr(error, "orig", None) or error).split())
@@ -221,8 +333,23 @@ def _with_driver(url: str) -> str:
     return f"{_DEFAULT_DRIVERS.get(scheme, scheme)}://{rest}"
 
 
+class _JournalFile(JournalFileBackend):
+    """Optuna's journal file, whose failed appends (a full disk, a read-only mount) are one line."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.path = path
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        try:
+            super().append_logs(logs)
+        except OSError as error:
+            reason = f"{self.path}: {error.strerror}"
+            raise _fault_of(reason) or StorageError(f"cannot write journal file {reason}") from None
+
+
 def _open_journal(url: str) -> optuna.storages.BaseStorage:
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
+    from optuna.storages.journal import JournalStorage
 
     path = url.split("://", 1)[1]
     if not path.startswith("/") or path == "/":
@@ -230,7 +357,7 @@ def _open_journal(url: str) -> optuna.storages.BaseStorage:
                            "or journal:////absolute/path.log")
     _refuse_foreign_journal(path[1:], url)
     try:
-        return JournalStorage(JournalFileBackend(path[1:]))
+        return JournalStorage(_JournalFile(path[1:]))
     except OSError as error:
         raise StorageError(f"cannot open journal file {path[1:]!r}: {error.strerror}") from None
 
@@ -328,14 +455,15 @@ def _engine_kwargs(scheme: str) -> dict:
 class _ResilientRDBStorage(optuna.storages.RDBStorage):
     """An RDB storage whose heartbeat thread survives a database restart.
 
-    Optuna's heartbeat thread dies at the first failed write; the trial would then look dead to
-    the other workers although it is still running. Missing a beat while the server is away is
-    harmless as long as it is back within the grace period.
+    Optuna's heartbeat thread dies at the first failed write (a traceback on standard error); the
+    trial would then look dead to the other workers although it is still running. Missing a beat
+    while the server is away is harmless as long as it is back within the grace period.
     """
 
     def record_heartbeat(self, trial_id: int) -> None:
         try:
             super().record_heartbeat(trial_id)
-        except database_errors() as error:
+        except database_errors() + (optuna.exceptions.StorageInternalError,) as error:
+            # Optuna wraps a lost connection in its "exceeding max length" guess: say the cause.
             _logger.warning("heartbeat of trial id %d not recorded: %s", trial_id,
-                            describe_error(error, self.url))
+                            describe_error(error.__cause__ or error, self.url))

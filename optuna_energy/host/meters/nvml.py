@@ -42,8 +42,9 @@ class NvmlSettings:
 
     def __post_init__(self) -> None:
         if isinstance(self.power_interval_s, bool) or not isinstance(self.power_interval_s, (int, float)) \
-                or not self.power_interval_s > 0:
-            raise ValueError(f"power_interval_s must be a number of seconds > 0, got {self.power_interval_s!r}")
+                or not 0 < self.power_interval_s <= 3600:  # also refuses nan
+            raise ValueError(f"power_interval_s must be a number of seconds > 0 and <= 3600, "
+                             f"got {self.power_interval_s!r}")
 
 
 @dataclasses.dataclass(frozen=True)
