@@ -7,6 +7,7 @@ installs the stop signals' handler (``host.interrupts``) before it imports anyth
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Sequence
 
@@ -22,4 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as stop:
         print(f"\noptuna-energy: {interrupted_by(stop)} while starting; nothing was run", file=sys.stderr)
         code = exit_code(stop)
+    # Nothing is collected any more: without this, the interpreter's shutdown walked every
+    # object PyTorch, Optuna and matplotlib made, for seconds after the last line was printed.
+    gc.freeze()
     return code
