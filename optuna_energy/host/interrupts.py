@@ -62,10 +62,6 @@ class StopRequest:
         self.in_objective = False
         self._rearmed = False
 
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
-
     def request(self, signum: int) -> None:
         if self.signum is not None and not self._rearmed:
             return
