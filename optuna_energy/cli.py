@@ -21,6 +21,7 @@ from optuna_energy.data import DatasetError
 from optuna_energy.export import DEFAULT_FORMAT, FORMATS, ExportError
 from optuna_energy.host.devices import BACKENDS, DeviceError
 from optuna_energy.host.files import OutputError
+from optuna_energy.host.interrupts import exit_code, interrupted_by
 from optuna_energy.host.meters import EnergyMeterError
 from optuna_energy.metrics import METRICS
 from optuna_energy.reading.analysis import (
@@ -374,10 +375,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"{PROG}: error: {fault}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"\n{PROG}: interrupted; finished trials are stored, run the same command to resume",
-              file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        print(f"\n{PROG}: {interrupted_by(stop)}; finished trials are stored, run the same command "
+              "to resume", file=sys.stderr)
+        return exit_code(stop)
 
 
 if __name__ == "__main__":

@@ -1,19 +1,29 @@
-"""The ``optuna-energy`` executable: the command, with a Ctrl-C during start-up as one line.
+"""The ``optuna-energy`` executable: the command, with a stop signal at any moment as one line.
 
-Loading PyTorch and Optuna takes a second or more; an interrupt then would otherwise print an
-import traceback. This module imports nothing heavy before it can catch one.
+Loading PyTorch and Optuna takes a second or more; a signal then would otherwise end the
+process without a word (SIGTERM, SIGHUP) or print an import traceback (Ctrl-C). This module
+installs the stop signals' handler (``host.interrupts``) before it imports anything heavy.
 """
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Sequence
 
+from optuna_energy.host.interrupts import exit_code, handle_stop_signals, interrupted_by
+
 
 def main(argv: Sequence[str] | None = None) -> int:
+    handle_stop_signals()
     try:
         from optuna_energy.cli import main as command
-    except KeyboardInterrupt:
-        print("\noptuna-energy: interrupted while starting; nothing was run", file=sys.stderr)
-        return 130
-    return command(argv)
+
+        code = command(argv)
+    except KeyboardInterrupt as stop:
+        print(f"\noptuna-energy: {interrupted_by(stop)} while starting; nothing was run", file=sys.stderr)
+        code = exit_code(stop)
+    # Nothing is collected any more: without this, the interpreter's shutdown walked every
+    # object PyTorch, Optuna and matplotlib made, for seconds after the last line was printed.
+    gc.freeze()
+    return code

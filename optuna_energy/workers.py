@@ -30,6 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 from optuna_energy.config import StudyConfig
 from optuna_energy.host.devices import BACKENDS
 from optuna_energy.host.gpu_share import LOCKS_ENV
+from optuna_energy.host.interrupts import SIGNALS, STOP
 from optuna_energy.host.meters import EnergyMeter, EnergyMeterError, NvmlCounterMeter, gpu_at_index
 from optuna_energy.store import record
 from optuna_energy.store.budget import tally
@@ -182,23 +183,26 @@ def launch(slots: Sequence[WorkerSlot], worker_args: Sequence[str], *, storage: 
     The storage URL reaches the workers through ``OPTUNA_ENERGY_STORAGE``, never their command
     line. Slots on the same GPU share a lock folder (``optuna_energy.host.gpu_share.LOCKS_ENV``), made
     here and removed at the end. With ``study``, each GPU's energy counter is read at the start
-    and the end and the difference added to the study (``record.add_search_energy``). On SIGINT
-    or SIGTERM every worker gets SIGTERM: its running trial ends as FAIL and is queued again with
-    the same parameters; a worker still alive ``stop_seconds`` later is killed (its trial is
-    then found by the heartbeat).
+    and the end and the difference added to the study (``record.add_search_energy``). On SIGINT,
+    SIGTERM or SIGHUP every worker gets SIGTERM: its running trial ends as FAIL and is queued
+    again with the same parameters; a worker still alive ``stop_seconds`` later is killed (its
+    trial is then found by the heartbeat).
 
     Returns:
-        0 when every worker finished cleanly, 130 after a stop, else the first failing exit code.
+        0 when every worker finished cleanly, else the first failing exit code.
+
+    Raises:
+        Interrupted: A stop signal, once every worker has stopped.
     """
     output = _Output(storage)
     with tempfile.TemporaryDirectory(prefix="optuna-energy-gpu-locks-") as locks:
         energy = _SearchEnergy(slots, output) if study is not None else None
-        codes, stopped = _run_workers(_with_locks(slots, locks), worker_args, storage=storage,
-                                      stop_seconds=stop_seconds, output=output)
+        codes, stopped_by = _run_workers(_with_locks(slots, locks), worker_args, storage=storage,
+                                         stop_seconds=stop_seconds, output=output)
         if energy is not None and study is not None:
             energy.record(study)
-    if stopped:
-        return 130
+    if stopped_by is not None:
+        STOP.request(stopped_by)  # raises Interrupted, and further signals wait for the command's end
     return next((code for code in codes if code != 0), 0)
 
 
@@ -240,37 +244,48 @@ class _SearchEnergy:
 
 
 def _run_workers(slots: Sequence[WorkerSlot], worker_args: Sequence[str], *, storage: str,
-                 stop_seconds: float, output: _Output) -> tuple[list[int], bool]:
-    """Start the workers and wait for them; their exit codes, and whether they were stopped."""
-    workers = []
-    for slot in slots:
-        command = [sys.executable, "-m", "optuna_energy", "worker", *worker_args, "--device", slot.device]
-        env = {**os.environ, **slot.env, STORAGE_ENV: storage, "PYTHONUNBUFFERED": "1"}
-        # Own session: a terminal's Ctrl-C reaches the launcher only, which stops workers once.
-        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, errors="replace", start_new_session=True)
-        workers.append(process)
-        assert process.stdout is not None  # stdout=PIPE
-        output.follow(slot.name, process.stdout)
-        output.line("launch", f"started worker {slot.name} (pid {process.pid}, {slot.device})")
+                 stop_seconds: float, output: _Output) -> tuple[list[int], int | None]:
+    """Start the workers and wait for them; their exit codes, and the signal that stopped them."""
+    workers: list[subprocess.Popen] = []
     stopping = threading.Event()
+    stopped_by: list[int] = []
 
     def stop(signum: int, frame: object) -> None:
         if not stopping.is_set():
             output.line("launch", f"{signal.Signals(signum).name}: stopping {len(workers)} workers")
+            stopped_by.append(signum)
             stopping.set()
-            for process in workers:
-                if process.poll() is None:
-                    process.send_signal(signal.SIGTERM)
+            _stop_all(workers)
 
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # Before the first worker starts: a signal while starting them stops those already started.
+    previous = {sig: signal.signal(sig, stop) for sig in SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN}
     try:
+        for slot in slots:
+            if stopping.is_set():
+                break
+            command = [sys.executable, "-m", "optuna_energy", "worker", *worker_args, "--device", slot.device]
+            env = {**os.environ, **slot.env, STORAGE_ENV: storage, "PYTHONUNBUFFERED": "1"}
+            # Own session: a terminal's Ctrl-C reaches the launcher only, which stops workers once.
+            process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                       text=True, errors="replace", start_new_session=True)
+            workers.append(process)
+            assert process.stdout is not None  # stdout=PIPE
+            output.follow(slot.name, process.stdout)
+            output.line("launch", f"started worker {slot.name} (pid {process.pid}, {slot.device})")
+        if stopping.is_set():
+            _stop_all(workers)  # one started while the signal was handled
         codes = [_wait(process, stopping, stop_seconds, output) for process in workers]
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         output.join()
-    return codes, stopping.is_set()
+    return codes, stopped_by[0] if stopped_by else None
+
+
+def _stop_all(workers: Sequence[subprocess.Popen]) -> None:
+    for process in workers:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
 
 
 def _wait(process: subprocess.Popen, stopping: threading.Event, stop_seconds: float,

@@ -106,7 +106,8 @@ _OPTUNA_FAILED = re.compile(r"Trial (\d+) failed with parameters: .* because of 
 
 class _OneLineFailures(logging.Filter):
     """Optuna's warning for a failed trial (every parameter, a traceback, then a second line with
-    its values) as one line, ``trial N failed: reason``; the details stay on the trial."""
+    its values) as one line, ``trial N failed: reason``, and none for a trial a stop signal
+    ended; the details stay on the trial."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -116,6 +117,8 @@ class _OneLineFailures(logging.Filter):
         if found is None:
             return True
         error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, KeyboardInterrupt):
+            return False  # the command's last line says it, and that the trial is queued again
         if isinstance(error, optuna.exceptions.StorageInternalError) and error.__cause__ is not None:
             error = getattr(error.__cause__, "orig", None) or error.__cause__  # not its "max length" guess
         reason = getattr(error, "reason", None) or (
