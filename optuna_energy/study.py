@@ -13,7 +13,7 @@ from typing import Any
 
 import optuna
 import torch
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from optuna_energy.config import (
     MAX_SEED,
@@ -30,9 +30,9 @@ from optuna_energy.reading.dashboard import study_callbacks, trained_model_hook
 from optuna_energy.run.loop import Callback, optimize_within_budget
 from optuna_energy.run.progress import TrialProgress, quiet_optuna
 from optuna_energy.samplers import EvolutionSampler
-from optuna_energy.store.budget import tally
+from optuna_energy.samplers._optuna_compat import read_through, trial_by_number
+from optuna_energy.store.ledger import StudyLedger
 from optuna_energy.store.record import (
-    TrialRecord,
     changed_trial_settings,
     config_record,
     store_config,
@@ -59,18 +59,17 @@ def create_sampler(name: str, *, seed: int | None = None,
     raise ConfigError(f"unknown sampler {name!r}; allowed: {', '.join(SAMPLERS)}")
 
 
-def process_seed(seed: int | None, study: optuna.Study) -> int | None:
-    """The sampler seed of a process joining ``study``: the configured seed plus the number of
-    trials the study already has, plus this process's id when other processes' trials are
-    running. A seeded run of a fresh study keeps the configured seed (reproducible, as is a
-    resume), and a resume or a second ``run`` on the study never replays the proposals of the
-    runs before it."""
+def process_seed(seed: int | None, ledger: StudyLedger) -> int | None:
+    """The sampler seed of a process joining a study (its ``ledger``): the configured seed plus
+    the number of trials the study already has, plus this process's id when other processes'
+    trials are running. A seeded run of a fresh study keeps the configured seed (reproducible,
+    as is a resume), and a resume or a second ``run`` on the study never replays the proposals
+    of the runs before it."""
     if seed is None:
         return None
-    trials = study.get_trials(deepcopy=False)
-    if any(trial.state == TrialState.RUNNING for trial in trials):
-        return _mixed_seed(seed, len(trials), os.getpid())
-    return (seed + len(trials)) % (MAX_SEED + 1)
+    if ledger.running:
+        return _mixed_seed(seed, ledger.n_trials, os.getpid())
+    return (seed + ledger.n_trials) % (MAX_SEED + 1)
 
 
 def _mixed_seed(*parts: int) -> int:
@@ -83,10 +82,13 @@ def _mixed_seed(*parts: int) -> int:
 class DistinctStreams:
     """A callback that re-seeds this process's sampler once, after its first trial, when other
     processes run trials of the same study: processes that joined an empty study at the same
-    moment got the same seed, and would otherwise keep proposing the same architectures."""
+    moment got the same seed, and would otherwise keep proposing the same architectures.
 
-    def __init__(self, config: StudyConfig) -> None:
+    The other processes are those whose trials ``ledger`` read since this one started."""
+
+    def __init__(self, config: StudyConfig, ledger: StudyLedger) -> None:
         self.config = config
+        self.ledger = ledger
         self.done = config.study.seed is None  # unseeded samplers already differ per process
         self.me = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -94,7 +96,8 @@ class DistinctStreams:
         if self.done:
             return
         self.done = True
-        others = {TrialRecord.of(other).worker for other in study.get_trials(deepcopy=False)} - {self.me, None}
+        self.ledger.refresh(study)
+        others = self.ledger.workers - {self.me}
         if others:
             assert self.config.study.seed is not None
             study.sampler = create_sampler(
@@ -106,6 +109,10 @@ def create_or_load_study(config: StudyConfig, *, sampler: optuna.samplers.BaseSa
     """Create the configured study, or load it when it exists with the same objectives.
 
     Without ``sampler``, the configured one is seeded for this process (:func:`process_seed`).
+
+    A worker joining a large study reads its saved ledger and the trials since, not the whole
+    study: with the ``evolution`` or ``random`` sampler, which never read the whole history, the
+    study reads its database directly rather than through Optuna's cache of every trial.
     """
     storage = open_storage(config.study.storage, config.storage)
     given = sampler
@@ -129,8 +136,10 @@ def create_or_load_study(config: StudyConfig, *, sampler: optuna.samplers.BaseSa
         with warnings.catch_warnings():  # metric names are what optuna-dashboard shows
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(objectives)
+    if isinstance(sampler, (EvolutionSampler, optuna.samplers.RandomSampler)):
+        read_through(study)
     previous = stored_config(study)
-    if previous is not None and study.get_trials(deepcopy=False):
+    if previous is not None and trial_by_number(study, 0) is not None:
         changed = changed_trial_settings(previous, config_record(config))
         if changed:
             raise ConfigError(
@@ -139,7 +148,7 @@ def create_or_load_study(config: StudyConfig, *, sampler: optuna.samplers.BaseSa
                 "sampler, device, [storage] and [evolution]): restore them or use another study name")
     else:  # export retrains with it; a first run that failed before any trial is not binding
         store_config(study, config)
-    seed = process_seed(config.study.seed, study)
+    seed = process_seed(config.study.seed, StudyLedger.of(study))
     if given is None and seed != config.study.seed:
         study.sampler = create_sampler(config.study.sampler, seed=seed, evolution=config.evolution)
     return study
@@ -205,7 +214,8 @@ def optimize_study(study: optuna.Study, config: StudyConfig, *, dataset: ArraySp
 
     Safe to call from many processes on one study: the budget is the study's, and exact.
     """
-    if tally(study).finished >= config.study.n_trials:
+    ledger = StudyLedger.of(study)
+    if ledger.tally().finished >= config.study.n_trials:
         return
     torch_device = resolve_device(config.study.device)
     data = load_device_data(config, torch_device, dataset)
@@ -216,13 +226,13 @@ def optimize_study(study: optuna.Study, config: StudyConfig, *, dataset: ArraySp
         objective = Objective(config, data, meter=meter, idle_watts=idle,
                               on_trained=trained_model_hook(config))
         with TrialProgress(study, total=config.study.n_trials, enabled=show_progress_bar,
-                           training=objective.training_budget) as progress:
+                           training=objective.training_budget, ledger=ledger) as progress:
             optimize_within_budget(study, objective, n_trials=config.study.n_trials,
                                    timeout=config.study.timeout,
-                                   callbacks=[progress, DistinctStreams(config), *callbacks,
+                                   callbacks=[progress, DistinctStreams(config, ledger), *callbacks,
                                               *study_callbacks(config)],
                                    catch=(TrialFailure,),
                                    reconnect_timeout=config.storage.reconnect_timeout,
-                                   training=objective.training_budget)
+                                   training=objective.training_budget, ledger=ledger)
     finally:
         meter.close()
