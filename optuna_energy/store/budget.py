@@ -33,8 +33,9 @@ __all__ = ["Tally", "WithinBudget", "counts", "tally"]
 
 
 def tally(study: optuna.Study) -> Tally:
-    """The study's budget-counted trials by state (from its saved ledger and the trials since)."""
-    return StudyLedger.of(study).tally()
+    """The study's budget-counted trials by state (from its saved ledger and the trials since;
+    it writes nothing, so a command that only reads a study may ask)."""
+    return StudyLedger.of(study, save_rebuilt=False).tally()
 
 
 class WithinBudget:

@@ -136,8 +136,9 @@ class StudyLedger:
         """Workers (``host:pid``) of the trials read since this process started."""
 
     @classmethod
-    def of(cls, study: optuna.Study) -> StudyLedger:
-        """The study's ledger as last saved, brought up to date (rebuilt when missing or unreadable)."""
+    def of(cls, study: optuna.Study, *, save_rebuilt: bool = True) -> StudyLedger:
+        """The study's ledger as last saved, brought up to date; rebuilt from every trial when
+        missing or unreadable, and then saved unless ``save_rebuilt`` is false (a reader)."""
         ledger = cls()
         saved = storage_of(study).get_study_system_attrs(study_id(study)).get(LEDGER_ATTR)
         try:
@@ -145,7 +146,8 @@ class StudyLedger:
         except ValueError:  # none yet, or unreadable: rebuilt from every trial, once
             ledger = cls()
             ledger.refresh(study)
-            ledger.save(study)
+            if save_rebuilt:
+                ledger.save(study)
             return ledger
         ledger.refresh(study)
         return ledger
