@@ -35,7 +35,7 @@ from optuna_energy.host.meters import meter_choices, settings_tables
 from optuna_energy.metrics import DEFAULT_OBJECTIVES, METRICS
 from optuna_energy.model.optimizers import OPTIMIZERS
 from optuna_energy.model.space import SpaceSection
-from optuna_energy.samplers import EvolutionSampler, EvolutionSettings
+from optuna_energy.samplers import MAX_SEED, EvolutionSampler, EvolutionSettings
 
 SAMPLERS: dict[str, Callable[[int | None, EvolutionSettings], optuna.samplers.BaseSampler]] = {
     "tpe": lambda seed, _: optuna.samplers.TPESampler(seed=seed),  # Optuna's multi-objective default
@@ -45,8 +45,6 @@ SAMPLERS: dict[str, Callable[[int | None, EvolutionSettings], optuna.samplers.Ba
 }
 """Sampler constructors by ``[study] sampler`` name, taking the seed and the ``[evolution]`` section:
 the one list of names (``study.create_sampler`` builds from it)."""
-MAX_SEED = 2**31 - 1
-"""Seeds go to NumPy (below 2**32) after the trial number or a worker's offset is added."""
 MAX_LEARNING_RATE = 10.0
 MAX_SECONDS = 366 * 24 * 3600
 """Longest duration a key in seconds accepts (a year): no job runs longer, and larger values

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
-import socket
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,10 +9,8 @@ from typing import Any
 
 import optuna
 import torch
-from optuna.trial import FrozenTrial, TrialState
 
 from optuna_energy.config import (
-    MAX_SEED,
     SAMPLERS,
     ConfigError,
     EvolutionSection,
@@ -28,9 +23,10 @@ from optuna_energy.measuring.measure import measure_idle_watts, open_meter
 from optuna_energy.reading.dashboard import study_callbacks, trained_model_hook
 from optuna_energy.run.loop import Callback, optimize_within_budget
 from optuna_energy.run.progress import TrialProgress, quiet_optuna
-from optuna_energy.store.budget import tally
+from optuna_energy.samplers import EvolutionSampler, SeededAtFirstTrial
+from optuna_energy.samplers._optuna_compat import read_through, trial_by_number
+from optuna_energy.store.ledger import StudyLedger
 from optuna_energy.store.record import (
-    TrialRecord,
     changed_trial_settings,
     config_record,
     store_config,
@@ -61,58 +57,22 @@ def create_sampler(name: str, *, seed: int | None = None,
     return SAMPLERS[name](seed, evolution or EvolutionSection())
 
 
-def process_seed(seed: int | None, study: optuna.Study) -> int | None:
-    """The sampler seed of a process joining ``study``: the configured seed plus the number of
-    trials the study already has, plus this process's id when other processes' trials are
-    running. A seeded run of a fresh study keeps the configured seed (reproducible, as is a
-    resume), and a resume or a second ``run`` on the study never replays the proposals of the
-    runs before it."""
-    if seed is None:
-        return None
-    trials = study.get_trials(deepcopy=False)
-    if any(trial.state == TrialState.RUNNING for trial in trials):
-        return _mixed_seed(seed, len(trials), os.getpid())
-    return (seed + len(trials)) % (MAX_SEED + 1)
-
-
-def _mixed_seed(*parts: int) -> int:
-    """A seed from several numbers, by hashing: sums collide (seed + trial 0 + pid 101 is
-    seed + trial 1 + pid 100, and neighbouring processes have neighbouring pids)."""
-    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:4], "big") % (MAX_SEED + 1)
-
-
-class DistinctStreams:
-    """A callback that re-seeds this process's sampler once, after its first trial, when other
-    processes run trials of the same study: processes that joined an empty study at the same
-    moment got the same seed, and would otherwise keep proposing the same architectures."""
-
-    def __init__(self, config: StudyConfig) -> None:
-        self.config = config
-        self.done = config.study.seed is None  # unseeded samplers already differ per process
-        self.me = f"{socket.gethostname()}:{os.getpid()}"
-
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if self.done:
-            return
-        self.done = True
-        others = {TrialRecord.of(other).worker for other in study.get_trials(deepcopy=False)} - {self.me, None}
-        if others:
-            assert self.config.study.seed is not None
-            study.sampler = create_sampler(
-                self.config.study.sampler, evolution=self.config.evolution,
-                seed=_mixed_seed(self.config.study.seed, trial.number, os.getpid()))
-
-
 def create_or_load_study(config: StudyConfig, *, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
     """Create the configured study, or load it when it exists with the same objectives.
 
-    Without ``sampler``, the configured one is seeded for this process (:func:`process_seed`).
+    Without ``sampler``, the configured one is seeded for this process at its first trial
+    (:class:`~optuna_energy.samplers.SeededAtFirstTrial`): two processes never share a stream.
+
+    A worker joining a large study reads its saved ledger and the trials since, not the whole
+    study: with the ``evolution`` or ``random`` sampler, which never read the whole history, the
+    study reads its database directly rather than through Optuna's cache of every trial.
     """
     storage = open_storage(config.study.storage, config.storage)
-    given = sampler
-    sampler = sampler or create_sampler(config.study.sampler, seed=config.study.seed,
-                                        evolution=config.evolution)
+    seed = config.study.seed
+    if sampler is None:
+        sampler = create_sampler(config.study.sampler, evolution=config.evolution) if seed is None else \
+            SeededAtFirstTrial(lambda seed: create_sampler(config.study.sampler, seed=seed,
+                                                           evolution=config.evolution), seed=seed)
     objectives = list(config.study.objectives)
     try:
         study = optuna.create_study(storage=storage, study_name=config.study.name, sampler=sampler,
@@ -132,8 +92,11 @@ def create_or_load_study(config: StudyConfig, *, sampler: optuna.samplers.BaseSa
         with warnings.catch_warnings():  # metric names are what optuna-dashboard shows
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(objectives)
+    built = sampler.sampler if isinstance(sampler, SeededAtFirstTrial) else sampler
+    if isinstance(built, (EvolutionSampler, optuna.samplers.RandomSampler)):
+        read_through(study)
     previous = stored_config(study)
-    if previous is not None and study.get_trials(deepcopy=False):
+    if previous is not None and trial_by_number(study, 0) is not None:
         changed = changed_trial_settings(previous, config_record(config))
         if changed:
             raise ConfigError(
@@ -142,9 +105,6 @@ def create_or_load_study(config: StudyConfig, *, sampler: optuna.samplers.BaseSa
                 "sampler, device, [storage] and [evolution]): restore them or use another study name")
     else:  # export retrains with it; a first run that failed before any trial is not binding
         store_config(study, config)
-    seed = process_seed(config.study.seed, study)
-    if given is None and seed != config.study.seed:
-        study.sampler = create_sampler(config.study.sampler, seed=seed, evolution=config.evolution)
     return study
 
 
@@ -208,7 +168,8 @@ def optimize_study(study: optuna.Study, config: StudyConfig, *, dataset: ArraySp
 
     Safe to call from many processes on one study: the budget is the study's, and exact.
     """
-    if tally(study).finished >= config.study.n_trials:
+    ledger = StudyLedger.of(study)
+    if ledger.tally().finished >= config.study.n_trials:
         return
     torch_device = resolve_device(config.study.device)
     data = load_device_data(config, torch_device, dataset)
@@ -218,13 +179,13 @@ def optimize_study(study: optuna.Study, config: StudyConfig, *, dataset: ArraySp
         objective = Objective(config, data, meter=meter, idle_watts=idle,
                               on_trained=trained_model_hook(config))
         with TrialProgress(study, total=config.study.n_trials, enabled=show_progress_bar,
-                           training=objective.training_budget) as progress:
+                           training=objective.training_budget, ledger=ledger) as progress:
             optimize_within_budget(study, objective, n_trials=config.study.n_trials,
                                    timeout=config.study.timeout,
-                                   callbacks=[progress, DistinctStreams(config), *callbacks,
+                                   callbacks=[progress, *callbacks,
                                               *study_callbacks(config)],
                                    catch=(TrialFailure,),
                                    reconnect_timeout=config.storage.reconnect_timeout,
-                                   training=objective.training_budget)
+                                   training=objective.training_budget, ledger=ledger)
     finally:
         meter.close()

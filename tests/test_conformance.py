@@ -20,7 +20,7 @@ from optuna_energy.host.meters import (
     RaplSettings,
 )
 from optuna_energy.metrics import METRICS, Metric
-from optuna_energy.testing import MeterSuite, MetricSuite
+from optuna_energy.testing import MeterSettingsSuite, MeterSuite, MetricSuite
 from tests.nvml_standin import FakeNvml
 from tests.powercap_standin import TWO_SOCKETS, PowercapTree
 from tests.test_energy_nvml import SECOND_GPU
@@ -33,13 +33,17 @@ def nvml(monkeypatch: pytest.MonkeyPatch) -> FakeNvml:
     return fake
 
 
-class TestNvmlCounterMeter(MeterSuite):
+class TestNvmlCounterMeter(MeterSuite, MeterSettingsSuite):
     @pytest.fixture
     def meter(self, nvml: FakeNvml) -> EnergyMeter:
         return NvmlCounterMeter(SECOND_GPU)
 
+    @pytest.fixture
+    def settings(self) -> NvmlSettings:
+        return NvmlSettings(power_interval_s=0.05)
 
-class TestNvmlPowerMeter(MeterSuite):
+
+class TestNvmlPowerMeter(MeterSuite, MeterSettingsSuite):
     @pytest.fixture
     def meter(self, nvml: FakeNvml) -> EnergyMeter:
         return NvmlPowerMeter(SECOND_GPU, interval_s=0.02)
@@ -49,7 +53,7 @@ class TestNvmlPowerMeter(MeterSuite):
         return NvmlSettings(power_interval_s=0.05)
 
 
-class TestRaplMeter(MeterSuite):
+class TestRaplMeter(MeterSuite, MeterSettingsSuite):
     @pytest.fixture
     def meter(self, tmp_path: Path) -> Iterator[EnergyMeter]:
         tree = PowercapTree(tmp_path / "powercap", TWO_SOCKETS)

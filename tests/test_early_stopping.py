@@ -26,8 +26,8 @@ from optuna_energy.store.record import TrialRecord
 from optuna_energy.store.training_budget import spent
 from optuna_energy.study import create_or_load_study, optimize_study
 from optuna_energy.trial import early_stopping
-from optuna_energy.trial.rungs import RungSchedule, decide, rung_peers
-from optuna_energy.trial.stopping import RungStopper
+from optuna_energy.trial.rungs import RungSchedule, decide
+from optuna_energy.trial.stopping import MAX_PEERS, RungPeers, RungStopper
 from tests.helpers import tiny_config
 
 COSTS = ["inference_time_s", "params", "energy_per_inference_j"]
@@ -45,7 +45,7 @@ def fabricated_study(rung_results: list[tuple[float, list[float]]]) -> optuna.St
 
 
 def decide_at_first_rung(study: optuna.Study, accuracy: float, costs: list[float]):
-    peers = rung_peers(study.get_trials(), rung=1, exclude=-1, cost_fields=COSTS)
+    peers = RungPeers(COSTS).of(study, rung=1, exclude=-1)
     return decide(accuracy=accuracy, costs=costs, peers=peers, learned=LEARNED, factor=3,
                   min_peers=3, rung=1)
 
@@ -88,6 +88,20 @@ def test_the_stopper_ranks_a_live_trial_by_its_recorded_costs_and_records_its_ru
     assert not outranked.go_on and outranked.reason == "not in the top 1/3 of 10 trials after 1 epoch"
     assert stopper.check(cheap, rung=3, accuracy=0.7).go_on  # alone at rung 3: too few peers
     assert TrialRecord.of(study.trials[8]).rung_accuracies == {"1": 0.6, "3": 0.7}
+
+
+def test_rung_peers_read_only_new_and_unfinished_trials_and_keep_the_latest() -> None:
+    study = fabricated_study([(0.5, [1e-3, 1000, 1e-6])] * (MAX_PEERS + 5))
+    running = study.ask()
+    record.write(running, rung_accuracies={"1": 0.9}, **dict(zip(COSTS, [1e-3, 10, 1e-6])))
+    peers = RungPeers(COSTS)
+    assert len(peers.of(study, rung=1, exclude=-1)) == MAX_PEERS
+    assert peers.of(study, rung=1, exclude=-1)[0] == (0.9, [1e-3, 10.0, 1e-6])  # the latest first
+    read = []
+    real_read = peers.feed.read
+    peers.feed.read = lambda study: read.extend(real_read(study)) or read  # type: ignore[method-assign]
+    peers.of(study, rung=1, exclude=running.number)
+    assert [t.number for t in read] == [running.number]  # not the finished thousand again
 
 
 def test_the_stopper_says_what_it_lacks() -> None:

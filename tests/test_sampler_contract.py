@@ -311,13 +311,20 @@ def test_optuna_private_apis_behave_as_the_sampler_expects() -> None:
     study = optuna.create_study()
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
     running = study.ask()
-    frozen = compat.study_trials(study, states=(TrialState.RUNNING,))
-    assert [t.number for t in frozen] == [2]
-    assert compat.trial_id(frozen[0]) == running._trial_id
+    frozen = compat.trial_by_number(study, 2)
+    assert frozen is not None and frozen.state == TrialState.RUNNING
+    assert compat.trial_by_number(study, 3) is None
+    assert compat.trial_id(frozen) == running._trial_id
     assert compat.study_id(study) == study._study_id
-    compat.set_trial_user_attr(study, frozen[0], "key", [1, 2])
+    compat.set_trial_user_attr(study, frozen, "key", [1, 2])
     assert study.trials[2].user_attrs == {"key": [1, 2]}
-    assert [t.number for t in compat.study_trials(study, states=None)] == [0, 1, 2]
+    # In memory, every trial is at hand: those after an id, or named, are picked from them.
+    assert [t.number for t in compat.trials_after(study, after_id=1, also_ids={0})] == [0, 2]
+
+    # Sorting stops past the front holding the n_below-th point: the first front stays exact.
+    many = np.array([[float(i), float(-i)] for i in range(5)] + [[5.0, 5.0], [6.0, 6.0]])
+    assert compat.non_domination_rank(many, n_below=5).tolist()[:5] == [0] * 5
+    assert min(compat.non_domination_rank(many, n_below=5)[5:]) > 0
 
 
 def test_optuna_private_apis_behave_as_the_run_loop_expects(tmp_path) -> None:
@@ -336,6 +343,13 @@ def test_optuna_private_apis_behave_as_the_run_loop_expects(tmp_path) -> None:
     quiet.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
     assert [compat.is_enqueued(trial) for trial in quiet.trials] == [True, False]
 
+    # The database's incremental query: trials with a larger id, or named (at most that id).
+    quiet.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    ids = [compat.trial_id(t) for t in quiet.trials]
+    assert [t.number for t in compat.trials_after(quiet, after_id=ids[2], also_ids={ids[0]})] == [0, 3]
+    compat.read_through(quiet)
+    assert compat.storage_of(quiet) is compat.storage_behind_cache(quiet)
+    assert [t.number for t in quiet.trials] == [0, 1, 2, 3]
 
 def test_optuna_private_apis_behave_as_the_reading_expects(tmp_path) -> None:
     from optuna_energy.samplers import _optuna_compat as compat

@@ -16,6 +16,7 @@ from optuna_energy.data import from_tensors, load_dataset
 from optuna_energy.export import study_config
 from optuna_energy.host.devices import DeviceError
 from optuna_energy.model.arch import build_model, profile
+from optuna_energy.study import create_or_load_study
 from tests.helpers import tiny_config
 
 ENERGY_ATTRS = ("energy_source", "energy_gross_j", "energy_net_j", "train_energy_j")
@@ -204,3 +205,27 @@ max_memory = 1e12
     assert main(["report", str(config), "--out", str(tmp_path / "report")]) == 0
     assert "peak memory" in capsys.readouterr().out
     assert "memory_bytes" in (tmp_path / "report" / "table.csv").read_text().splitlines()[0]
+
+
+def _first_proposals(study: optuna.Study, count: int) -> list[list[float]]:
+    proposals = []
+    for _ in range(count):
+        trial = study.ask()
+        proposals.append([trial.suggest_float(f"x{i}", 0, 1) for i in range(4)])
+    return proposals
+
+
+@pytest.mark.parametrize("sampler", ["evolution", "tpe", "nsga2", "random"])
+def test_two_processes_with_one_seed_never_propose_the_same_trials(tmp_path, sampler) -> None:
+    config = load_config(tiny_config(tmp_path, sampler=sampler, seed=7))
+    # Two processes that joined the fresh study at the same moment: each has its own sampler.
+    first, second = create_or_load_study(config), create_or_load_study(config)
+    ours, theirs = [], []
+    for _ in range(3):
+        ours += _first_proposals(first, 1)
+        theirs += _first_proposals(second, 1)
+    assert not {tuple(p) for p in ours} & {tuple(p) for p in theirs}
+    # Alone on a fresh study, the seed replays exactly.
+    again = load_config(tiny_config(tmp_path / "again", sampler=sampler, seed=7))
+    (tmp_path / "again").mkdir()
+    assert _first_proposals(create_or_load_study(again), 1) == ours[:1]

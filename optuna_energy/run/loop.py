@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import optuna
 from optuna.storages import fail_stale_trials
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from optuna_energy.host.interrupts import STOP, deferred_interrupts
 from optuna_energy.run.recovery import (
@@ -30,7 +30,8 @@ from optuna_energy.run.recovery import (
     requeue_interrupted,
 )
 from optuna_energy.samplers._optuna_compat import heartbeat_age, heartbeat_enabled, heartbeat_interval
-from optuna_energy.store.budget import WithinBudget, tally
+from optuna_energy.store.budget import WithinBudget
+from optuna_energy.store.ledger import StudyLedger
 from optuna_energy.store.record import TrialRecord
 from optuna_energy.store.training_budget import TrainingBudget
 
@@ -47,7 +48,8 @@ def optimize_within_budget(study: optuna.Study, objective: Callable[[optuna.Tria
                            callbacks: Sequence[Callback] = (),
                            catch: tuple[type[Exception], ...] = (),
                            reconnect_timeout: float = 600.0,
-                           training: TrainingBudget | None = None) -> None:
+                           training: TrainingBudget | None = None,
+                           ledger: StudyLedger | None = None) -> None:
     """Run trials until the study as a whole has ``n_trials`` finished ones, or until
     ``training`` (epochs, joules) leaves no room for another trial's first rung.
 
@@ -57,20 +59,25 @@ def optimize_within_budget(study: optuna.Study, objective: Callable[[optuna.Tria
     trial as FAIL, queues a copy with the same parameters for later and raises
     ``KeyboardInterrupt``.
 
+    What the budget needs to know is kept in ``ledger`` (by default the study's saved one), which
+    reads only the trials since its last look and is saved on the study after each trial, so
+    the cost of a trial does not grow with the study.
+
     Raises:
         StorageError: The database stayed unreachable for ``reconnect_timeout`` seconds.
     """
     with deferred_interrupts(), one_line_trial_failures():
         _optimize(study, objective, n_trials=n_trials, timeout=timeout, callbacks=callbacks,
-                  catch=catch, reconnect_timeout=reconnect_timeout, training=training)
+                  catch=catch, reconnect_timeout=reconnect_timeout, training=training,
+                  ledger=ledger or StudyLedger.of(study))
 
 
 def _optimize(study: optuna.Study, objective: Callable[[optuna.Trial], Sequence[float]],
               *, n_trials: int, timeout: float | None, callbacks: Sequence[Callback],
               catch: tuple[type[Exception], ...], reconnect_timeout: float,
-              training: TrainingBudget | None) -> None:
+              training: TrainingBudget | None, ledger: StudyLedger) -> None:
     deadline = None if timeout is None else time.monotonic() + timeout
-    guarded = WithinBudget(objective, n_trials)
+    guarded = WithinBudget(objective, n_trials, ledger=ledger)
     outage = Outage(reconnect_timeout)
     abandoned: int | None = None
     while deadline is None or time.monotonic() < deadline:
@@ -79,10 +86,12 @@ def _optimize(study: optuna.Study, objective: Callable[[optuna.Trial], Sequence[
             if abandoned is not None:
                 fail_abandoned(study, abandoned)
                 abandoned = None
-            if not _needs_trial(study, n_trials, deadline, training):
+            if not _needs_trial(study, ledger, n_trials=n_trials, deadline=deadline, training=training):
                 return
             guarded.trial_id = None
             study.optimize(guarded, n_trials=1, callbacks=list(callbacks), catch=catch)
+            ledger.refresh(study)
+            ledger.save(study)
         except KeyboardInterrupt:
             requeue_interrupted(study, guarded.trial_id)
             raise
@@ -140,8 +149,8 @@ def one_line_trial_failures() -> Iterator[None]:
         logger.removeFilter(quiet)
 
 
-def _needs_trial(study: optuna.Study, n_trials: int, deadline: float | None,
-                 training: TrainingBudget | None = None) -> bool:
+def _needs_trial(study: optuna.Study, ledger: StudyLedger, *, n_trials: int,
+                 deadline: float | None, training: TrainingBudget | None = None) -> bool:
     """Whether to start a trial now; waits while only trials running elsewhere fill the budget,
     saying for which and for how long."""
     heartbeat = heartbeat_enabled(study)
@@ -149,15 +158,16 @@ def _needs_trial(study: optuna.Study, n_trials: int, deadline: float | None,
     while deadline is None or time.monotonic() < deadline:
         STOP.deliver()
         fail_dead_workers(study)
-        counted = tally(study)
+        ledger.refresh(study)
+        counted = ledger.tally()
         if counted.finished >= n_trials:
             return False
-        if training is not None and training.exhausted(study.get_trials(deepcopy=False)):
+        if training is not None and training.exhausted(ledger):
             if not counted.running:  # nothing left that could release training budget
                 return False
         elif counted.counted < n_trials or counted.waiting:  # ask() runs queued trials first
             return True
-        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        running = ledger.running
         if not heartbeat:  # nothing could tell us that another worker died
             if running:
                 _logger.warning(
@@ -174,7 +184,8 @@ def _needs_trial(study: optuna.Study, n_trials: int, deadline: float | None,
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             fail_stale_trials(study)
         fail_orphans(study)
-        if tally(study) == counted:
+        ledger.refresh(study)
+        if ledger.tally() == counted:
             time.sleep(min(heartbeat_interval(study) or _POLL_SECONDS, _POLL_SECONDS))
     return False
 

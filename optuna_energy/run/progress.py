@@ -12,7 +12,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
-from optuna_energy.store.budget import tally
+from optuna_energy.store.ledger import StudyLedger
 from optuna_energy.store.record import TrialRecord
 from optuna_energy.store.training_budget import TrainingBudget
 
@@ -20,12 +20,16 @@ from optuna_energy.store.training_budget import TrainingBudget
 class TrialProgress:
     """Shows the study's finished trials (every worker's, as the budget counts them) towards
     ``total``, with the last accuracy, the size of the Pareto front and, with a training budget,
-    the epochs and joules spent of it."""
+    the epochs and joules spent of it.
+
+    All of it comes from ``ledger`` (by default the study's saved one), read up to date after
+    each trial: only the trials since its last look, whatever the size of the study."""
 
     def __init__(self, study: optuna.Study, *, total: int | None, enabled: bool = True,
-                 training: TrainingBudget | None = None) -> None:
+                 training: TrainingBudget | None = None, ledger: StudyLedger | None = None) -> None:
         self._training = training
-        done = tally(study).finished
+        self._ledger = ledger or StudyLedger.of(study)
+        done = self._ledger.tally().finished
         self._bar = tqdm(total=total, initial=min(done, total or done), unit="trial",
                          desc=study.study_name, disable=not enabled, dynamic_ncols=True)
 
@@ -38,11 +42,12 @@ class TrialProgress:
             postfix["failed"] = _short(record.failure_reason or "error")
         if record.stop_reason is not None:
             postfix["stopped"] = _short(record.stop_reason)
-        postfix["pareto"] = len(study.best_trials)
+        self._ledger.refresh(study)
+        postfix["pareto"] = self._ledger.pareto_front_size
         if self._training is not None:
-            postfix |= self._training.describe(study.get_trials(deepcopy=False))
+            postfix |= self._training.describe(self._ledger)
         self._bar.set_postfix(postfix, refresh=False)
-        self._bar.update(tally(study).finished - self._bar.n)
+        self._bar.update(self._ledger.tally().finished - self._bar.n)
 
     def __enter__(self) -> TrialProgress:
         return self

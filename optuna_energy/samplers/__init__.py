@@ -6,8 +6,9 @@ in any Optuna study.
 
 from optuna_energy.samplers._optuna_compat import hypervolume
 from optuna_energy.samplers._sampler import PARENTS_ATTR, EvolutionSampler
+from optuna_energy.samplers._seeding import MAX_SEED, SeededAtFirstTrial
 from optuna_energy.samplers._selection import REFERENCE, normalised_losses
 from optuna_energy.samplers._settings import SELECTIONS, EvolutionSettings
 
-__all__ = ["EvolutionSampler", "EvolutionSettings", "PARENTS_ATTR", "REFERENCE", "SELECTIONS",
-           "hypervolume", "normalised_losses"]
+__all__ = ["MAX_SEED", "PARENTS_ATTR", "REFERENCE", "SELECTIONS", "EvolutionSampler", "EvolutionSettings",
+           "SeededAtFirstTrial", "hypervolume", "normalised_losses"]

@@ -8,23 +8,29 @@ that the sampler stays importable without the rest of the package; the applicati
 from here as well. Should a new Optuna release move or
 change one of them, ``tests/test_sampler_contract.py`` fails on this module alone, and this is
 the only file to mend.
+
+A study of 100,000 trials must not be read whole for every trial: :func:`trials_after` reads only
+the trials created or changed since a point, through ``RDBStorage``'s own incremental query (the
+one Optuna's trial cache uses), and :func:`read_through` takes that cache, which loads the whole
+study on its first read, out of a worker's way.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Container
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
 from optuna._hypervolume import compute_hypervolume as _compute_hypervolume
 from optuna._hypervolume.hssp import _solve_hssp
 from optuna.storages import BaseStorage, RDBStorage
+from optuna.storages._cached_storage import _CachedStorage
 from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.study import Study
 from optuna.study._constrained_optimization import _CONSTRAINTS_KEY
 from optuna.study._multi_objective import _fast_non_domination_rank, _is_pareto_front
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 __all__ = [
     "heartbeat_enabled",
@@ -34,14 +40,16 @@ __all__ = [
     "is_pareto_front",
     "non_domination_rank",
     "read_trials_without_params",
+    "read_through",
     "select_by_hypervolume",
     "set_trial_user_attr",
     "stale_trial_callback",
     "storage_of",
     "storage_behind_cache",
     "study_id",
-    "study_trials",
+    "trial_by_number",
     "trial_id",
+    "trials_after",
 ]
 
 
@@ -59,10 +67,15 @@ def select_by_hypervolume(losses: np.ndarray, indices: np.ndarray, count: int,
     return np.asarray(_solve_hssp(losses, indices, count, reference))
 
 
-def non_domination_rank(losses: np.ndarray, *, penalty: np.ndarray | None = None) -> np.ndarray:
+def non_domination_rank(losses: np.ndarray, *, penalty: np.ndarray | None = None,
+                        n_below: int | None = None) -> np.ndarray:
     """Constrained non-domination rank (0 = first front): feasible (penalty <= 0) trials first by
-    dominance, infeasible ones after them by penalty, as in Optuna's constrained NSGA-II."""
-    return np.asarray(_fast_non_domination_rank(losses, penalty=penalty))
+    dominance, infeasible ones after them by penalty, as in Optuna's constrained NSGA-II.
+
+    With ``n_below``, sorting stops once that many points are ranked: ranks are exact up to the
+    front holding the ``n_below``-th point, and every point after it ranks worse than that front.
+    """
+    return np.asarray(_fast_non_domination_rank(losses, penalty=penalty, n_below=n_below))
 
 
 def is_pareto_front(losses: np.ndarray) -> np.ndarray:
@@ -134,9 +147,38 @@ def trial_id(trial: FrozenTrial) -> int:
     return trial._trial_id
 
 
-def study_trials(study: Study, states: Container[TrialState] | None) -> list[FrozenTrial]:
-    """The study's trials in ``states``, not copied, from the per-ask cache Optuna's samplers use."""
-    return study._get_trials(deepcopy=False, states=states, use_cache=True)
+def trials_after(study: Study, *, after_id: int, also_ids: Collection[int]) -> list[FrozenTrial]:
+    """The study's trials with a storage id above ``after_id`` or in ``also_ids`` (which must be
+    at most ``after_id``), by id, not copied: one indexed query on a database storage, whatever
+    the size of the study. Other storages hold their trials in memory and filter them there."""
+    storage = storage_behind_cache(study)
+    if isinstance(storage, RDBStorage):
+        return storage._get_trials(study._study_id, None, set(also_ids), after_id)
+    wanted = set(also_ids)
+    return [trial for trial in study._storage.get_all_trials(study._study_id, deepcopy=False)
+            if trial._trial_id > after_id or trial._trial_id in wanted]
+
+
+def trial_by_number(study: Study, number: int) -> FrozenTrial | None:
+    """The study's trial numbered ``number`` (``None``: it has none), read alone."""
+    try:
+        return study._storage.get_trial(
+            study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number))
+    except KeyError:
+        return None
+
+
+def read_through(study: Study) -> None:
+    """Let ``study`` read its database directly instead of through Optuna's trial cache.
+
+    The cache copies every trial of the study into memory on its first read (Optuna's own
+    ``ask`` reads the queue through it), which costs a worker joining a 100,000-trial study
+    minutes and gigabytes. Without it, ``ask`` reads only queued trials, and ``get_trials``
+    reads the database each time: right for code that reads only what it needs
+    (:func:`trials_after`), wrong for samplers that read the whole history on every ask.
+    """
+    if isinstance(study._storage, _CachedStorage):
+        study._storage = study._storage._backend
 
 
 def set_trial_user_attr(study: Study, trial: FrozenTrial, key: str, value: Any) -> None:

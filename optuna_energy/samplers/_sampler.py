@@ -20,12 +20,14 @@ from optuna_energy.samplers._genome import BlockOf, Genome, block_of
 from optuna_energy.samplers._optuna_compat import (
     is_enqueued,
     set_trial_user_attr,
+    storage_of,
     study_id,
-    study_trials,
+    trial_by_number,
     trial_id,
 )
 from optuna_energy.samplers._selection import ElitePopulation
 from optuna_energy.samplers._settings import EvolutionSettings
+from optuna_energy.samplers._trial_feed import FeedPosition, TrialFeed
 from optuna_energy.samplers._variation import VariationRates, crossover, fit_to, mutate
 
 PARENTS_ATTR = "parents"
@@ -37,6 +39,10 @@ RUNNING (for ever, in memory); past this many, the oldest child is forgotten and
 remaining parameters are drawn at random. Far above the trials one process runs at once."""
 
 _DEFAULTS = EvolutionSettings()
+
+POPULATION_ATTR = "optuna_energy:evolution_population"
+"""Study system attribute prefix (then ``:size:selection``) holding the last elite population
+written by any worker: its members' trial ids and the trial feed's position after them."""
 
 _TrialKey = tuple[int, datetime.datetime | None]
 """A trial told apart from trials of other storages: its storage id and when it started."""
@@ -52,20 +58,26 @@ class _StudyState:
 
     Studies are told apart by name and id, which two storages can share (two in-memory
     studies, two SQLite files with a study of the same name), so a state also holds an
-    anchor: the first started trial it saw, by number, storage id and start time. A study is
-    this state's only if it has that very trial. The anchor is plain data, so a pickled sampler
+    anchor: the first trial it bred for, by number, storage id and start time. A study is this
+    state's only if it has that very trial. The anchor is plain data, so a pickled sampler
     finds its populations again in a study reloaded from the same storage by another process.
+
+    The population is updated from the trials the feed reads: those finished since the last
+    ask, never the whole history.
     """
 
     directions: tuple[StudyDirection, ...]
     anchor: tuple[int, _TrialKey]
     population: ElitePopulation
+    feed: TrialFeed = dataclasses.field(default_factory=TrialFeed)
     children: OrderedDict[_TrialKey, Genome] = dataclasses.field(default_factory=OrderedDict)
 
-    def belongs_to(self, directions: Sequence[StudyDirection], trials: Sequence[FrozenTrial]) -> bool:
+    def belongs_to(self, study: Study) -> bool:
         number, key = self.anchor
-        return (tuple(directions) == self.directions and number < len(trials)
-                and trials[number].number == number and _trial_key(trials[number]) == key)
+        if tuple(study.directions) != self.directions:
+            return False
+        anchor = trial_by_number(study, number)
+        return anchor is not None and _trial_key(anchor) == key
 
 
 class EvolutionSampler(BaseSampler):
@@ -218,34 +230,54 @@ class EvolutionSampler(BaseSampler):
                 return child
         return None
 
-    def _state_of(self, study: Study, trials: Sequence[FrozenTrial]) -> _StudyState:
-        """This study's state, made on first use (``trials``: all of the study's, by number)."""
+    def _state_of(self, study: Study, trial: FrozenTrial) -> _StudyState:
+        """This study's state, made on first use from the population the study holds, if any."""
         candidates = self._studies.setdefault(self._study_key(study), [])
         for state in candidates:
-            if state.belongs_to(study.directions, trials):
+            if state.belongs_to(study):
                 return state
-        # The asking trial is running, so some trial has started: the first of them anchors.
-        anchor = next(t for t in trials if t.datetime_start is not None)
+        population = ElitePopulation(self._settings.population_size, study.directions,
+                                     selection=self._settings.selection)
         state = _StudyState(directions=tuple(study.directions),
-                            anchor=(anchor.number, _trial_key(anchor)),
-                            population=ElitePopulation(self._settings.population_size,
-                                                       study.directions,
-                                                       selection=self._settings.selection))
+                            anchor=(trial.number, _trial_key(trial)), population=population,
+                            feed=TrialFeed(self._saved_position(study)))
         candidates.append(state)
         return state
 
+    def _population_attr(self) -> str:
+        return f"{POPULATION_ATTR}:{self._settings.population_size}:{self._settings.selection}"
+
+    def _saved_position(self, study: Study) -> FeedPosition:
+        """Where to start reading the study: after the population some worker saved, its members
+        read again once (they are the population); from the start without one."""
+        saved: Any = storage_of(study).get_study_system_attrs(study_id(study)).get(self._population_attr())
+        try:
+            position = FeedPosition.from_json(saved["position"])
+            members = frozenset(int(i) for i in saved["members"])
+        except (KeyError, TypeError, ValueError):
+            return FeedPosition()
+        return FeedPosition(after_id=position.after_id, unfinished_ids=position.unfinished_ids
+                            | {i for i in members if i <= position.after_id})
+
+    def _save_population(self, study: Study, state: _StudyState) -> None:
+        """Write the population on the study, for the next worker that joins."""
+        saved: dict[str, Any] = {"members": [trial_id(t) for t in state.population.members],
+                                 "position": state.feed.position.to_json()}
+        storage_of(study).set_study_system_attr(study_id(study), self._population_attr(), saved)
+
     def _breed(self, study: Study, trial: FrozenTrial) -> list[int]:
         """Breed ``trial``'s child into its study's state; the parents' numbers (none: random)."""
-        trials = study_trials(study, states=None)
-        state = self._state_of(study, trials)
+        state = self._state_of(study, trial)
+        trials = state.feed.read(study)
         # Children of trials that ended without ``after_trial`` here (failed by another worker,
         # told through another sampler) are dropped, and never-told ones are bounded below.
-        # Only trials seen finished: one another thread started after ``trials`` was read
-        # is missing from it, and its child is still wanted.
-        finished = {_trial_key(t) for t in trials if t.state.is_finished()}
-        for key in [key for key in state.children if key in finished]:
-            del state.children[key]
-        state.population.update([t for t in trials if t.state == TrialState.COMPLETE])
+        finished = [t for t in trials if t.state.is_finished()]
+        for key in [_trial_key(t) for t in finished]:
+            state.children.pop(key, None)
+        completed = [t for t in finished if t.state == TrialState.COMPLETE]
+        state.population.update(completed)
+        if completed:
+            self._save_population(study, state)
         population = state.population
         if len(population.members) < 2:
             return []

@@ -88,7 +88,8 @@ class ElitePopulation:
         losses = normalised_losses(np.array([t.values for t in candidates], dtype=float),
                                    maximize=self._maximize)
         penalty = np.array([sum(max(v, 0.0) for v in t.constraints.values()) for t in candidates])
-        rank = non_domination_rank(losses, penalty=penalty)
+        # Ranks past the front that fills the population are never used: stop sorting there.
+        rank = non_domination_rank(losses, penalty=penalty, n_below=self.size)
         kept: list[int] = []
         for level in np.unique(rank):
             front = np.flatnonzero(rank == level)

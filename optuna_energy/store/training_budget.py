@@ -27,36 +27,13 @@ import statistics
 from collections.abc import Iterable, Sequence
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from optuna_energy.store import record
-from optuna_energy.store.budget import counts
+from optuna_energy.store.ledger import Spent, StudyLedger, epochs_held, spent
 from optuna_energy.store.record import TrialRecord
 
-
-def epochs_held(trial: FrozenTrial, *, full: int) -> int:
-    """Epochs of the budget a counted trial holds (see the module docstring)."""
-    stored = TrialRecord.of(trial)
-    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
-        if stored.epochs_trained is not None:
-            return stored.epochs_trained
-        return full if trial.state == TrialState.COMPLETE else 0  # written before this budget existed
-    # Running, queued, or failed part-way through a rung: what it may have trained.
-    return stored.epochs_claimed if stored.epochs_claimed is not None else full
-
-
-@dataclasses.dataclass(frozen=True)
-class Spent:
-    """What the study's counted trials trained so far (running ones: rungs finished)."""
-
-    epochs: int
-    joules: float
-
-
-def spent(trials: Sequence[FrozenTrial]) -> Spent:
-    counted = [TrialRecord.of(trial) for trial in trials if counts(trial)]
-    return Spent(epochs=sum(r.epochs_trained or 0 for r in counted),
-                 joules=sum(r.train_energy_j or 0.0 for r in counted))
+__all__ = ["Spent", "TrainingBudget", "epochs_held", "joules_per_mac_epoch", "spent"]
 
 
 def joules_per_mac_epoch(records: Iterable[TrialRecord]) -> float | None:
@@ -80,43 +57,45 @@ class TrainingBudget:
     def full(self) -> int:
         return self.boundaries[-1]
 
-    def epochs_room(self, trials: Sequence[FrozenTrial], *, before: int) -> int | None:
+    def epochs_room(self, ledger: StudyLedger, *, before: int) -> int | None:
         """Epochs left for a trial numbered ``before``; ``None`` without an epoch budget."""
         if self.max_epochs is None:
             return None
-        held = sum(epochs_held(t, full=self.full) for t in trials if t.number < before and counts(t))
-        return self.max_epochs - held
+        return self.max_epochs - ledger.epochs_held_before(before, full=self.full)
 
     def claim(self, trial: optuna.Trial) -> int:
         """Claim the epochs ``trial`` may train and record them; returns the claim.
+
+        Reads the study's ledger and the trials since it was saved, not the whole study.
 
         Raises:
             optuna.TrialPruned: Not even the first rung fits: the trial is over budget and
                 does not count.
         """
-        trials = trial.study.get_trials(deepcopy=False)
-        room = self.epochs_room(trials, before=trial.number)
+        ledger = StudyLedger.of(trial.study)
+        room = self.epochs_room(ledger, before=trial.number)
         affordable = [b for b in self.boundaries if room is None or b <= room]
-        if not affordable or self.joules_left(trials) <= 0:
+        if not affordable or self.joules_left(ledger.spent()) <= 0:
             record.write(trial, over_budget=True)
             raise optuna.TrialPruned("the study's training budget is used")
         record.write(trial, epochs_claimed=affordable[-1])
         return affordable[-1]
 
-    def joules_left(self, trials: Sequence[FrozenTrial]) -> float:
-        """Training joules the study may still spend (infinite without an energy budget)."""
+    def joules_left(self, used: Spent | Sequence[FrozenTrial]) -> float:
+        """Training joules the study may still spend (infinite without an energy budget), after
+        what it ``used``: a ledger's :meth:`~StudyLedger.spent`, or the trials to sum it from."""
         if self.max_joules is None:
             return float("inf")
-        return self.max_joules - spent(trials).joules
+        return self.max_joules - (used if isinstance(used, Spent) else spent(used)).joules
 
-    def exhausted(self, trials: Sequence[FrozenTrial]) -> bool:
+    def exhausted(self, ledger: StudyLedger) -> bool:
         """Whether a new trial could not afford its first rung now."""
-        room = self.epochs_room(trials, before=max((t.number for t in trials), default=-1) + 1)
-        return (room is not None and room < self.boundaries[0]) or self.joules_left(trials) <= 0
+        room = self.epochs_room(ledger, before=ledger.n_trials)
+        return (room is not None and room < self.boundaries[0]) or self.joules_left(ledger.spent()) <= 0
 
-    def describe(self, trials: Sequence[FrozenTrial]) -> dict[str, str]:
+    def describe(self, ledger: StudyLedger) -> dict[str, str]:
         """What is spent of each limit, for the progress bar (``{"epochs": "12/300"}``)."""
-        used = spent(trials)
+        used = ledger.spent()
         shown = {}
         if self.max_epochs is not None:
             shown["epochs"] = f"{used.epochs}/{self.max_epochs}"

@@ -6,7 +6,7 @@ A plug-in's tests subclass a suite and give it a fixture; pytest then runs every
 
     from optuna_energy.testing import MeterSuite, MetricSuite
 
-    class TestAcmeMeter(MeterSuite):
+    class TestAcmeMeter(MeterSuite, MeterSettingsSuite):
         @pytest.fixture
         def meter(self):
             return AcmeMeter(AcmeSettings())  # a fresh, open meter for each check
@@ -25,7 +25,7 @@ Every built-in meter, metric and layer kind passes them (``tests/test_conformanc
 package imports this one: it needs pytest, which the package does not.
 """
 
-from optuna_energy.testing.meter_suite import MeterSuite
+from optuna_energy.testing.meter_suite import MeterSettingsSuite, MeterSuite
 from optuna_energy.testing.metric_suite import MetricSuite, tiny_model_under_test
 
-__all__ = ["MeterSuite", "MetricSuite", "tiny_model_under_test"]
+__all__ = ["MeterSettingsSuite", "MeterSuite", "MetricSuite", "tiny_model_under_test"]

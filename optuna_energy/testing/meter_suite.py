@@ -19,22 +19,26 @@ _WORK = Work(macs=1000, params=100, activations=10, batch_size=1, images=10)
 class MeterSuite:
     """Checks every meter must pass. Subclass it as ``Test<YourMeter>`` and give it fixtures:
 
-    - ``meter``: a fresh, open meter for each check (the suite closes it);
-    - ``settings`` (optional): an instance of the meter's settings dataclass, its values other
-      than the defaults, where the meter has settings; the meter must be registered
-      (``optuna_energy.host.meters.register``) for the config to read them.
+    - ``meter``: a fresh, open meter for each check (the suite closes it).
+
+    A meter with settings also derives :class:`MeterSettingsSuite`.
     """
 
     sleep_s = 0.15
     """How long a window runs: longer than a counter step, short enough for a test."""
 
-    @pytest.fixture
-    def settings(self) -> Any:
-        return None
-
-    def test_counter_never_decreases(self, meter: EnergyMeter) -> None:
+    def test_counter_never_decreases_or_windows_follow_their_work(self, meter: EnergyMeter) -> None:
+        """A hardware counter only grows; a meter that counts nothing computes a window's joules
+        from the work it says ran, so twice the work costs more."""
         if not meter.counts_hardware:
-            pytest.skip(f"{meter.source} counts no energy: its windows compute it from their Work")
+            with meter:
+                joules = []
+                for scale in (1, 2):
+                    meter.begin_window("conformance")
+                    joules.append(meter.end_window("conformance", work=dataclasses.replace(
+                        _WORK, macs=_WORK.macs * scale, images=_WORK.images * scale)).joules)
+            assert 0 < joules[0] < joules[1], joules
+            return
         with meter:
             readings = []
             for _ in range(5):
@@ -71,11 +75,15 @@ class MeterSuite:
         assert isinstance(info, dict)
         assert json.loads(json.dumps(info)) == info
 
+
+class MeterSettingsSuite:
+    """Checks a meter with settings adds to :class:`MeterSuite`: give it a ``settings`` fixture,
+    an instance of the meter's settings dataclass with values other than the defaults; the meter
+    must be registered (``optuna_energy.host.meters.register``) for the config to read them."""
+
     def test_settings_round_trip_through_the_config_and_keywords(self, settings: Any) -> None:
         """``[measure.<table>]`` and the stored config give the settings back, and so do
         ``EnergyMonitor``'s keywords."""
-        if settings is None:
-            pytest.skip("the meter has no settings")
         values = dataclasses.asdict(settings)  # a frozen dataclass, as register checks
         table = type(settings).table
         assert settings_tables().get(table) is type(settings), \

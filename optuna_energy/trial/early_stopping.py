@@ -28,6 +28,7 @@ from optuna_energy.metrics import ACCURACY, METRICS
 from optuna_energy.model.arch import ArchProfile
 from optuna_energy.model.space import TrainingParams
 from optuna_energy.store import record
+from optuna_energy.store.ledger import StudyLedger
 from optuna_energy.store.record import TrialRecord
 from optuna_energy.store.training_budget import TrainingBudget, joules_per_mac_epoch
 from optuna_energy.trial.rungs import RungSchedule
@@ -54,7 +55,8 @@ def training_budget(config: StudyConfig) -> TrainingBudget:
 
 
 def stopper(config: StudyConfig, data: DeviceData) -> RungStopper:
-    """The study's rung decision: its schedule, chance level and cost objectives."""
+    """The study's rung decision: its schedule, chance level and cost objectives (one per
+    process: it keeps the rungs' peers between trials)."""
     return RungStopper(schedule=schedule(config), learned=learned_threshold(data),
                        min_peers=config.early_stopping.min_peers,
                        cost_fields=tuple(METRICS[name].field for name in config.study.objectives
@@ -143,29 +145,29 @@ def _affordable(trial: optuna.Trial, *, budget: TrainingBudget, claim: int, boun
         return "training epoch budget used"
     if budget.max_joules is None:  # reading every trial costs a storage round trip
         return None
-    trials = trial.study.get_trials(deepcopy=False)
     per_epoch = training.joules_per_epoch()
-    if per_epoch is None:
-        per_epoch = first_epoch_joules(trials, profile=training.profile, training=training.training,
-                                       data=training.data)
-    if per_epoch * (boundary - training.epochs) > budget.joules_left(trials):
+    if per_epoch is None:  # the study's measured rate: a read of every trial, once per trial
+        per_epoch = first_epoch_joules(trial.study.get_trials(deepcopy=False), profile=training.profile,
+                                       training=training.training, data=training.data)
+    if per_epoch * (boundary - training.epochs) > budget.joules_left(StudyLedger.of(trial.study).spent()):
         return "training energy budget used"
     return None
 
 
 def train_in_rungs(trial: optuna.Trial, *, model: nn.Module, data: DeviceData,
                    config: StudyConfig, training: TrainingParams, profile: ArchProfile,
-                   costs: dict[str, float], claim: int, seed: int,
-                   meter: EnergyMeter) -> RungTraining:
+                   costs: dict[str, float], claim: int, seed: int, meter: EnergyMeter,
+                   rule: RungStopper) -> RungTraining:
     """Train ``model`` rung by rung up to ``claim`` epochs, stopping where the rule says.
 
     ``costs`` are the architecture's measured costs by registry name (the study's cost
-    objectives); ``claim`` the epochs the training budget allows this trial.
+    objectives); ``claim`` the epochs the training budget allows this trial; ``rule`` the
+    process's rung decision (:func:`stopper`).
 
     Raises:
         TrialFailure: Training diverged or ran out of memory.
     """
-    budget, rule = training_budget(config), stopper(config, data)
+    budget = training_budget(config)
     own_costs = [costs[name] for name in config.study.objectives if name != ACCURACY]
     accuracy: float | None = None
     stop_reason: str | None = None

@@ -28,7 +28,7 @@ from optuna_energy.model.space import sample_architecture
 from optuna_energy.store import record
 from optuna_energy.store.storage import database_errors
 from optuna_energy.trial.costs_first import measure_architecture
-from optuna_energy.trial.early_stopping import train_in_rungs, training_budget
+from optuna_energy.trial.early_stopping import stopper, train_in_rungs, training_budget
 from optuna_energy.trial.stopping import learned_threshold
 from optuna_energy.trial.train import TrialFailure, trial_failures
 
@@ -94,6 +94,7 @@ class Objective:
         # Without a limit on training there is nothing to claim (studies run by study.optimize).
         self.training_budget = budget if (budget.max_epochs or budget.max_joules) else None
         self.unexpected_in_a_row = 0
+        self.rung_decision = stopper(config, data)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         passed_on: tuple[type[BaseException], ...] = (optuna.exceptions.OptunaError, *database_errors())
@@ -153,7 +154,7 @@ class Objective:
         trained = train_in_rungs(
             trial, model=model, data=data, config=config, training=training, profile=costs,
             costs={name: architecture.cost(name) for name in cost_names()}, claim=claim, seed=seed,
-            meter=self.meter)
+            meter=self.meter, rule=self.rung_decision)
         record.write(trial, train_window_s=trained.window_seconds, train_seconds=trained.seconds)
         if trained.stop_reason is not None:
             self._stop(trial, trained.stop_reason, epochs=trained.epochs, joules=trained.joules)

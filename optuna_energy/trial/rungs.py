@@ -17,14 +17,15 @@ trial goes on only if it can still reach the Pareto front:
    objectives. With fewer than ``min_peers`` trials at the rung the rule has nothing to rank
    against and the trial goes on.
 
-Pure functions of numbers: the caller gathers the peers (:func:`rung_peers`).
+Pure functions of numbers: the caller gathers the peers
+(:class:`optuna_energy.trial.stopping.RungPeers`, from :func:`rung_results`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 from optuna.trial import FrozenTrial
@@ -95,22 +96,14 @@ def decide(*, accuracy: float, costs: Sequence[float], peers: Sequence[tuple[flo
     return Decision(False, f"not in the top 1/{factor} of {len(losses)} trials after {epochs_text(rung)}")
 
 
-def rung_peers(trials: Sequence[FrozenTrial], *, rung: int, exclude: int,
-               cost_fields: Sequence[str]) -> list[tuple[float, list[float]]]:
-    """``(accuracy, costs)`` of every trial in ``trials`` but ``exclude`` that reached ``rung``.
-
-    Trials in any state count, running ones included: a rung is decided by what is known now.
-    """
-    peers = []
+def rung_results(trials: Iterable[FrozenTrial], *,
+                 cost_fields: Sequence[str]) -> Iterator[tuple[int, dict[str, float], list[float]]]:
+    """``(number, accuracy by rung, costs)`` of each trial in ``trials`` that reached a rung, has
+    every cost recorded and counts (not over the budget)."""
     for trial in trials:
-        if trial.number == exclude:
-            continue
         stored = TrialRecord.of(trial)
-        accuracy = (stored.rung_accuracies or {}).get(str(rung))
-        if accuracy is None or stored.over_budget:
-            continue
         costs = [getattr(stored, field) for field in cost_fields]
-        if any(cost is None for cost in costs):
+        if not stored.rung_accuracies or stored.over_budget or any(cost is None for cost in costs):
             continue
-        peers.append((float(accuracy), [float(cost) for cost in costs]))
-    return peers
+        yield (trial.number, {rung: float(accuracy) for rung, accuracy in stored.rung_accuracies.items()},
+               [float(cost) for cost in costs])

@@ -8,7 +8,6 @@ reports its accuracy at the rungs.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
 import optuna
@@ -16,7 +15,8 @@ import optuna
 from optuna_energy.data import DeviceData
 from optuna_energy.store import record
 from optuna_energy.store.record import TrialRecord
-from optuna_energy.trial.rungs import Decision, RungSchedule, decide, rung_peers
+from optuna_energy.store.trial_feed import TrialFeed
+from optuna_energy.trial.rungs import Decision, RungSchedule, decide, rung_results
 
 
 def learned_threshold(data: DeviceData) -> float:
@@ -24,19 +24,50 @@ def learned_threshold(data: DeviceData) -> float:
     return data.chance_accuracy + 1 / len(data.eval_y)
 
 
-@dataclasses.dataclass(frozen=True)
+MAX_PEERS = 1000
+"""The latest trials at a rung that a trial is ranked against. Ranking against every trial that
+ever reached the rung would cost more with every trial (a 100,000-trial study ranks 100,000
+points per decision); the latest thousand estimate the same top ``1 / factor`` of a search that
+only improves, and a trial that beats them would have beaten the older ones too."""
+
+
+class RungPeers:
+    """``(accuracy, costs)`` of the trials at each rung, kept up to date from the trials stored
+    since the last look (a :class:`~optuna_energy.store.trial_feed.TrialFeed`), so a decision reads
+    only what changed, never the whole study."""
+
+    def __init__(self, cost_fields: Sequence[str]) -> None:
+        self.cost_fields = tuple(cost_fields)
+        self.feed = TrialFeed()
+        self.at_rung: dict[str, dict[int, tuple[float, list[float]]]] = {}
+
+    def of(self, study: optuna.Study, *, rung: int, exclude: int) -> list[tuple[float, list[float]]]:
+        """The latest :data:`MAX_PEERS` trials but ``exclude`` that reached ``rung``, in any state:
+        a rung is decided by what is known now."""
+        for number, accuracies, costs in rung_results(self.feed.read(study), cost_fields=self.cost_fields):
+            for at, accuracy in accuracies.items():
+                self.at_rung.setdefault(at, {})[number] = (accuracy, costs)
+        reached = self.at_rung.get(str(rung), {})
+        latest = sorted((number for number in reached if number != exclude), reverse=True)[:MAX_PEERS]
+        return [reached[number] for number in latest]
+
+
 class RungStopper:
     """Decides at every rung of ``schedule`` whether a trial trains on (see ``rungs``).
 
     ``cost_fields`` are the trial record fields of the study's cost objectives: a trial's own
     costs are read from its record (measured before training) unless the caller passes them.
+    One stopper serves every trial of a process: it keeps the rungs' peers between trials.
     """
 
-    schedule: RungSchedule
-    learned: float
-    """Accuracy a network must reach to have learned anything."""
-    min_peers: int
-    cost_fields: tuple[str, ...]
+    def __init__(self, *, schedule: RungSchedule, learned: float, min_peers: int,
+                 cost_fields: Sequence[str]) -> None:
+        self.schedule = schedule
+        self.learned = learned
+        """Accuracy a network must reach to have learned anything."""
+        self.min_peers = min_peers
+        self.cost_fields = tuple(cost_fields)
+        self.peers = RungPeers(self.cost_fields)
 
     def check(self, trial: optuna.Trial, *, rung: int, accuracy: float,
               costs: Sequence[float] | None = None) -> Decision:
@@ -56,8 +87,7 @@ class RungStopper:
                 raise ValueError(f"trial {trial.number} has no {', '.join(missing)} recorded: "
                                  "measure its costs before training or pass costs=")
         record.write(trial, rung_accuracies={**(stored.rung_accuracies or {}), str(rung): accuracy})
-        peers = rung_peers(trial.study.get_trials(deepcopy=False), rung=rung, exclude=trial.number,
-                           cost_fields=self.cost_fields)
+        peers = self.peers.of(trial.study, rung=rung, exclude=trial.number)
         return decide(accuracy=accuracy, costs=[float(cost) for cost in costs], peers=peers,
                       learned=self.learned, factor=self.schedule.factor, min_peers=self.min_peers,
                       rung=rung)
