@@ -23,7 +23,8 @@ from optuna_energy.host.interrupts import exit_code, handle_stop_signals, interr
 def main(argv: Sequence[str] | None = None) -> int:
     handle_stop_signals()
     _fill_closed_outputs()
-    sys.stdout = _Droppable(sys.stdout)
+    stdout = sys.stdout
+    sys.stdout = _Droppable(stdout)
     try:
         from optuna_energy.cli import main as command
 
@@ -31,17 +32,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as stop:
         print(f"\noptuna-energy: {interrupted_by(stop)} while starting; nothing was run", file=sys.stderr)
         code = exit_code(stop)
+    finally:
+        sys.stdout.flush()  # a reader gone meanwhile: dropped here, not at the interpreter's exit
+        sys.stdout = stdout
     # Nothing is collected any more: without this, the interpreter's shutdown walked every
     # object PyTorch, Optuna and matplotlib made, for seconds after the last line was printed.
     gc.freeze()
-    sys.stdout.flush()  # a reader gone meanwhile: dropped here, not at the interpreter's exit
     return code
 
 
 def _fill_closed_outputs() -> None:
     """Put ``/dev/null`` on a closed standard output or error (``>&-``): the next file opened
-    (the study's SQLite database) would otherwise get descriptor 1 or 2 and receive what any
-    library or child process prints."""
+    (a journal storage's log, a report file) would otherwise get descriptor 1 or 2 and receive
+    what any library or child process writes there."""
     for descriptor, name in ((1, "stdout"), (2, "stderr")):
         try:
             os.fstat(descriptor)
