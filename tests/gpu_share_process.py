@@ -8,6 +8,7 @@ Each process appends ``<monotonic ns> <pid> <event>`` lines to LOG: ``step-begin
 - ``both``: ROUNDS times: train 20 steps, then measure a window while still in training (the
   case of a trainer that measures itself);
 - ``train``: train ROUNDS steps;
+- ``hold``: open one window of ``HOLD_S`` seconds (long enough to be stopped in);
 - ``hang``: open a window and sleep in it until killed.
 """
 
@@ -23,6 +24,7 @@ from optuna_energy.host import gpu_share
 
 STEP_S = 0.002
 WINDOW_S = 0.03
+HOLD_S = 1.0
 
 
 def log(handle: int, event: str) -> None:
@@ -53,6 +55,8 @@ def main(role: str, path: str, rounds: int) -> None:
                 window(handle, WINDOW_S)
         elif role == "train":
             steps(handle, rounds)
+        elif role == "hold":
+            window(handle, HOLD_S)
         elif role == "hang":
             window(handle, 3600.0)
 

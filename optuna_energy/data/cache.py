@@ -39,10 +39,22 @@ Decoded = tuple[np.ndarray, np.ndarray]
 
 
 def cache_dir(configured: str | None = None) -> Path:
-    """The configured folder, else ``$XDG_CACHE_HOME/optuna_energy`` or ``~/.cache/optuna_energy``."""
+    """The configured folder, else ``$XDG_CACHE_HOME/optuna_energy`` or ``~/.cache/optuna_energy``.
+
+    Raises:
+        DatasetError: Neither is set and this user has no home folder (``HOME`` unset and no
+            entry in the password database, as for an arbitrary user id in a container).
+    """
     if configured:
         return Path(configured).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = str(Path.home() / ".cache")
+        except RuntimeError:  # Python's "Could not determine home directory."
+            raise DatasetError("no folder for the dataset cache: HOME is not set and this user has no "
+                               "home folder; set [dataset] cache_dir (or XDG_CACHE_HOME) to a "
+                               "writable folder") from None
     return Path(base) / "optuna_energy"
 
 

@@ -10,7 +10,9 @@ folder, which the kernel drops when their process dies, order the GPU's work:
   trainer finishes its queued GPU work, lets go of its turn, waits for the gate to open, and
   takes its turn again. The measurer gets the turn once the last trainer has stepped aside.
 
-A second measurer waits at the gate, so windows follow one another. A trainer that measures
+A second measurer waits at the gate, so windows follow one another. A worker stopped in its
+window (SIGSTOP, a suspended Slurm job) keeps both locks, so the others wait until it continues:
+breaking its lock would put their training inside its window. A trainer that measures
 itself lets go of its own turn first. Training steps thus never run inside another worker's
 window; evaluation between rungs runs under the turn too.
 
