@@ -123,10 +123,10 @@ def rebuild(study: optuna.Study, trial_number: int, *, config: StudyConfig | str
         network.load_state_dict(load_weights(study, trial, weights_folder(study, config.study)))
         source = "kept"
     except WeightsUnavailable as missing:
-        epochs = config.training.epochs
-        (notify or _ignore)(f"{missing}: retraining it ({epochs} epoch{'s' * (epochs != 1)} on {data.device})")
+        notify, epochs = notify or _ignore, config.training.epochs
+        notify(f"{missing}: retraining it ({epochs} epoch{'s' * (epochs != 1)} on {data.device})")
         _retrain(network, data, TrainingParams(**stored.training), epochs=epochs, seed=seed,
-                 precision=config.training.precision, notify=notify or _ignore)
+                 precision=config.training.precision, notify=notify)
         source = "retrained"
     network.eval()
     return Deployable(network, data.mean, data.std).to(data.device).eval(), data, source
