@@ -71,6 +71,15 @@ def _number(kind: Callable[[str], float], *, zero_allowed: bool = False) -> Call
     return parse
 
 
+def _formats(text: str) -> list[str]:
+    """An argparse type: export formats, comma-separated."""
+    formats = [fmt.strip() for fmt in text.split(",")]
+    for fmt in formats:
+        if fmt not in FORMATS:
+            raise argparse.ArgumentTypeError(f"unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
+    return formats
+
+
 def _port(text: str) -> int:
     """An argparse type: a TCP port number."""
     try:
@@ -242,15 +251,18 @@ def _dashboard(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from optuna_energy.export import export_trial
+    from optuna_energy.export import export_formats
 
     study, config = load_stored_study(args)
-    result = export_trial(study, args.trial, fmt=args.format, path=args.output,
-                          config=config if args.config else None, device=args.device, force=args.force)
-    searched = "" if result.search_accuracy is None else f" (search measured {100 * result.search_accuracy:.2f} %)"
-    print(f"wrote {result.path} ({result.format}) from trial {args.trial}, weights {result.weights}; "
-          f"accuracy {100 * result.accuracy:.2f} %{searched}; file and model agree on a batch "
-          f"(largest logit difference {result.max_abs_difference:.2g})")
+    formats = [fmt for given in args.format or [[DEFAULT_FORMAT]] for fmt in given]
+    results = export_formats(study, args.trial, formats=formats, output=args.output,
+                             config=config if args.config else None, device=args.device, force=args.force,
+                             notify=lambda line: print(line, file=sys.stderr, flush=True))
+    for result in results:
+        searched = "" if result.search_accuracy is None else f" (search measured {100 * result.search_accuracy:.2f} %)"
+        print(f"wrote {result.path} ({result.format}) from trial {args.trial}, weights {result.weights}; "
+              f"accuracy {100 * result.accuracy:.2f} %{searched}; file and model agree on a batch "
+              f"(largest logit difference {result.max_abs_difference:.2g})")
     return 0
 
 
@@ -280,14 +292,18 @@ def _add_analysis_commands(commands: argparse._SubParsersAction) -> None:
 
     export = commands.add_parser(
         "export", help="write a trial's model as a torch.export .pt2 file, ONNX, a state_dict or TorchScript",
-        description="Rebuild a trial's model (kept weights, or retrained with its stored "
-                    "hyperparameters and seed), write it, and check the file predicts as the model does.")
+        description="Rebuild a trial's model with the weights the search kept (retrained with its "
+                    "stored hyperparameters and seed only where those are gone), write it in each "
+                    "format, and check each file predicts as the model does.")
     add_stored_study_options(export)
     export.add_argument("--trial", type=int, required=True, help="trial number (see `report`)")
-    export.add_argument("--format", choices=FORMATS, default=DEFAULT_FORMAT,
-                        help=f"file format (default {DEFAULT_FORMAT}: torch.export, loaded with torch.export.load; "
-                        "torchscript is deprecated by PyTorch)")
-    export.add_argument("-o", "--output", required=True, help="file to write")
+    export.add_argument("--format", type=_formats, action="append", metavar="FORMAT[,FORMAT]",
+                        help=f"{', '.join(FORMATS)}; comma-separated or repeated for several (default "
+                        f"{DEFAULT_FORMAT}: torch.export, loaded with torch.export.load; torchscript is "
+                        "deprecated by PyTorch)")
+    export.add_argument("-o", "--output", required=True,
+                        help="file to write; with several formats, each format's suffix replaces its "
+                        "own (model.pt2 gives model.onnx, model.pt, model.torchscript.pt)")
     export.add_argument("--force", action="store_true",
                         help="replace an existing file that is not an earlier export (never the study's database)")
     export.add_argument("--device", default="cpu", help="where to retrain: cpu, cuda or cuda:N (default cpu)")

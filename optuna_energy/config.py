@@ -77,8 +77,9 @@ class StudySection:
     objectives: tuple[str, ...] = DEFAULT_OBJECTIVES
     artifact_dir: str | None = None
     """Folder of Optuna's artifact store: trial drawings for optuna-dashboard, kept weights."""
-    keep_weights: bool = False
-    """Store each trial's trained weights as an artifact, so that export need not retrain."""
+    keep_weights: bool = True
+    """Keep each completed trial's trained weights as an artifact (``artifact_dir``, else an
+    ``artifacts`` folder beside a SQLite or journal file), so that export need not retrain."""
     max_train_epochs: int | None = None
     """Training epochs the whole study may spend, over all trials and workers (exact)."""
     max_train_energy: float | None = None
@@ -422,8 +423,6 @@ def _validate_study(section: StudySection, name: str) -> None:
         raise ConfigError(f"[{name}] name must not be empty")
     if not section.storage:
         raise ConfigError(f"[{name}] storage must not be empty; e.g. sqlite:///optuna_energy.db")
-    if section.keep_weights and not section.artifact_dir:
-        raise ConfigError(f"[{name}] keep_weights = true needs artifact_dir, e.g. artifact_dir = \"artifacts\"")
 
 
 def _validate_dataset(section: DatasetSection, name: str) -> None:

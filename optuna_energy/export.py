@@ -1,9 +1,10 @@
 """A trial's model, rebuilt and written as a torch.export program (``.pt2``, the default), ONNX,
 a state_dict checkpoint or TorchScript (deprecated by PyTorch; kept while torch still loads it).
 
-The model is rebuilt from the trial's ``architecture`` user attribute and either loaded from the
-weights the search kept (``[study] keep_weights``) or retrained with the trial's stored
-hyperparameters and seed (``seed + trial.number``, as in the search) on the study's dataset.
+The model is rebuilt from the trial's ``architecture`` user attribute and loaded with the weights
+the search kept (``store.weights``); only where those are gone is it retrained with the trial's
+stored hyperparameters and seed (``seed + trial.number``, as in the search) on the study's
+dataset. One call writes several formats from the one model.
 The exported module includes the input normalisation: it takes uint8 images ``(N, C, H, W)``,
 as the dataset stores them, and returns class logits. After writing, the file is loaded back
 and its predictions on an evaluation batch are compared with the in-memory model's.
@@ -14,8 +15,10 @@ from __future__ import annotations
 import dataclasses
 import io
 import tempfile
+import time
 import warnings
 import zipfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +37,18 @@ from optuna_energy.reading.analysis import is_feasible
 from optuna_energy.samplers._optuna_compat import storage_of, study_id
 from optuna_energy.store.record import TrialRecord, stored_config
 from optuna_energy.store.storage import storage_files
+from optuna_energy.store.weights import WeightsUnavailable, load_weights, weights_folder
 from optuna_energy.study import load_device_data
 from optuna_energy.trial.objective import trial_seed
-from optuna_energy.trial.train import evaluate, train
+from optuna_energy.trial.train import TrainingSession, evaluate, train
 
 FORMATS = ("pt2", "onnx", "state_dict", "torchscript")
 """``pt2``: PyTorch's current format (``torch.export.save``; load with ``torch.export.load(path)
 .module()``), the default; ``onnx`` for other runtimes; ``state_dict`` with the architecture, for
 ``load_checkpoint``; ``torchscript``, deprecated by PyTorch in favour of ``pt2``."""
 DEFAULT_FORMAT = "pt2"
+SUFFIXES = {"pt2": ".pt2", "onnx": ".onnx", "state_dict": ".pt", "torchscript": ".torchscript.pt"}
+"""Each format's file suffix, when one export call writes several formats."""
 DEPRECATED_FORMATS = {"torchscript": "TorchScript is deprecated in PyTorch (torch.jit.load warns); "
                                      "torch.export's pt2 format replaces it"}
 
@@ -93,26 +99,17 @@ def study_config(study: optuna.Study, config: StudyConfig | str | Path | None = 
     return load_config(stored)
 
 
-def kept_weights(study: optuna.Study, trial: optuna.trial.FrozenTrial,
-                 artifact_dir: str | Path | None) -> dict[str, torch.Tensor] | None:
-    """The weights the search kept for ``trial``, or ``None`` when it kept none."""
-    if artifact_dir is None:
-        return None
-    from optuna.artifacts import get_all_artifact_meta
-
-    from optuna_energy.reading.dashboard import WEIGHTS_FILE, artifact_store
-
-    metas = [meta for meta in get_all_artifact_meta(trial, storage=storage_of(study))
-             if meta.filename == WEIGHTS_FILE]
-    if not metas:
-        return None
-    with artifact_store(artifact_dir).open_reader(metas[-1].artifact_id) as reader:
-        return torch.load(io.BytesIO(reader.read()), weights_only=True)
+Notify = Callable[[str], None]
+"""Takes one line: that export retrains, then its progress (the CLI prints them to stderr)."""
 
 
 def rebuild(study: optuna.Study, trial_number: int, *, config: StudyConfig | str | Path | None = None,
-            device: str = "cpu") -> tuple[Deployable, DeviceData, str]:
-    """A trial's trained model, its data, and whether its weights were ``kept`` or ``retrained``."""
+            device: str = "cpu", notify: Notify | None = None) -> tuple[Deployable, DeviceData, str]:
+    """A trial's trained model, its data, and whether its weights were ``kept`` or ``retrained``.
+
+    The weights are the ones the search kept (``store.weights``); only when they are gone is the
+    model retrained, ``notify`` told why in one line and then each epoch.
+    """
     trial = _trial(study, trial_number)
     config = study_config(study, config)
     data = load_device_data(config, resolve_device(device))
@@ -122,17 +119,31 @@ def rebuild(study: optuna.Study, trial_number: int, *, config: StudyConfig | str
     assert stored.architecture is not None and stored.training is not None  # _trial checked
     network = build_model(stored.architecture, data.input_shape, data.n_classes).to(
         data.device, memory_format=data.memory_format)  # type: ignore[call-overload]
-    weights = kept_weights(study, trial, config.study.artifact_dir)
-    if weights is not None:
-        network.load_state_dict(weights)
+    try:
+        network.load_state_dict(load_weights(study, trial, weights_folder(study, config.study)))
         source = "kept"
-    else:
-        training = TrainingParams(**stored.training)
-        train(network, data, training, epochs=config.training.epochs, seed=seed,
-              precision=config.training.precision)
+    except WeightsUnavailable as missing:
+        notify, epochs = notify or _ignore, config.training.epochs
+        notify(f"{missing}: retraining it ({epochs} epoch{'s' * (epochs != 1)} on {data.device})")
+        _retrain(network, data, TrainingParams(**stored.training), epochs=epochs, seed=seed,
+                 precision=config.training.precision, notify=notify)
         source = "retrained"
     network.eval()
     return Deployable(network, data.mean, data.std).to(data.device).eval(), data, source
+
+
+def _ignore(line: str) -> None:
+    """The default :data:`Notify`: an API caller reads ``ExportResult.weights`` instead."""
+
+
+def _retrain(network: nn.Module, data: DeviceData, params: TrainingParams, *, epochs: int, seed: int,
+             precision: str, notify: Notify) -> None:
+    """Train as the search did, an epoch per call (one session: the same model as one call)."""
+    session = TrainingSession.start(network, data, params, seed=seed)
+    start = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        train(network, data, params, epochs=1, seed=seed, precision=precision, session=session)
+        notify(f"  epoch {epoch}/{epochs} ({time.perf_counter() - start:.0f} s)")
 
 
 def _trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
@@ -206,7 +217,7 @@ def _is_export(path: Path, fmt: str) -> bool:
 
 def export_trial(study: optuna.Study, trial_number: int, *, fmt: str = DEFAULT_FORMAT, path: str | Path,
                  config: StudyConfig | str | Path | None = None, device: str = "cpu",
-                 check_batch: int = 100, force: bool = False) -> ExportResult:
+                 check_batch: int = 100, force: bool = False, notify: Notify | None = None) -> ExportResult:
     """Rebuild a trial's model, write it as ``fmt`` and check the file predicts as the model does.
 
     Args:
@@ -216,9 +227,11 @@ def export_trial(study: optuna.Study, trial_number: int, *, fmt: str = DEFAULT_F
             ``state_dict`` (a checkpoint ``load_checkpoint`` reads) or ``torchscript`` (deprecated).
         path: The file to write.
         config: The study's config; by default the copy stored on the study.
-        device: Where to retrain (``cpu``, ``cuda``, ``cuda:N``); the file is written from the CPU.
+        device: Where to retrain, if the search's weights are gone (``cpu``, ``cuda``,
+            ``cuda:N``); the file is written from the CPU.
         check_batch: Evaluation images on which file and model must agree.
         force: Replace an existing file that is not an earlier export (never the storage file).
+        notify: Told in one line when the weights are gone and export retrains, then each epoch.
 
     Raises:
         ExportError: Unknown format or trial, a bad output path (checked before retraining), no
@@ -232,35 +245,73 @@ def export_trial(study: optuna.Study, trial_number: int, *, fmt: str = DEFAULT_F
     Example:
         >>> export_trial(study, 12, fmt="onnx", path="model.onnx")
     """
-    if fmt not in FORMATS:
-        raise ExportError(f"unknown export format {fmt!r}; allowed: {', '.join(FORMATS)}")
+    return export_formats(study, trial_number, formats=[fmt], output=path, config=config, device=device,
+                          check_batch=check_batch, force=force, notify=notify)[0]
+
+
+def output_paths(output: str | Path, formats: Sequence[str]) -> dict[str, Path]:
+    """Each format's file: ``output`` itself for one format; for several, ``output`` without a
+    format's suffix, plus each format's :data:`SUFFIXES` (``model.pt2`` → ``model.onnx``, ...)."""
+    unknown = [fmt for fmt in formats if fmt not in FORMATS]
+    if unknown or not formats:
+        raise ExportError(f"unknown export format {(unknown or [''])[0]!r}; allowed: {', '.join(FORMATS)}")
+    output = Path(output)
+    if len(set(formats)) == 1:
+        return {formats[0]: output}
+    name = output.name
+    for suffix in sorted(SUFFIXES.values(), key=len, reverse=True):
+        if name.endswith(suffix) and len(name) > len(suffix):
+            name = name[:-len(suffix)]
+            break
+    return {fmt: output.with_name(name + SUFFIXES[fmt]) for fmt in dict.fromkeys(formats)}
+
+
+def export_formats(study: optuna.Study, trial_number: int, *, formats: Sequence[str], output: str | Path,
+                   config: StudyConfig | str | Path | None = None, device: str = "cpu",
+                   check_batch: int = 100, force: bool = False,
+                   notify: Notify | None = None) -> list[ExportResult]:
+    """:func:`export_trial` in several formats from one rebuilt model, named by :func:`output_paths`.
+
+    Every output path is checked before the model is rebuilt; files already written stay when a
+    later format fails.
+
+    Example:
+        >>> export_formats(study, 12, formats=["pt2", "onnx"], output="model")  # model.pt2, model.onnx
+    """
+    paths = output_paths(output, formats)
     trial = _trial(study, trial_number)
-    if fmt in DEPRECATED_FORMATS:
-        warnings.warn(f"{DEPRECATED_FORMATS[fmt]}: prefer --format {DEFAULT_FORMAT}", ExportWarning, stacklevel=2)
+    for fmt in paths:
+        if fmt in DEPRECATED_FORMATS:
+            warnings.warn(f"{DEPRECATED_FORMATS[fmt]}: prefer --format {DEFAULT_FORMAT}", ExportWarning,
+                          stacklevel=3)
     if not is_feasible(trial):
         violated = ", ".join(name for name, value in trial.constraints.items() if value > 0)
         warnings.warn(f"trial {trial.number} is infeasible (violates {violated}): not one of the study's "
                       "best trials; `optuna-energy report` lists the models worth deploying",
-                      ExportWarning, stacklevel=2)
+                      ExportWarning, stacklevel=3)
     resolve_device(device)
-    path = check_output_path(path, fmt=fmt, study=study, force=force)
-    model, data, source = rebuild(study, trial_number, config=config, device=device)
+    paths = {fmt: check_output_path(path, fmt=fmt, study=study, force=force) for fmt, path in paths.items()}
+    model, data, source = rebuild(study, trial_number, config=config, device=device, notify=notify)
     accuracy = evaluate(model.network, data)
     model = model.cpu()
     images = data.eval_x_host[:check_batch].cpu()
-    # Moved over the target only once checked: a failed export leaves an existing file as it was.
-    with replacing(path, protect=storage_files(study)) as draft:
-        _write(model, draft, fmt, images, architecture=TrialRecord.of(trial).architecture or [],
-               n_classes=data.n_classes)
-        with torch.inference_mode():
-            expected = model(images).numpy()
-        actual = predict_file(draft, fmt, images)
-        difference = float(np.abs(expected - actual).max())
-        if not np.array_equal(expected.argmax(axis=1), actual.argmax(axis=1)):
-            raise ExportError(f"the {fmt} file {path} predicts differently from the model "
-                              f"(largest logit difference {difference:.3g})")
-    return ExportResult(path=path, format=fmt, weights=source, accuracy=accuracy,
-                        search_accuracy=TrialRecord.of(trial).accuracy, max_abs_difference=difference)
+    with torch.inference_mode():
+        expected = model(images).numpy()
+    results = []
+    for fmt, path in paths.items():
+        # Moved over the target only once checked: a failed export leaves an existing file as it was.
+        with replacing(path, protect=storage_files(study)) as draft:
+            _write(model, draft, fmt, images, architecture=TrialRecord.of(trial).architecture or [],
+                   n_classes=data.n_classes)
+            actual = predict_file(draft, fmt, images)
+            difference = float(np.abs(expected - actual).max())
+            if not np.array_equal(expected.argmax(axis=1), actual.argmax(axis=1)):
+                raise ExportError(f"the {fmt} file {path} predicts differently from the model "
+                                  f"(largest logit difference {difference:.3g})")
+        results.append(ExportResult(path=path, format=fmt, weights=source, accuracy=accuracy,
+                                    search_accuracy=TrialRecord.of(trial).accuracy,
+                                    max_abs_difference=difference))
+    return results
 
 
 def _write(model: Deployable, path: Path, fmt: str, example: torch.Tensor, *,
@@ -308,8 +359,9 @@ def load_checkpoint(path: str | Path) -> Deployable:
 def predict_file(path: str | Path, fmt: str, images: torch.Tensor) -> np.ndarray:
     """Logits of an exported file on uint8 ``images``, loaded the way a user would load it."""
     if fmt == "pt2":
-        with torch.inference_mode():
-            return torch.export.load(str(path)).module()(images).numpy()
+        with torch.inference_mode(), open(path, "rb") as file:
+            # A file object: torch.export.load logs a warning for a path not ending in .pt2.
+            return torch.export.load(file).module()(images).numpy()
     if fmt == "torchscript":
         with torch.inference_mode(), warnings.catch_warnings():
             warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning))

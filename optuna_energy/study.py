@@ -39,7 +39,8 @@ from optuna_energy.store.storage import (
     open_storage,
     storage_fault,
 )
-from optuna_energy.trial.objective import Objective
+from optuna_energy.store.weights import weights_keeper
+from optuna_energy.trial.objective import Objective, TrainedModelHook
 from optuna_energy.trial.train import TrialFailure
 
 
@@ -162,6 +163,21 @@ def run_study(config: str | Path | StudyConfig | dict[str, Any] | None = None, *
     return study
 
 
+def _trained_model_hooks(study: optuna.Study, config: StudyConfig) -> TrainedModelHook | None:
+    """What happens to each trained model before its trial completes: its weights kept for
+    export (``store.weights``), its drawings uploaded for the dashboard (``artifact_dir``)."""
+    hooks = [hook for hook in (weights_keeper(study, config.study), trained_model_hook(config))
+             if hook is not None]
+    if not hooks:
+        return None
+
+    def run_hooks(trial: optuna.Trial, model: torch.nn.Module) -> None:
+        for hook in hooks:
+            hook(trial, model)
+
+    return run_hooks
+
+
 def optimize_study(study: optuna.Study, config: StudyConfig, *, dataset: ArraySplits | None = None,
                    show_progress_bar: bool = False, callbacks: Sequence[Callback] = ()) -> None:
     """Run trials of a created or loaded study until it has ``config.study.n_trials``.
@@ -177,7 +193,7 @@ def optimize_study(study: optuna.Study, config: StudyConfig, *, dataset: ArraySp
     try:
         idle = measure_idle_watts(meter, config.measure.idle_seconds) if meter.counts_hardware else 0.0
         objective = Objective(config, data, meter=meter, idle_watts=idle,
-                              on_trained=trained_model_hook(config))
+                              on_trained=_trained_model_hooks(study, config))
         with TrialProgress(study, total=config.study.n_trials, enabled=show_progress_bar,
                            training=objective.training_budget, ledger=ledger) as progress:
             optimize_within_budget(study, objective, n_trials=config.study.n_trials,

@@ -22,7 +22,8 @@ from optuna.trial import TrialState
 from PIL import Image
 
 import optuna_energy
-from optuna_energy.reading.dashboard import ARCHITECTURE_FILE, TOPOLOGY_FILE, artifact_store
+from optuna_energy.reading.dashboard import ARCHITECTURE_FILE, TOPOLOGY_FILE
+from optuna_energy.store.weights import WEIGHTS_FILE, artifact_store
 from tests.helpers import free_port, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,12 +44,12 @@ def made(tmp_path_factory):
     return folder, storage, optuna.load_study(study_name="tiny", storage=storage)
 
 
-def test_each_completed_trial_uploads_its_drawing_and_architecture(made, tmp_path):
+def test_each_completed_trial_uploads_its_drawing_architecture_and_weights(made, tmp_path):
     folder, _, study = made
     store = artifact_store(folder / "artifacts")
     for trial in study.get_trials(states=(TrialState.COMPLETE,)):
         metas = {meta.filename: meta for meta in get_all_artifact_meta(trial, storage=study._storage)}
-        assert set(metas) == {TOPOLOGY_FILE, ARCHITECTURE_FILE}
+        assert set(metas) == {TOPOLOGY_FILE, ARCHITECTURE_FILE, WEIGHTS_FILE}  # one store for all
         with store.open_reader(metas[ARCHITECTURE_FILE].artifact_id) as reader:
             assert json.loads(reader.read()) == trial.user_attrs["architecture"]
         with store.open_reader(metas[TOPOLOGY_FILE].artifact_id) as reader, Image.open(reader) as image:

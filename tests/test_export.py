@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import shutil
 import warnings
 
 import numpy as np
@@ -17,10 +19,14 @@ from optuna_energy.export import (
     FORMATS,
     ExportError,
     ExportWarning,
+    export_formats,
     export_trial,
+    output_paths,
     predict_file,
     rebuild,
 )
+from optuna_energy.model.arch import build_model
+from optuna_energy.store.weights import DEFAULT_FOLDER, load_weights
 from tests.helpers import tiny_config
 
 
@@ -47,8 +53,7 @@ def _best(study):
 def test_export_round_trip(study, tmp_path, fmt):
     trial = _best(study)
     result = export_trial(study, trial.number, fmt=fmt, path=tmp_path / f"model.{fmt}")
-    assert result.weights == "retrained"
-    # Same seed rule and data as the search: retraining on the CPU reproduces the trial.
+    assert result.weights == "kept"
     assert result.accuracy == pytest.approx(trial.user_attrs["accuracy"])
     model, data, _ = rebuild(study, trial.number)
     images = data.eval_x_host[:64]
@@ -69,12 +74,114 @@ def test_exported_model_takes_raw_images_and_normalises_them(study):
         np.testing.assert_allclose(model(images), model.network(data.normalize(images)), atol=1e-5)
 
 
-def test_kept_weights_are_loaded_instead_of_retraining(tmp_path):
-    study = _run(tmp_path, artifact_dir=str(tmp_path / "artifacts"), keep_weights=True)
+class _TrainingCalls:
+    """Counts calls of the training function, under both names export could reach it by."""
+
+    def __init__(self, monkeypatch):
+        import optuna_energy.trial.train as training
+
+        self.count, real = 0, training.train
+
+        def counted(*args, **kwargs):
+            self.count += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(training, "train", counted)
+        monkeypatch.setattr("optuna_energy.export.train", counted)
+
+
+def _no_torch_warnings(caplog, recwarn, capfd):
+    """Nothing but the export's own lines: no Python warning, no log record, nothing on stderr."""
+    assert [str(w.message) for w in recwarn] == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert capfd.readouterr().err == ""
+
+
+def test_the_search_keeps_each_completed_trials_weights_beside_the_database(study, folder):
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    files = list((folder / DEFAULT_FOLDER).iterdir())
+    assert complete and len(files) == len(complete)
+    for trial in complete:
+        weights = load_weights(study, trial, folder / DEFAULT_FOLDER)
+        assert all(tensor.device.type == "cpu" for tensor in weights.values())
+
+
+def test_export_of_a_front_trial_loads_the_kept_weights_without_training(
+        study, folder, tmp_path, monkeypatch, caplog, recwarn, capfd):
+    trial = study.best_trials[0]
+    calls = _TrainingCalls(monkeypatch)
+    result = export_trial(study, trial.number, path=tmp_path / "front.pt2")
+    assert calls.count == 0 and result.weights == "kept"
+    assert result.accuracy == pytest.approx(trial.user_attrs["accuracy"])  # the search's model
+    _no_torch_warnings(caplog, recwarn, capfd)
+    stored = build_model(trial.user_attrs["architecture"], (1, 8, 8), 10)
+    stored.load_state_dict(load_weights(study, trial, folder / DEFAULT_FOLDER))
+    model, data, _ = rebuild(study, trial.number)
+    images = data.eval_x_host[:64]
+    with torch.inference_mode():
+        np.testing.assert_array_equal(model.network(data.normalize(images)).numpy(),
+                                      stored.eval()(data.normalize(images)).numpy())
+        np.testing.assert_allclose(predict_file(result.path, "pt2", images), model(images).numpy(), atol=1e-5)
+
+
+def test_several_formats_in_one_call_train_nothing_and_warn_nothing(
+        study, folder, tmp_path, monkeypatch, caplog, recwarn, capfd):
+    calls = _TrainingCalls(monkeypatch)
+    assert main(["export", "--storage", f"sqlite:///{folder / 'study.db'}", "--trial", str(_best(study).number),
+                 "--format", "pt2,onnx", "--format", "state_dict", "-o", str(tmp_path / "model.pt2")]) == 0
+    assert calls.count == 0
+    out = capfd.readouterr()
+    assert out.err == "" and out.out.count("weights kept") == 3
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.onnx", "model.pt", "model.pt2"]
+    images = rebuild(study, _best(study).number)[1].eval_x_host[:8]
+    outputs = [predict_file(tmp_path / name, fmt, images)
+               for name, fmt in (("model.pt2", "pt2"), ("model.onnx", "onnx"), ("model.pt", "state_dict"))]
+    for other in outputs[1:]:
+        np.testing.assert_allclose(other, outputs[0], atol=1e-4)
+    _no_torch_warnings(caplog, recwarn, capfd)
+
+
+def test_a_pt2_file_under_any_name_loads_back_without_a_torch_warning(study, tmp_path, caplog, recwarn, capfd):
+    export_trial(study, _best(study).number, fmt="pt2", path=tmp_path / "model.bin")
+    _no_torch_warnings(caplog, recwarn, capfd)
+
+
+@pytest.mark.parametrize(("output", "formats", "names"), [
+    ("m.onnx", ["onnx"], ["m.onnx"]),  # one format: the name as given
+    ("out/m", ["pt2", "torchscript"], ["out/m.pt2", "out/m.torchscript.pt"]),
+    ("m.torchscript.pt", ["state_dict", "onnx", "state_dict"], ["m.pt", "m.onnx"]),
+    ("m.v2.pt2", ["pt2", "onnx"], ["m.v2.pt2", "m.v2.onnx"]),
+])
+def test_output_paths_give_each_format_its_suffix(output, formats, names):
+    assert [str(path) for path in output_paths(output, formats).values()] == names
+
+
+def test_gone_weights_are_retrained_saying_so_in_one_line(study, folder, tmp_path, monkeypatch, capsys):
+    shutil.copy(folder / "study.db", tmp_path / "study.db")  # the weights stay behind
     trial = _best(study)
-    result = export_trial(study, trial.number, fmt="state_dict", path=tmp_path / "kept.pt")
-    assert result.weights == "kept"
+    calls = _TrainingCalls(monkeypatch)
+    assert main(["export", "--storage", f"sqlite:///{tmp_path / 'study.db'}", "--trial", str(trial.number),
+                 "--format", "onnx", "-o", str(tmp_path / "m.onnx")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == (f"trial {trial.number}'s kept weights are gone from {tmp_path / DEFAULT_FOLDER}: "
+                      "retraining it (1 epoch on cpu)")
+    assert err[1:] == [line for line in err[1:] if line.startswith("  epoch 1/1 (")] and len(err) == 2
+    assert calls.count == 1
+    # Same seed rule and data as the search: retraining on the CPU reproduces the trial.
+    study_copy = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    result = export_formats(study_copy, trial.number, formats=["state_dict"], output=tmp_path / "m.pt")[0]
+    assert result.weights == "retrained"
     assert result.accuracy == pytest.approx(trial.user_attrs["accuracy"])
+
+
+def test_a_study_that_keeps_no_weights_is_retrained_saying_why(tmp_path):
+    study = _run(tmp_path, keep_weights=False)
+    assert not (tmp_path / DEFAULT_FOLDER).exists()
+    lines = []
+    result = export_trial(study, _best(study).number, fmt="state_dict", path=tmp_path / "m.pt", notify=lines.append)
+    assert result.weights == "retrained"
+    assert lines[0] == (f"the search kept no weights for trial {_best(study).number} ([study] keep_weights = "
+                        "false, or a server storage without artifact_dir): retraining it (1 epoch on cpu)")
 
 
 def test_export_command_writes_the_file(study, folder, tmp_path, capsys):

@@ -1,8 +1,8 @@
 """optuna-dashboard wiring: per-trial artifacts, the study's report note, and the server.
 
 With ``[study] artifact_dir`` set, every trial that completes uploads its topology drawing
-(``topology.png``), its architecture (``architecture.json``) and, with ``keep_weights``, its
-trained weights (``weights.pt``) to an Optuna ``FileSystemArtifactStore`` in that folder, and the
+(``topology.png``) and its architecture (``architecture.json``) to an Optuna
+``FileSystemArtifactStore`` in that folder (where ``store.weights`` keeps its trained weights), and the
 study's note is replaced by the current report table. ``serve`` starts optuna-dashboard on the
 loopback interface with that store, so the drawings show on each trial's page.
 """
@@ -17,29 +17,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 import optuna
-import torch
-from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+from optuna.artifacts import upload_artifact
 from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
 from optuna_energy.config import StudyConfig
-from optuna_energy.host.files import replacing, write_text
+from optuna_energy.host.files import write_text
 from optuna_energy.reading.analysis import AnalysisError, TradeOffWeights, best_of
 from optuna_energy.reading.report import build_report, payback_text, table_markdown
 from optuna_energy.reading.study_trials import StudyTrials, read_study
 from optuna_energy.store.record import TrialRecord, stored_config
+from optuna_energy.store.weights import artifact_store
 
 HOST = "127.0.0.1"
 TOPOLOGY_FILE = "topology.png"
 ARCHITECTURE_FILE = "architecture.json"
-WEIGHTS_FILE = "weights.pt"
-
-
-def artifact_store(directory: str | Path) -> FileSystemArtifactStore:
-    """Optuna's file-system artifact store in ``directory``, created if missing."""
-    path = Path(directory)
-    path.mkdir(parents=True, exist_ok=True)
-    return FileSystemArtifactStore(str(path))
 
 
 def dashboard_only_best(study: optuna.Study | StudyTrials) -> list[FrozenTrial]:
@@ -105,9 +97,8 @@ class ReportNote:
         save_note(study, note)
 
 
-def upload_trial_artifacts(trial: optuna.Trial, model: nn.Module, artifact_dir: str | Path, *,
-                           keep_weights: bool = False) -> None:
-    """Upload a running trial's ``topology.png``, ``architecture.json`` and, if asked, ``weights.pt``.
+def upload_trial_artifacts(trial: optuna.Trial, model: nn.Module, artifact_dir: str | Path) -> None:
+    """Upload a running trial's ``topology.png`` and ``architecture.json``.
 
     Called by the objective before the trial finishes: Optuna attaches artifacts to running
     trials only.
@@ -121,10 +112,6 @@ def upload_trial_artifacts(trial: optuna.Trial, model: nn.Module, artifact_dir: 
     with tempfile.TemporaryDirectory() as folder:
         paths = [plots.save(plots.architecture_figure(spec, title), Path(folder) / TOPOLOGY_FILE)]
         paths.append(write_text(Path(folder) / ARCHITECTURE_FILE, json.dumps(spec, indent=1)))
-        if keep_weights:
-            paths.append(Path(folder) / WEIGHTS_FILE)
-            with replacing(paths[-1]) as draft, draft.open("wb") as file:  # a file object: see host.files
-                torch.save({key: value.cpu() for key, value in model.state_dict().items()}, file)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             for path in paths:
@@ -135,8 +122,7 @@ def trained_model_hook(config: StudyConfig) -> Callable[[optuna.Trial, nn.Module
     """The objective's hook that uploads each trained model's artifacts, if ``artifact_dir`` is set."""
     if config.study.artifact_dir is None:
         return None
-    return functools.partial(upload_trial_artifacts, artifact_dir=config.study.artifact_dir,
-                             keep_weights=config.study.keep_weights)
+    return functools.partial(upload_trial_artifacts, artifact_dir=config.study.artifact_dir)
 
 
 def study_callbacks(config: StudyConfig) -> list[ReportNote]:
