@@ -13,14 +13,15 @@ import gc
 import sys
 from collections.abc import Sequence
 
-from optuna_energy.cli_parser import build_parser
 from optuna_energy.host.interrupts import exit_code, handle_stop_signals, interrupted_by
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     handle_stop_signals()
-    args = build_parser().parse_args(argv)  # --help and usage errors exit here
     try:
+        from optuna_energy.cli_parser import build_parser
+
+        args = build_parser().parse_args(argv)  # --help and usage errors exit here, light
         from optuna_energy.cli import run_command
 
         code = run_command(args)
