@@ -6,24 +6,22 @@ import argparse
 import logging
 import os
 import sys
+import textwrap
 import warnings
 from collections.abc import Callable, Sequence
 
 import optuna
 
-from optuna_energy.config import (
-    SAMPLERS,
-    ConfigError,
-    StudyConfig,
-    load_config,
-)
+from optuna_energy.choices import DEFAULT_EXPORT_FORMAT
+from optuna_energy.cli_parser import PROG, build_parser
+from optuna_energy.config import ConfigError, StudyConfig, load_config
 from optuna_energy.data import DatasetError
-from optuna_energy.export import DEFAULT_FORMAT, FORMATS, ExportError
+from optuna_energy.export import ExportError
 from optuna_energy.host.devices import BACKENDS, DeviceError
 from optuna_energy.host.files import OutputError
 from optuna_energy.host.interrupts import exit_code, interrupted_by
 from optuna_energy.host.meters import EnergyMeterError
-from optuna_energy.metrics import METRICS
+from optuna_energy.host.terminal import MAX_COLUMNS
 from optuna_energy.reading.analysis import (
     AnalysisError,
     TradeOffWeights,
@@ -42,68 +40,10 @@ from optuna_energy.store.storage import (
 )
 from optuna_energy.study import create_or_load_study, optimize_study
 from optuna_energy.trial.objective import ObjectiveError
-from optuna_energy.workers import (
-    STORAGE_ENV,
-    launch,
-    plan_workers,
-    run_worker,
-)
+from optuna_energy.workers import STORAGE_ENV, launch, plan_workers, run_worker
 
-PROG = "optuna-energy"
 _USER_ERRORS = (ConfigError, DatasetError, DeviceError, StorageError, EnergyMeterError, AnalysisError,
                 ExportError, ObjectiveError, OutputError)
-
-
-def _number(kind: Callable[[str], float], *, zero_allowed: bool = False) -> Callable[[str], float]:
-    """An argparse type: ``kind`` of the text, above zero (or at least zero)."""
-    wanted = "a number >= 0" if zero_allowed else f"a positive {kind.__name__}"
-
-    def parse(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
-        if not (value >= 0 if zero_allowed else value > 0):
-            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
-        return value
-
-    parse.__name__ = kind.__name__
-    return parse
-
-
-def _formats(text: str) -> list[str]:
-    """An argparse type: export formats, comma-separated."""
-    formats = [fmt.strip() for fmt in text.split(",")]
-    for fmt in formats:
-        if fmt not in FORMATS:
-            raise argparse.ArgumentTypeError(f"unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
-    return formats
-
-
-def _port(text: str) -> int:
-    """An argparse type: a TCP port number."""
-    try:
-        port = int(text)
-    except ValueError:
-        port = 0
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a TCP port from 1 to 65535, got {text!r}")
-    return port
-
-
-def add_study_options(parser: argparse.ArgumentParser) -> None:
-    """Options shared by every command that runs trials; each overrides the config's [study]."""
-    parser.add_argument("config", nargs="?",
-                        help="study TOML (default: the embedded digits study, studies/digits.toml)")
-    parser.add_argument("--storage", help="sqlite:///optuna_energy.db, postgresql://user@host/db, "
-                        f"mysql://..., journal:///file.log (default: ${STORAGE_ENV}, then the config)")
-    parser.add_argument("--study-name", help="study to create or resume")
-    parser.add_argument("--n-trials", type=_number(int), help="total trials the study should reach")
-    parser.add_argument("--timeout", type=_number(float), help="stop starting trials after this many seconds")
-    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--seed", type=int, help="seed for the sampler and each trial")
-    parser.add_argument("--sampler", choices=tuple(SAMPLERS), help="search strategy")
-    parser.add_argument("--objectives", help=f"comma-separated, at least two of: {', '.join(METRICS)}")
 
 
 def study_overrides(args: argparse.Namespace) -> dict:
@@ -126,19 +66,20 @@ def _run(args: argparse.Namespace) -> int:
     study = create_or_load_study(config)
     finished = tally(study).finished
     if finished >= config.study.n_trials:
-        print(f"Study {study.study_name!r} already has its budget: {finished} finished trials, "
-              f"n_trials = {config.study.n_trials} (the study's total); nothing to run. To extend it, "
-              f"give a larger total: {_rerun_command(args, 2 * config.study.n_trials)}")
+        print(_fitted(f"Study {study.study_name!r} already has its budget: {finished} finished trials, "
+                      f"n_trials = {config.study.n_trials} (the study's total); nothing to run. To extend "
+                      "it, give a larger total:"))
+        print(f"  {_rerun_command(args, 2 * config.study.n_trials)}")
     else:
         optimize_study(study, config, show_progress_bar=True)
     read = StudyTrials(study)  # one light read for the front, the count and the savings
     front = pareto_trials(read)
-    print(f"\nPareto front of study {study.study_name!r} ({len(front)} of {len(read.trials)} trials):")
+    print("\n" + _fitted(f"Pareto front of study {study.study_name!r} ({len(front)} of {len(read.trials)} trials):"))
     table = format_table(study, front)
     print(table)
     if "... (+" in table:
         print("(shortened to fit; full architectures: `optuna-energy report`, user attr architecture_summary)")
-    print(f"\n{savings_text(savings(read))}")
+    print(f"\n{_fitted(savings_text(savings(read)))}")
     return 0
 
 
@@ -183,14 +124,6 @@ def _launch(args: argparse.Namespace) -> int:
     return launch(slots, forwarded, storage=config.study.storage, study=study)
 
 
-def add_stored_study_options(parser: argparse.ArgumentParser) -> None:
-    """Options of commands that read an existing study: a config, or a storage URL and a name."""
-    parser.add_argument("config", nargs="?", help="the study's TOML (gives storage and study name)")
-    parser.add_argument("--storage", help="RDB URL of the study, e.g. sqlite:///optuna_energy.db "
-                        f"(default: ${STORAGE_ENV}, then the config)")
-    parser.add_argument("--study-name", help="the study (default: the config's, or the only one stored)")
-
-
 def load_stored_study(args: argparse.Namespace) -> tuple[optuna.Study, StudyConfig]:
     """The study the options name, with the config they came from.
 
@@ -222,13 +155,13 @@ def _report(args: argparse.Namespace) -> int:
     weights = TradeOffWeights(accuracy=args.accuracy_weight, cost=args.cost_weight)
     read = StudyTrials(study)  # the table and the report folder share one read of the trials
     report = build_report(read, weights=weights)
-    print(f"Highlighted models of study {study.study_name!r} "
-          f"({report.n_usable} completed, feasible trials of {report.n_trials}):")
-    print(table_text(report))
-    print(f"\n{payback_text(report)}")
-    print(f"\n{savings_text(report.savings)}")
+    print(_fitted(f"Highlighted models of study {study.study_name!r} "
+                  f"({report.n_usable} completed, feasible trials of {report.n_trials}):"))
+    print(table_text(report, width=MAX_COLUMNS))
+    print(f"\n{_fitted(payback_text(report))}")
+    print(f"\n{_fitted(savings_text(report.savings))}")
     paths = write_report(read, args.out, weights=weights)
-    print(f"\nwrote {', '.join(str(path) for path in paths)}")
+    print(f"\nwrote into {args.out}:\n{_fitted(', '.join(path.name for path in paths), indent='  ')}")
     return 0
 
 
@@ -254,7 +187,7 @@ def _export(args: argparse.Namespace) -> int:
     from optuna_energy.export import export_formats
 
     study, config = load_stored_study(args)
-    formats = [fmt for given in args.format or [[DEFAULT_FORMAT]] for fmt in given]
+    formats = [fmt for given in args.format or [[DEFAULT_EXPORT_FORMAT]] for fmt in given]
     results = export_formats(study, args.trial, formats=formats, output=args.output,
                              config=config if args.config else None, device=args.device, force=args.force,
                              notify=lambda line: print(line, file=sys.stderr, flush=True))
@@ -266,95 +199,16 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_analysis_commands(commands: argparse._SubParsersAction) -> None:
-    report = commands.add_parser(
-        "report", help="write the highlighted models' table and the figures of a study",
-        description="Print Table I (the lowest-cost, most accurate and best trade-off model per "
-                    "cost) and write it as Markdown and CSV with Fig. 1, Fig. 2 and hypervolume PNGs.")
-    add_stored_study_options(report)
-    report.add_argument("--out", required=True, help="folder for report.md, table.md/.csv and the PNGs")
-    report.add_argument("--accuracy-weight", type=_number(float, zero_allowed=True), default=1.0,
-                        help="weight of the accuracy shortfall in the best trade-off (default 1)")
-    report.add_argument("--cost-weight", type=_number(float, zero_allowed=True), default=1.0,
-                        help="weight of the cost in the best trade-off (default 1)")
-    report.set_defaults(handler=_report)
-
-    dashboard = commands.add_parser(
-        "dashboard", help="start optuna-dashboard on 127.0.0.1 with the artifact store",
-        description="Serve optuna-dashboard for the storage on the loopback interface.")
-    dashboard.add_argument("config", nargs="?", help="a study TOML (gives storage and artifact_dir)")
-    dashboard.add_argument("--storage", help="RDB URL, e.g. sqlite:///optuna_energy.db "
-                           f"(default: ${STORAGE_ENV}, then the config)")
-    dashboard.add_argument("--artifact-dir",
-                           help="the studies' artifact_dir (default: the config's, else the one the studies recorded)")
-    dashboard.add_argument("--port", type=_port, default=8080, help="TCP port, 1-65535 (default 8080)")
-    dashboard.set_defaults(handler=_dashboard)
-
-    export = commands.add_parser(
-        "export", help="write a trial's model as a torch.export .pt2 file, ONNX, a state_dict or TorchScript",
-        description="Rebuild a trial's model with the weights the search kept (retrained with its "
-                    "stored hyperparameters and seed only where those are gone), write it in each "
-                    "format, and check each file predicts as the model does.")
-    add_stored_study_options(export)
-    export.add_argument("--trial", type=int, required=True, help="trial number (see `report`)")
-    export.add_argument("--format", type=_formats, action="append", metavar="FORMAT[,FORMAT]",
-                        help=f"{', '.join(FORMATS)}; comma-separated or repeated for several (default "
-                        f"{DEFAULT_FORMAT}: torch.export, loaded with torch.export.load; torchscript is "
-                        "deprecated by PyTorch)")
-    export.add_argument("-o", "--output", required=True,
-                        help="file to write; with several formats, each format's suffix replaces its "
-                        "own (model.pt2 gives model.onnx, model.pt, model.torchscript.pt)")
-    export.add_argument("--force", action="store_true",
-                        help="replace an existing file that is not an earlier export (never the study's database)")
-    export.add_argument("--device", default="cpu", help="where to retrain: cpu, cuda or cuda:N (default cpu)")
-    export.set_defaults(handler=_export)
+def _fitted(text: str, *, indent: str = "", hanging: str = "") -> str:
+    """A paragraph wrapped at word boundaries to ``MAX_COLUMNS`` (a path or URL is never broken),
+    every line indented by ``indent`` and the ones after the first by ``hanging`` more."""
+    return textwrap.fill(text, width=MAX_COLUMNS, initial_indent=indent, subsequent_indent=indent + hanging,
+                         break_long_words=False, break_on_hyphens=False)
 
 
-def _study_command(commands, name: str, handler, *, help: str, description: str) -> argparse.ArgumentParser:
-    """A subcommand that runs trials: the shared study options and its handler."""
-    command = commands.add_parser(name, help=help, description=description)
-    add_study_options(command)
-    command.set_defaults(handler=handler)
-    return command
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Energy-aware multi-objective neural architecture search on Optuna. "
-                    "Searches a 32-slot CNN space for models that are accurate and cheap "
-                    "(inference time, parameters, energy per inference).",
-        epilog=f"Start with: {PROG} run   (the embedded digits study, studies/digits.toml, stored in "
-               "./optuna_energy.db)",
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _study_command(commands, "run", _run, help="run or resume a study and print its Pareto front",
-                   description="Run or resume a study, then print its Pareto front.")
-    _study_command(
-        commands, "worker", _worker,
-        help="run trials of a shared study until the study has its budget",
-        description="Join (or create) a study and run trials until the study as a whole has "
-                    "n_trials finished ones. Start as many as you like, on any machines, "
-                    "against one PostgreSQL/MySQL database or journal file.")
-    launcher = _study_command(
-        commands, "launch", _launch,
-        help="start workers on each GPU of this node and stream their logs",
-        description="Start workers on this node, --per-gpu on each GPU (CUDA_VISIBLE_DEVICES set "
-                    "for each) or, without a GPU, --workers CPU workers. Ctrl-C or SIGTERM stops "
-                    "them; their running trials are queued again.")
-    launcher.add_argument("--gpus", help="'all' or GPU indices like 0,1,2 (default: all GPUs, "
-                          "or CPU workers when there is none)")
-    launcher.add_argument("--per-gpu", "--workers-per-gpu", type=_number(int),
-                          help="workers sharing each GPU: training overlaps, measuring runs alone "
-                          "(default: the config's [workers] per_gpu, 1)")
-    launcher.add_argument("--workers", type=_number(int), default=1,
-                          help="CPU workers when this node has no GPU (default 1)")
-    _add_analysis_commands(commands)
-    return parser
-
-
-def _one_line_warning(message, category, filename, lineno, line=None) -> str:
-    return f"{PROG}: warning: {mask_url(str(message))}\n"
+def _command_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning as the command's own message, wrapped at word boundaries to ``MAX_COLUMNS``."""
+    return _fitted(f"{PROG}: warning: {mask_url(str(message))}", hanging="  ") + "\n"
 
 
 class _MaskPasswords(logging.Filter):
@@ -372,16 +226,26 @@ def _mask_passwords_in_logs() -> None:
                 handler.addFilter(_MaskPasswords())
 
 
+_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": _run, "worker": _worker, "launch": _launch,
+    "report": _report, "dashboard": _dashboard, "export": _export,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Parse ``argv`` (default: the process's arguments) and run the command; its exit code."""
+    return run_command(build_parser().parse_args(argv))
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run the command ``cli_parser.build_parser`` parsed; its exit code."""
     for url in (getattr(args, "storage", None), os.environ.get(STORAGE_ENV)):
         if url:
             remember_secrets(url)  # before anything can print it
-    warnings.formatwarning = _one_line_warning
+    warnings.formatwarning = _command_warning
     _mask_passwords_in_logs()
     try:
-        return args.handler(args)
+        return _HANDLERS[args.command](args)
     except _USER_ERRORS as error:
         print(f"{PROG}: error: {mask_url(str(error))}", file=sys.stderr)
         return 2

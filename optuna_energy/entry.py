@@ -2,7 +2,9 @@
 
 Loading PyTorch and Optuna takes a second or more; a signal then would otherwise end the
 process without a word (SIGTERM, SIGHUP) or print an import traceback (Ctrl-C). This module
-installs the stop signals' handler (``host.interrupts``) before it imports anything heavy.
+installs the stop signals' handler (``host.interrupts``) before it imports anything heavy, and
+parses the command line (``cli_parser``, light) first, so that ``--help`` and a mistyped option are
+answered at once.
 
 Standard output may be closed (``>&-``) or its reader may go away (``| head -1``): the command
 still does all its work (trials, report files) with the rest of its output dropped, and exits
@@ -26,9 +28,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     stdout = sys.stdout
     sys.stdout = _Droppable(stdout)
     try:
-        from optuna_energy.cli import main as command
+        from optuna_energy.cli_parser import build_parser
 
-        code = command(argv)
+        args = build_parser().parse_args(argv)  # --help and usage errors exit here, light
+        from optuna_energy.cli import run_command
+
+        code = run_command(args)
     except KeyboardInterrupt as stop:
         print(f"\noptuna-energy: {interrupted_by(stop)} while starting; nothing was run", file=sys.stderr)
         code = exit_code(stop)

@@ -27,6 +27,7 @@ import optuna
 import torch
 from torch import nn
 
+from optuna_energy.choices import DEFAULT_EXPORT_FORMAT, EXPORT_FORMATS
 from optuna_energy.config import StudyConfig, load_config
 from optuna_energy.data import DeviceData
 from optuna_energy.host.devices import resolve_device
@@ -42,11 +43,8 @@ from optuna_energy.study import load_device_data
 from optuna_energy.trial.objective import trial_seed
 from optuna_energy.trial.train import TrainingSession, evaluate, train
 
-FORMATS = ("pt2", "onnx", "state_dict", "torchscript")
-"""``pt2``: PyTorch's current format (``torch.export.save``; load with ``torch.export.load(path)
-.module()``), the default; ``onnx`` for other runtimes; ``state_dict`` with the architecture, for
-``load_checkpoint``; ``torchscript``, deprecated by PyTorch in favour of ``pt2``."""
-DEFAULT_FORMAT = "pt2"
+FORMATS = EXPORT_FORMATS
+DEFAULT_FORMAT = DEFAULT_EXPORT_FORMAT
 SUFFIXES = {"pt2": ".pt2", "onnx": ".onnx", "state_dict": ".pt", "torchscript": ".torchscript.pt"}
 """Each format's file suffix, when one export call writes several formats."""
 DEPRECATED_FORMATS = {"torchscript": "TorchScript is deprecated in PyTorch (torch.jit.load warns); "

@@ -27,6 +27,7 @@ from typing import IO
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from optuna_energy.choices import STORAGE_ENV
 from optuna_energy.config import StudyConfig
 from optuna_energy.host.devices import BACKENDS
 from optuna_energy.host.gpu_share import LOCKS_ENV
@@ -37,9 +38,6 @@ from optuna_energy.store.budget import tally
 from optuna_energy.store.record import TrialRecord
 from optuna_energy.store.storage import mask_text
 from optuna_energy.study import create_or_load_study, create_sampler, optimize_study
-
-STORAGE_ENV = "OPTUNA_ENERGY_STORAGE"
-"""Environment variable holding the storage URL, so that passwords stay out of ``ps`` output."""
 
 _GPUS = BACKENDS["cuda"]
 _VISIBLE = _GPUS.visible_devices_env or "CUDA_VISIBLE_DEVICES"

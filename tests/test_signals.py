@@ -29,6 +29,7 @@ pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(),
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 130, signal.SIGHUP: 129}  # docs/errors.md
 _PROGRESS_BAR = re.compile(r"^\S+: +\d+%\|")
 _WARNING = "optuna-energy: warning: "  # said at start-up (no energy meter on this machine), not of the stop
+_WRAPPED = "  "  # a warning wrapped to 100 columns goes on indented
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +94,7 @@ class Child:
         assert "Traceback" not in err and "Exception ignored" not in err, err
         assert self.process.returncode == EXIT_CODES[sig], err
         lines = [line for line in re.split(r"[\r\n]", err)
-                 if line.strip() and not _PROGRESS_BAR.match(line) and not line.startswith(_WARNING)]
+                 if line.strip() and not _PROGRESS_BAR.match(line) and not line.startswith((_WARNING, _WRAPPED))]
         assert len(lines) == 1, err
         assert lines[0].startswith("optuna-energy: interrupted"), err
         return lines[0]

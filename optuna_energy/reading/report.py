@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import io
 import math
+import textwrap
 from collections.abc import Sequence
 
 import optuna
@@ -101,9 +102,28 @@ def _cells(row: ModelRow) -> list[str]:
             *(METRICS[name].format(value) for name, value in row.metrics.items()), row.roles]
 
 
-def table_text(report: Report) -> str:
-    """Table I as aligned plain text, for the terminal."""
-    return render_text(_headers(report), [_cells(row) for row in report.rows], free_last=True)
+def table_text(report: Report, *, width: int | None = None) -> str:
+    """Table I as aligned plain text, for the terminal; with ``width``, a row longer than that
+    continues its last column ("highlighted as") on lines of its own, under that column (or
+    indented, when the columns before it leave it too little room)."""
+    rows = [_cells(row) for row in report.rows]
+    table = render_text(_headers(report), rows, free_last=True).splitlines()
+    if width is None:
+        return "\n".join(table)
+    lines = table[:2]
+    for line, row in zip(table[2:], rows):
+        start = len(line) - len(row[-1])
+        room = width - start if width - start >= _MIN_ROLES_WIDTH else width - 2
+        wrapped = textwrap.wrap(row[-1], width=room) or [""]
+        if room == width - start:
+            lines += [line[:start] + wrapped[0], *(" " * start + part for part in wrapped[1:])]
+        else:
+            lines += [line[:start].rstrip(), *("  " + part for part in wrapped)]
+    return "\n".join(lines)
+
+
+_MIN_ROLES_WIDTH = 24
+"""Narrowest "highlighted as" column worth continuing under itself ("lowest: inference_time")."""
 
 
 def table_markdown(report: Report) -> str:

@@ -12,6 +12,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
+from optuna_energy.host.terminal import columns
 from optuna_energy.store.ledger import StudyLedger
 from optuna_energy.store.record import TrialRecord
 from optuna_energy.store.training_budget import TrainingBudget
@@ -31,7 +32,7 @@ class TrialProgress:
         self._ledger = ledger or StudyLedger.of(study)
         done = self._ledger.tally().finished
         self._bar = tqdm(total=total, initial=min(done, total or done), unit="trial",
-                         desc=study.study_name, disable=not enabled, dynamic_ncols=True)
+                         desc=study.study_name, disable=not enabled, ncols=columns())
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         postfix: dict[str, str | int] = {}
@@ -76,4 +77,4 @@ def quiet_optuna(enabled: bool = True) -> Iterator[None]:
 
 def _short(reason: str) -> str:
     """A reason cut at a word to fit the bar: a stop reason whole, a long failure shortened."""
-    return textwrap.shorten(reason, width=50, placeholder="…")
+    return textwrap.shorten(reason, width=24, placeholder="…")

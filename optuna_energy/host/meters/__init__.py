@@ -243,12 +243,19 @@ def select_meter(device: str, *, gpu: GpuId | None = None, settings: Iterable[An
         except EnergyMeterError as error:
             reason = f"{source}: {error}"
         if index + 1 < len(candidates):
-            warnings.warn(f"{reason}; measuring with {candidates[index + 1]} instead",
-                          EnergyMeterWarning, stacklevel=2)
-    warnings.warn(
-        f"no hardware energy meter works for device {device!r} ({reason}); energy per "
-        "inference is the analytical estimate (energy_source='estimate')",
-        EnergyEstimateWarning,
-        stacklevel=2,
-    )
+            _warn(f"{reason}; measuring with {candidates[index + 1]} instead", EnergyMeterWarning)
+    _warn(f"no hardware energy meter works for device {device!r} ({reason}); energy per "
+          "inference is the analytical estimate (energy_source='estimate')", EnergyEstimateWarning)
     return EstimateMeter()
+
+
+_WARNED: dict = {}
+"""The meter warnings already shown (``warnings``' registry: each message once, as with ``warn``)."""
+
+
+def _warn(message: str, category: type[Warning]) -> None:
+    """Warn about the machine, not about a line of code: attributed to this module at line 0, the
+    warning prints as one message with no source line under it (``warnings.warn`` would print
+    the package's line that selected the meter, which means nothing to the user)."""
+    warnings.warn_explicit(message, category, filename=__name__, lineno=0, module=__name__,
+                           registry=_WARNED)
