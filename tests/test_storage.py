@@ -141,3 +141,21 @@ def test_passwords_with_url_delimiters_connect_and_are_never_printed(postgres, c
     assert all(output.count("\n") == 1 and "***" in output for output in outputs), outputs
     for output in outputs:
         assert not any(form in output for form in _forms(SPECIAL_PASSWORD)), output
+
+
+def test_a_run_indexes_trials_by_state_and_a_reading_command_leaves_the_database_alone(tmp_path) -> None:
+    import sqlite3
+
+    from optuna_energy.store.storage import TRIAL_STATE_INDEX, open_storage
+
+    def indexes(path) -> set[str]:
+        with sqlite3.connect(path) as connection:
+            return {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+
+    plain = tmp_path / "plain.db"
+    optuna.create_study(storage=f"sqlite:///{plain}")  # Optuna's own tables, as another tool made them
+    open_storage(f"sqlite:///{plain}", create=False)
+    assert TRIAL_STATE_INDEX not in indexes(plain)
+    open_storage(f"sqlite:///{plain}")
+    open_storage(f"sqlite:///{plain}")  # a second worker finds it made
+    assert TRIAL_STATE_INDEX in indexes(plain)
