@@ -46,6 +46,10 @@ MAX_SEED = 2**31 - 1
 MAX_LEARNING_RATE = 10.0
 ENERGY_KINDS = ("net", "gross")
 PRECISIONS = ("fp32", "bf16")
+POOLERS = ("none", "pgbouncer")
+MIN_POOLER_CONNECTIONS = 2
+"""Optuna creates a study's tables over two connections at once."""
+"""``[workers] pooler`` and ``launch --pooler``: a connection pooler the launcher runs per node."""
 
 
 DEFAULT_CONFIG = "digits.toml"
@@ -139,6 +143,12 @@ class WorkersSection:
     per_gpu: int = 1
     """Workers sharing each GPU: their training overlaps, each measuring window runs alone
     (``--per-gpu`` overrides it)."""
+    pooler: str = "none"
+    """``"pgbouncer"``: the launcher runs PgBouncer for its node's workers (transaction
+    pooling, ``store.pooler``), so hundreds of workers fit a PostgreSQL server's 100 connections
+    (``--pooler`` overrides it)."""
+    pooler_connections: int = 4
+    """Connections to the database server the node's pooler opens at most."""
 
 
 EvolutionSection = EvolutionSettings
@@ -410,6 +420,10 @@ def _validate_storage(section: StorageSection, name: str) -> None:
 
 def _validate_workers(section: WorkersSection, name: str) -> None:
     _positive(section.per_gpu, f"[{name}] per_gpu")
+    _choice(section.pooler, POOLERS, f"[{name}] pooler")
+    if section.pooler_connections < MIN_POOLER_CONNECTIONS:
+        raise ConfigError(f"[{name}] pooler_connections must be >= {MIN_POOLER_CONNECTIONS}, "
+                          f"got {section.pooler_connections}")
 
 
 def _validate_early_stopping(section: EarlyStoppingSection, name: str) -> None:
