@@ -16,9 +16,9 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,43 +82,13 @@ def pooled_storage(url: str, *, server_connections: int) -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="optuna-energy-pooler-") as folder:
         os.chmod(folder, 0o700)  # the socket and the password file: the launching user's only
         ini = _write_config(Path(folder), target, server_connections=server_connections)
-        pooler = _Kept(program, ini, Path(folder))
+        process = _start(program, ini, Path(folder))
         try:
             yield URL.create(target.drivername, username=target.username, password=target.password,
                              database=target.database, query={"host": folder, "port": str(_PORT)}
                              ).render_as_string(hide_password=False)
         finally:
-            pooler.stop()
-
-
-class _Kept:
-    """PgBouncer, started again whenever it exits before the launch ends.
-
-    Slurm's ``scancel`` and time limit send SIGTERM to every process of the job, the pooler
-    included, which PgBouncer 1.18 takes as an immediate shutdown; the workers, stopped by the
-    same signal, still need the database for a moment to end their trials and queue them again
-    (they retry after 1 s). Slurm's SIGKILL at ``KillWait`` ends the new one with the rest.
-    """
-
-    def __init__(self, program: str, ini: Path, folder: Path) -> None:
-        self.command = (program, ini, folder)
-        self.process = _start(*self.command)
-        self.stopping = threading.Event()
-        self.keeper = threading.Thread(target=self._keep, name="pooler-keeper", daemon=True)
-        self.keeper.start()
-
-    def _keep(self) -> None:
-        while not self.stopping.wait(0.1):
-            if self.process.poll() is not None:
-                try:
-                    self.process = _start(*self.command)
-                except StorageError:
-                    return  # the workers' own retries report the database as unavailable
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.keeper.join()
-        _stop(self.process)
+            _stop(process)
 
 
 def _pgbouncer() -> str:
@@ -185,9 +155,17 @@ def _start(program: str, ini: Path, folder: Path) -> subprocess.Popen:
         for path in folder.iterdir():
             shutil.chown(path, _UNPRIVILEGED)
         command[1:1] = ["-u", _UNPRIVILEGED]
-    with open(folder / _LOG, "ab") as log:  # its log lines, and why it did not start
-        process = subprocess.Popen(command, stdout=log, stderr=log,
-                                   start_new_session=True)  # a terminal's Ctrl-C stops the launch first
+    # Slurm's scancel and time limit send SIGTERM to every process of the job, and PgBouncer
+    # takes it as an immediate exit; the workers stopped by the same signal still need it for a
+    # moment to end their trials and queue them again. So it starts with SIGTERM blocked (the
+    # mask is inherited), stops on SIGINT from here, and Slurm's SIGKILL at KillWait ends it.
+    unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        with open(folder / _LOG, "ab") as log:  # its log lines, and why it did not start
+            process = subprocess.Popen(command, stdout=log, stderr=log,
+                                       start_new_session=True)  # Ctrl-C in a terminal: the launcher's
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
     socket = folder / f".s.PGSQL.{_PORT}"
     deadline = time.monotonic() + _START_SECONDS
     while not socket.exists():
@@ -200,7 +178,7 @@ def _start(program: str, ini: Path, folder: Path) -> subprocess.Popen:
 
 def _stop(process: subprocess.Popen) -> None:
     if process.poll() is None:
-        process.terminate()
+        process.send_signal(signal.SIGINT)  # its clients are gone: it exits at once
         try:
             process.wait(timeout=_STOP_SECONDS)
         except subprocess.TimeoutExpired:
