@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -31,6 +32,7 @@ from optuna_energy.reading.analysis import (
 from optuna_energy.reading.savings import savings, savings_text
 from optuna_energy.reading.study_trials import StudyTrials
 from optuna_energy.store.budget import tally
+from optuna_energy.store.pooler import pooled_storage
 from optuna_energy.store.storage import (
     StorageError,
     mask_url,
@@ -114,14 +116,23 @@ def _launch(args: argparse.Namespace) -> int:
                              cpu_workers=args.workers, available_gpus=BACKENDS["cuda"].count_on_node())
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    study = create_or_load_study(config)  # once here: bad URLs and passwords fail once, not per worker
     forwarded = [args.config] if args.config else []
     for flag, value in (("--study-name", config.study.name), ("--n-trials", args.n_trials),
                         ("--timeout", args.timeout), ("--seed", args.seed),
                         ("--sampler", args.sampler), ("--objectives", args.objectives)):
         if value is not None:
             forwarded += [flag, str(value)]
-    return launch(slots, forwarded, storage=config.study.storage, study=study)
+    with _node_pooler(config, args.pooler or config.workers.pooler) as storage:
+        # The launcher's own connections go through the pooler too: one node, one pool.
+        study = create_or_load_study(config.with_study(storage=storage))  # bad passwords fail once here
+        return launch(slots, forwarded, storage=storage, study=study)
+
+
+def _node_pooler(config: StudyConfig, pooler: str) -> contextlib.AbstractContextManager[str]:
+    """The storage URL the node's workers use: the study's, or its pooler's while the launch runs."""
+    if pooler == "none":
+        return contextlib.nullcontext(config.study.storage)
+    return pooled_storage(config.study.storage, server_connections=config.workers.pooler_connections)
 
 
 def load_stored_study(args: argparse.Namespace) -> tuple[optuna.Study, StudyConfig]:

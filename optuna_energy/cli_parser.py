@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from optuna_energy.choices import DEFAULT_EXPORT_FORMAT, EXPORT_FORMATS, SAMPLER_NAMES, STORAGE_ENV
+from optuna_energy.choices import DEFAULT_EXPORT_FORMAT, EXPORT_FORMATS, POOLERS, SAMPLER_NAMES, STORAGE_ENV
 from optuna_energy.metrics import METRICS
 
 PROG = "optuna-energy"
@@ -154,5 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: the config's [workers] per_gpu, 1)")
     launcher.add_argument("--workers", type=_number(int), default=1,
                           help="CPU workers when this node has no GPU (default 1)")
+    launcher.add_argument("--pooler", choices=POOLERS,
+                          help="'pgbouncer': run PgBouncer for this node's workers, so hundreds of "
+                          "workers fit a PostgreSQL server's connection limit (default: the config's "
+                          "[workers] pooler, none)")
     _add_analysis_commands(commands)
     return parser

@@ -27,6 +27,7 @@ from typing import Any
 
 import optuna
 
+from optuna_energy.choices import POOLERS
 from optuna_energy.data.device import AUGMENTATIONS
 from optuna_energy.data.registry import check_dataset
 from optuna_energy.data.settings import DatasetSection
@@ -54,6 +55,9 @@ MAX_WINDOW_SECONDS = 3600
 hour per trial is a typo."""
 ENERGY_KINDS = ("net", "gross")
 PRECISIONS = ("fp32", "bf16")
+MIN_POOLER_CONNECTIONS = 2
+"""Optuna creates a study's tables over two connections at once."""
+"""``[workers] pooler`` and ``launch --pooler``: a connection pooler the launcher runs per node."""
 
 
 DEFAULT_CONFIG = "digits.toml"
@@ -161,6 +165,12 @@ class WorkersSection:
     per_gpu: int = 1
     """Workers sharing each GPU: their training overlaps, each measuring window runs alone
     (``--per-gpu`` overrides it)."""
+    pooler: str = "none"
+    """``"pgbouncer"``: the launcher runs PgBouncer for its node's workers (transaction
+    pooling, ``store.pooler``), so hundreds of workers fit a PostgreSQL server's 100 connections
+    (``--pooler`` overrides it)."""
+    pooler_connections: int = 4
+    """Connections to the database server the node's pooler opens at most."""
 
 
 EvolutionSection = EvolutionSettings
@@ -475,6 +485,10 @@ def _validate_storage(section: StorageSection, name: str) -> None:
 
 def _validate_workers(section: WorkersSection, name: str) -> None:
     _positive(section.per_gpu, f"[{name}] per_gpu")
+    _choice(section.pooler, POOLERS, f"[{name}] pooler")
+    if section.pooler_connections < MIN_POOLER_CONNECTIONS:
+        raise ConfigError(f"[{name}] pooler_connections must be >= {MIN_POOLER_CONNECTIONS}, "
+                          f"got {section.pooler_connections}")
 
 
 def _validate_early_stopping(section: EarlyStoppingSection, name: str) -> None:

@@ -6,13 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages the tests use for real: Python with venv, a PostgreSQL server (started by the
-# tests as the postgres user), a headless Chromium (the optuna-dashboard browser test) and Slurm
+# tests as the postgres user), PgBouncer (launch --pooler pgbouncer), a headless Chromium (the optuna-dashboard browser test) and Slurm
 # with munge (a one-node cluster the tests start to run studies/slurm/search.sbatch).
 # To need another one, add a line: its check, then the Debian package that satisfies it.
 missing=()
 command -v python3 >/dev/null || missing+=(python3)
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+[ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null || missing+=(pgbouncer)
 command -v chromium >/dev/null || missing+=(chromium)
 [ -x /usr/sbin/slurmctld ] && [ -x /usr/sbin/slurmd ] || missing+=(slurm-wlm)
 [ -x /usr/sbin/munged ] || missing+=(munge)

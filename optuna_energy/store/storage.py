@@ -293,8 +293,10 @@ def _create_tables_once(url: str, settings: StorageSection | None) -> optuna.sto
         try:
             with warnings.catch_warnings():  # the heartbeat is experimental in Optuna, and chosen
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return _ResilientRDBStorage(_with_driver(url), engine_kwargs=_engine_kwargs(scheme_of(url)),
-                                            **_heartbeat_kwargs(settings))
+                storage = _ResilientRDBStorage(_with_driver(url), engine_kwargs=_engine_kwargs(scheme_of(url)),
+                                               skip_compatibility_check=True, **_heartbeat_kwargs(settings))
+            _check_schema(storage)
+            return storage
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError,
                 sqlalchemy.exc.OperationalError) as error:
             # SQLite says "table studies already exists" (or "database is locked") as an
@@ -340,6 +342,17 @@ def _one_line_query_retries() -> None:
     logger = logging.getLogger("optuna.storages._rdb.storage")
     if not any(isinstance(existing, _OneLineQueryRetry) for existing in logger.filters):
         logger.addFilter(_OneLineQueryRetry())
+
+
+def _check_schema(storage: optuna.storages.RDBStorage) -> None:
+    """Optuna's own check of the tables' schema, one connection at a time: Optuna's asks for a
+    second connection while holding the first, which through a pooler with as many connections as
+    workers starting at once (``store.pooler``) would wait forever."""
+    current, head = storage.get_current_version(), storage.get_head_version()
+    if current != head:
+        raise StorageError(f"the study database {mask_url(storage.url)} has Optuna's table schema "
+                           f"{current}; this Optuna needs {head}: run `optuna storage upgrade "
+                           "--storage URL` (or use the Optuna version that made it)")
 
 
 def describe_error(error: BaseException, url: str) -> str:
@@ -464,7 +477,12 @@ def _engine_kwargs(scheme: str) -> dict:
     if scheme == "sqlite":
         # Several threads of one process (heartbeat, progress) share the file.
         return {"connect_args": {"timeout": 60}}
-    connect_args = {"connect_timeout": 10}  # an unreachable host fails in seconds, not minutes
+    connect_args: dict[str, object] = {"connect_timeout": 10}  # an unreachable host fails in seconds
+    if scheme == "postgresql":
+        # psycopg prepares a statement on the server after its 5th run; a pooler in transaction
+        # mode (store.pooler, or a site's PgBouncer) hands the next transaction another server
+        # connection, where that statement does not exist.
+        connect_args["prepare_threshold"] = None
     # A worker needs two connections (its trials and their heartbeat): a small pool per process
     # keeps hundreds of workers under the server's max_connections. Servers drop idle
     # connections and restart; pre-ping and recycle replace dead ones before a query fails.
