@@ -73,7 +73,17 @@ def _run(args: argparse.Namespace) -> int:
                       "it, give a larger total:"))
         print(f"  {_rerun_command(args, 2 * config.study.n_trials)}")
     else:
-        optimize_study(study, config, show_progress_bar=True)
+        try:
+            optimize_study(study, config, show_progress_bar=True)
+        except KeyboardInterrupt:  # what the study has so far, then main's one line and exit code
+            _print_front(study)
+            raise
+    _print_front(study)
+    return 0
+
+
+def _print_front(study: optuna.Study) -> None:
+    """The study's Pareto front as a table, and what early stopping saved."""
     read = StudyTrials(study)  # one light read for the front, the count and the savings
     front = pareto_trials(read)
     print("\n" + _fitted(f"Pareto front of study {study.study_name!r} ({len(front)} of {len(read.trials)} trials):"))
@@ -82,7 +92,6 @@ def _run(args: argparse.Namespace) -> int:
     if "... (+" in table:
         print("(shortened to fit; full architectures: `optuna-energy report`, user attr architecture_summary)")
     print(f"\n{_fitted(savings_text(savings(read)))}")
-    return 0
 
 
 def _rerun_command(args: argparse.Namespace, n_trials: int) -> str:

@@ -34,13 +34,14 @@ from optuna_energy.host.devices import resolve_device
 from optuna_energy.host.files import check_target, replacing
 from optuna_energy.model.arch import build_model
 from optuna_energy.model.space import TrainingParams
-from optuna_energy.reading.analysis import is_feasible
+from optuna_energy.reading.study_trials import feasible_in
 from optuna_energy.samplers._optuna_compat import storage_of, study_id
 from optuna_energy.store.record import TrialRecord, stored_config
 from optuna_energy.store.storage import storage_files
 from optuna_energy.store.weights import WeightsUnavailable, load_weights, weights_folder
 from optuna_energy.study import load_device_data
 from optuna_energy.trial.objective import trial_seed
+from optuna_energy.trial.stopping import LEARNED
 from optuna_energy.trial.train import TrainingSession, evaluate, train
 
 FORMATS = EXPORT_FORMATS
@@ -282,8 +283,8 @@ def export_formats(study: optuna.Study, trial_number: int, *, formats: Sequence[
         if fmt in DEPRECATED_FORMATS:
             warnings.warn(f"{DEPRECATED_FORMATS[fmt]}: prefer --format {DEFAULT_FORMAT}", ExportWarning,
                           stacklevel=3)
-    if not is_feasible(trial):
-        violated = ", ".join(name for name, value in trial.constraints.items() if value > 0)
+    if not feasible_in(study, trial):
+        violated = ", ".join(name for name, value in trial.constraints.items() if value > 0) or LEARNED
         warnings.warn(f"trial {trial.number} is infeasible (violates {violated}): not one of the study's "
                       "best trials; `optuna-energy report` lists the models worth deploying",
                       ExportWarning, stacklevel=3)

@@ -40,6 +40,7 @@ from optuna_energy.store.storage import (
     storage_fault,
 )
 from optuna_energy.store.weights import weights_keeper
+from optuna_energy.trial.early_stopping import claimed_budget
 from optuna_energy.trial.objective import Objective, TrainedModelHook
 from optuna_energy.trial.train import TrialFailure
 
@@ -192,10 +193,10 @@ def optimize_study(study: optuna.Study, config: StudyConfig, *, dataset: ArraySp
     meter = open_meter(torch_device, settings=config.measure.meters.values(), meter=config.measure.meter)
     try:
         idle = measure_idle_watts(meter, config.measure.idle_seconds) if meter.counts_hardware else 0.0
-        objective = Objective(config, data, meter=meter, idle_watts=idle,
-                              on_trained=_trained_model_hooks(study, config))
         with TrialProgress(study, total=config.study.n_trials, enabled=show_progress_bar,
-                           training=objective.training_budget, ledger=ledger) as progress:
+                           training=claimed_budget(config), ledger=ledger) as progress:
+            objective = Objective(config, data, meter=meter, idle_watts=idle,
+                                  on_trained=_trained_model_hooks(study, config), on_stage=progress.stage)
             optimize_within_budget(study, objective, n_trials=config.study.n_trials,
                                    timeout=config.study.timeout,
                                    callbacks=[progress, *callbacks,

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
 import pytest
+from optuna.trial import TrialState
 
 from optuna_energy import cli
 
@@ -63,3 +66,27 @@ def test_the_readme_example_runs_and_its_study_reports(tmp_path, capsys, monkeyp
 @pytest.mark.parametrize("example", sorted((REPO / "examples").glob("*.py")), ids=lambda path: path.name)
 def test_every_example_is_tested(example):
     assert example.stem in Path(__file__).read_text().replace("-", "_")
+
+
+def test_a_stopped_example_shows_its_progress_and_leaves_no_trial_running(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    example = subprocess.Popen(
+        [sys.executable, str(REPO / "examples" / "builtin_space_own_loop.py"), str(tmp_path), "--trials", "50"],
+        cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal gives it
+    deadline = time.monotonic() + 300
+    while not _states(storage).count(TrialState.COMPLETE) or TrialState.RUNNING not in _states(storage):
+        assert example.poll() is None and time.monotonic() < deadline, example.stderr.read()[-2000:]
+        time.sleep(0.05)
+    example.send_signal(signal.SIGINT)
+    _, err = example.communicate(timeout=120)
+    assert example.returncode != 0 and "/50 [" in err  # Optuna's bar over the trials
+    assert TrialState.RUNNING not in _states(storage)
+
+
+def _states(storage: str) -> list[TrialState]:
+    """The example's trials' states, [] before it created its study."""
+    try:
+        return [trial.state for trial in optuna.load_study(study_name="builtin-space", storage=storage).trials]
+    except KeyError:
+        return []

@@ -141,6 +141,7 @@ def test_a_signal_in_a_trial_fails_and_requeues_it(stored: Path, tmp_path: Path,
                    "RUNNING trial")
     line = child.stop(sig)
     assert "finished trials are stored, run the same command to resume" in line
+    assert "Pareto front of study" in "".join(child.out)  # what the study has so far
     child.assert_nothing_lost()
     assert [trial.state for trial in child.trials()[len(child.before):]] == [TrialState.FAIL, TrialState.WAITING]
 

@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optuna_energy.metrics import ACCURACY, METRICS, cost_names, metric
 from optuna_energy.model.arch import summarize
-from optuna_energy.reading.study_trials import StudyTrials, is_feasible, read_study
+from optuna_energy.reading.study_trials import StudyTrials, read_study
 from optuna_energy.samplers import REFERENCE, hypervolume
 from optuna_energy.samplers import (
     normalised_losses as normalised_losses_for_hypervolume,
@@ -97,8 +97,8 @@ def metric_names(source: optuna.Study | StudyTrials) -> list[str]:
 
 def usable_trials(study: optuna.Study) -> list[FrozenTrial]:
     """Completed, feasible trials by number: the ones a user could deploy."""
-    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return sorted((trial for trial in trials if is_feasible(trial)), key=lambda t: t.number)
+    read = StudyTrials(study)
+    return [read.full(trial) for trial in read.usable]
 
 
 def require_usable(read: StudyTrials) -> list[FrozenTrial]:

@@ -30,7 +30,7 @@ from optuna_energy.reading.analysis import (
     metric_values,
 )
 from optuna_energy.reading.report import Report
-from optuna_energy.reading.study_trials import StudyTrials, is_feasible, read_study
+from optuna_energy.reading.study_trials import StudyTrials, read_study
 from optuna_energy.store.record import TrialRecord
 
 _HEAD = "head"
@@ -59,7 +59,7 @@ def cost_figure(study: optuna.Study, report: Report) -> Figure:
     read = report.trials
     names = metric_names(read)
     completed = read.in_states(TrialState.COMPLETE)
-    infeasible = [trial for trial in completed if not is_feasible(trial)]
+    infeasible = [trial for trial in completed if not read.feasible(trial)]
     not_drawn = len(read.trials) - len(completed)
     usable = read.usable
     panels = report.highlights

@@ -33,6 +33,10 @@ class TrialRecord:
     training: dict[str, Any] | None = None
     device: str | None = None
     eval_split: str | None = None
+    eval_images: int | None = None
+    chance_accuracy: float | None = None
+    """Evaluation accuracy of always answering the most frequent class; with ``eval_images``,
+    what the ``learned`` constraint is judged by (``optuna_energy.trial.stopping.ChanceLevel``)."""
     precision: str | None = None
     # What it measured (SI units).
     accuracy: float | None = None

@@ -13,7 +13,7 @@ study knows what was spent.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import optuna
 from optuna.trial import FrozenTrial
@@ -31,8 +31,8 @@ from optuna_energy.store import record
 from optuna_energy.store.ledger import StudyLedger
 from optuna_energy.store.record import TrialRecord
 from optuna_energy.store.training_budget import TrainingBudget, joules_per_mac_epoch
-from optuna_energy.trial.rungs import RungSchedule
-from optuna_energy.trial.stopping import RungStopper, learned_threshold
+from optuna_energy.trial.rungs import RungSchedule, epochs_text
+from optuna_energy.trial.stopping import ChanceLevel, RungStopper
 from optuna_energy.trial.train import TrainingSession, TrainResult, evaluate, train
 
 APPORTIONED = "apportioned"
@@ -54,10 +54,26 @@ def training_budget(config: StudyConfig) -> TrainingBudget:
                           boundaries=schedule(config).boundaries)
 
 
+def claimed_budget(config: StudyConfig) -> TrainingBudget | None:
+    """The study's training budget, ``None`` without a limit on training: nothing to claim
+    (studies run by ``study.optimize``)."""
+    budget = training_budget(config)
+    return budget if (budget.max_epochs or budget.max_joules) else None
+
+
+StageHook = Callable[[int, str], None]
+"""Told a running trial's number and what it does now (``measuring``, ``training epoch 3/6``,
+``rung decision``): the progress bar's (``optuna_energy.run.progress.TrialProgress.stage``)."""
+
+
+def no_stage(number: int, stage: str) -> None:
+    """A :data:`StageHook` that shows nothing."""
+
+
 def stopper(config: StudyConfig, data: DeviceData) -> RungStopper:
     """The study's rung decision: its schedule, chance level and cost objectives (one per
     process: it keeps the rungs' peers between trials)."""
-    return RungStopper(schedule=schedule(config), learned=learned_threshold(data),
+    return RungStopper(schedule=schedule(config), learned=ChanceLevel.of(data).learned_threshold,
                        min_peers=config.early_stopping.min_peers,
                        cost_fields=tuple(METRICS[name].field for name in config.study.objectives
                                          if name != ACCURACY))
@@ -99,8 +115,10 @@ class MeteredTraining:
 
     def __init__(self, trial: optuna.Trial, *, model: nn.Module, data: DeviceData,
                  training: TrainingParams, profile: ArchProfile, seed: int, precision: str,
-                 meter: EnergyMeter, turn: gpu_share.TrainingTurn) -> None:
+                 meter: EnergyMeter, turn: gpu_share.TrainingTurn, full_epochs: int,
+                 on_stage: StageHook = no_stage) -> None:
         self.trial, self.model, self.data, self.meter, self.turn = trial, model, data, meter, turn
+        self.full_epochs, self.on_stage = full_epochs, on_stage
         self.training, self.profile, self.seed, self.precision = training, profile, seed, precision
         self.session = TrainingSession.start(model, data, training, seed=seed)
         self.apportioned = turn.shared and meter.counts_hardware
@@ -119,7 +137,8 @@ class MeteredTraining:
         evaluation accuracy."""
         def stretch() -> TrainResult:
             return train(self.model, self.data, self.training, epochs=boundary - self.epochs,
-                         seed=self.seed, precision=self.precision, session=self.session)
+                         seed=self.seed, precision=self.precision, session=self.session,
+                         on_epoch=self._tell_epoch)
 
         mark = self.turn.mark()
         result, window = metered(
@@ -135,7 +154,11 @@ class MeteredTraining:
         shared = ({"train_energy_basis": APPORTIONED, "train_window_j": self.window_joules}
                   if self.apportioned else {})
         record.write(self.trial, epochs_trained=boundary, train_energy_j=self.joules, **shared)
+        self.on_stage(self.trial.number, f"evaluating after {epochs_text(boundary)}")
         return evaluate(self.model, self.data, precision=self.precision)
+
+    def _tell_epoch(self, epoch: int) -> None:
+        self.on_stage(self.trial.number, f"training epoch {epoch}/{self.full_epochs}")
 
 
 def _affordable(trial: optuna.Trial, *, budget: TrainingBudget, claim: int, boundary: int,
@@ -157,12 +180,13 @@ def _affordable(trial: optuna.Trial, *, budget: TrainingBudget, claim: int, boun
 def train_in_rungs(trial: optuna.Trial, *, model: nn.Module, data: DeviceData,
                    config: StudyConfig, training: TrainingParams, profile: ArchProfile,
                    costs: dict[str, float], claim: int, seed: int, meter: EnergyMeter,
-                   rule: RungStopper) -> RungTraining:
+                   rule: RungStopper, on_stage: StageHook = no_stage) -> RungTraining:
     """Train ``model`` rung by rung up to ``claim`` epochs, stopping where the rule says.
 
     ``costs`` are the architecture's measured costs by registry name (the study's cost
     objectives); ``claim`` the epochs the training budget allows this trial; ``rule`` the
-    process's rung decision (:func:`stopper`).
+    process's rung decision (:func:`stopper`); ``on_stage`` is told each epoch, evaluation and
+    rung decision as it starts.
 
     Raises:
         TrialFailure: Training diverged or ran out of memory.
@@ -175,7 +199,8 @@ def train_in_rungs(trial: optuna.Trial, *, model: nn.Module, data: DeviceData,
     with gpu_share.training(data.device) as turn:
         trained = MeteredTraining(trial, model=model, data=data, training=training,
                                   profile=profile, seed=seed, precision=config.training.precision,
-                                  meter=meter, turn=turn)
+                                  meter=meter, turn=turn, full_epochs=rule.schedule.epochs,
+                                  on_stage=on_stage)
         for boundary in rule.schedule.boundaries:
             stop_reason = _affordable(trial, budget=budget, claim=claim, boundary=boundary,
                                       training=trained)
@@ -184,6 +209,7 @@ def train_in_rungs(trial: optuna.Trial, *, model: nn.Module, data: DeviceData,
             accuracy = trained.train_to(boundary)
             if boundary == rule.schedule.epochs:
                 break
+            on_stage(trial.number, "rung decision")
             decision = rule.check(trial, rung=boundary, accuracy=accuracy, costs=own_costs)
             if not decision.go_on:
                 stop_reason = decision.reason

@@ -28,15 +28,9 @@ from optuna_energy.model.space import sample_architecture
 from optuna_energy.store import record
 from optuna_energy.store.storage import database_errors
 from optuna_energy.trial.costs_first import measure_architecture
-from optuna_energy.trial.early_stopping import stopper, train_in_rungs, training_budget
-from optuna_energy.trial.stopping import learned_threshold
+from optuna_energy.trial.early_stopping import StageHook, claimed_budget, no_stage, stopper, train_in_rungs
+from optuna_energy.trial.stopping import LEARNED, ChanceLevel
 from optuna_energy.trial.train import TrialFailure, trial_failures
-
-LEARNED = "learned"
-"""The constraint every trial carries: its accuracy must beat always answering the most frequent
-class by at least one evaluation image. A model that does not is no trade-off at any budget,
-and without the constraint the cheapest chance-level networks fill every Pareto front and every
-sampler's idea of a good trial."""
 
 MAX_UNEXPECTED_IN_A_ROW = 3
 """Consecutive trials of one process that may end with an exception the objective did not expect
@@ -84,15 +78,16 @@ class Objective:
     """The callable handed to ``study.optimize``; returns values in ``config.study.objectives`` order."""
 
     def __init__(self, config: StudyConfig, data: DeviceData, *, meter: EnergyMeter,
-                 idle_watts: float = 0.0, on_trained: TrainedModelHook | None = None) -> None:
+                 idle_watts: float = 0.0, on_trained: TrainedModelHook | None = None,
+                 on_stage: StageHook = no_stage) -> None:
         self.config = config
         self.data = data
         self.meter = meter
         self.idle_watts = idle_watts
         self.on_trained = on_trained
-        budget = training_budget(config)
-        # Without a limit on training there is nothing to claim (studies run by study.optimize).
-        self.training_budget = budget if (budget.max_epochs or budget.max_joules) else None
+        self.on_stage = on_stage
+        """Told what each trial does now (the progress bar's ``TrialProgress.stage``)."""
+        self.training_budget = claimed_budget(config)
         self.unexpected_in_a_row = 0
         self.rung_decision = stopper(config, data)
 
@@ -133,7 +128,9 @@ class Objective:
         training = suggest_training(trial, training=config.training)
         sampled = sample_architecture(trial, config.space, data.input_shape)
         costs = record_architecture(trial, sampled, data.input_shape, data.n_classes)
+        chance = ChanceLevel.of(data)
         record.write(trial, device=str(data.device), eval_split=data.eval_split,
+                     eval_images=chance.eval_images, chance_accuracy=chance.accuracy,
                      precision=config.training.precision)
 
         self._check_memory(training_memory(costs, training.batch_size), training.batch_size)
@@ -142,6 +139,7 @@ class Objective:
         with trial_failures():
             model = build_model(sampled.spec, data.input_shape, data.n_classes).to(
                 data.device, memory_format=data.memory_format)  # type: ignore[call-overload]
+        self.on_stage(trial.number, "measuring")
         # Costs first: they do not depend on the weights, so an architecture over a limit is
         # never trained and the stop rule ranks by exact costs (optuna_energy.trial.costs_first).
         architecture = measure_architecture(model, config=config, data=data, profile=costs,
@@ -154,7 +152,7 @@ class Objective:
         trained = train_in_rungs(
             trial, model=model, data=data, config=config, training=training, profile=costs,
             costs={name: architecture.cost(name) for name in cost_names()}, claim=claim, seed=seed,
-            meter=self.meter, rule=self.rung_decision)
+            meter=self.meter, rule=self.rung_decision, on_stage=self.on_stage)
         record.write(trial, train_window_s=trained.window_seconds, train_seconds=trained.seconds)
         if trained.stop_reason is not None:
             self._stop(trial, trained.stop_reason, epochs=trained.epochs, joules=trained.joules)
@@ -184,6 +182,7 @@ class Objective:
     def _set_constraints(self, trial: optuna.Trial, measured: dict[str, float],
                          cost_violations: dict[str, float]) -> None:
         """Optuna's constraint API, mirrored in the trial record where optuna-dashboard shows it."""
-        violations = {LEARNED: learned_threshold(self.data) - measured["accuracy"], **cost_violations}
+        violations = {LEARNED: ChanceLevel.of(self.data).learned_threshold - measured["accuracy"],
+                      **cost_violations}
         trial.set_constraint(LEARNED, violations[LEARNED])  # the costs' were set before training
         record.write(trial, constraints=violations, feasible=all(v <= 0 for v in violations.values()))

@@ -4,8 +4,8 @@ Training runs in rungs: after ``first_rung`` epochs, then after ``factor`` times
 so on, up to (not including) the configured ``epochs``, which is full training. At each rung a
 trial goes on only if it can still reach the Pareto front:
 
-1. **Chance.** A network whose accuracy is still no better than always answering the most
-   frequent class (the ``learned`` constraint's threshold) stops: it learned nothing yet.
+1. **Chance.** A network whose accuracy is not yet above always answering the most frequent
+   class with confidence (the ``learned`` constraint's threshold) stops: it learned nothing yet.
 2. **Asynchronous successive halving, multi-objective.** Among the trials that reached this
    rung (from what the storage holds now: no barrier, any number of workers), the points
    ``(1 - accuracy at the rung, cost_1, ..., cost_k)`` are sorted into non-dominated fronts.
@@ -79,7 +79,7 @@ def decide(*, accuracy: float, costs: Sequence[float], peers: Sequence[tuple[flo
         costs: Its exact costs, one per cost objective (lower is better).
         peers: ``(accuracy at this rung, costs)`` of the other trials that reached the rung.
         learned: Accuracy a network must reach to have learned anything (the ``learned``
-            constraint's threshold: one evaluation image above chance).
+            constraint's threshold: :attr:`optuna_energy.trial.stopping.ChanceLevel.learned_threshold`).
         factor: Keep the best ``1 / factor`` of the trials at the rung.
         min_peers: Trials (this one included) needed at the rung before ranking them.
         rung: Epochs trained, for the reason.

@@ -6,7 +6,7 @@ import contextlib
 import dataclasses
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -75,13 +75,15 @@ def trial_failures() -> Iterator[None]:
 
 
 def train(model: nn.Module, data: DeviceData, params: TrainingParams, *, epochs: int,
-          seed: int, precision: str = "fp32", session: TrainingSession | None = None) -> TrainResult:
+          seed: int, precision: str = "fp32", session: TrainingSession | None = None,
+          on_epoch: Callable[[int], None] | None = None) -> TrainResult:
     """Train ``model`` in place for a fixed number of epochs, seeded.
 
     Shuffling and augmentation draw from a generator on the data's device, so no batch order
     is copied from the host. Passing the same ``session`` to consecutive calls continues one
     training run (optimizer state, batch order, epoch count): training in rungs of 1 and 2
-    epochs gives the model that 3 epochs in one call give.
+    epochs gives the model that 3 epochs in one call give. ``on_epoch`` is told the number
+    (from 1, counted over the session) of each epoch as it starts.
 
     Raises:
         TrialFailure: The loss became NaN or infinite, or memory ran out.
@@ -94,6 +96,8 @@ def train(model: nn.Module, data: DeviceData, params: TrainingParams, *, epochs:
     loss = torch.zeros((), device=data.device)
     with trial_failures():
         for epoch in range(session.epochs_done, session.epochs_done + epochs):
+            if on_epoch is not None:
+                on_epoch(epoch + 1)
             for images, labels in data.train_batches(params.batch_size, generator):
                 gpu_share.step()
                 optimizer.zero_grad(set_to_none=True)
