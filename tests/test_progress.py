@@ -48,7 +48,7 @@ def test_the_bar_shows_the_stage_and_logs_above_it(tmp_path: Path, capsys: pytes
     console = logging.StreamHandler(sys.stderr)  # a console handler, as a user's logging has
     logging.getLogger().addHandler(console)
     try:
-        study = optuna.create_study(directions=["maximize", "minimize"])
+        study = optuna.create_study(study_name="s", directions=["maximize", "minimize"])
         with TrialProgress(study, total=2) as bar:
             bar.stage(3, "training epoch 2/6")
             logging.getLogger("optuna_energy.test").warning("trial 2 failed: out of memory")

@@ -56,9 +56,9 @@ class TrialProgress:
 
     def _draw(self) -> None:
         postfix, now = dict(self._postfix), self._now
-        if now is not None:
+        if now is not None:  # first: a bar cut to the terminal's width keeps what moves
             trial, stage, since = now
-            postfix[trial] = f"{stage} ({_duration(time.monotonic() - since)})"
+            postfix = {trial: f"{stage} ({_duration(time.monotonic() - since)})", **postfix}
         self._bar.set_postfix(postfix)
 
     def _tick(self) -> None:
