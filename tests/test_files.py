@@ -36,7 +36,10 @@ def made(tmp_path_factory):
 
 
 def _copy(made: Path, folder: Path, name: str = "study.db") -> Path:
+    """The made study's database in ``folder``, with the weights its trials kept beside it."""
     folder.mkdir(parents=True, exist_ok=True)
+    if (made.parent / "artifacts").is_dir() and not (folder / "artifacts").exists():
+        shutil.copytree(made.parent / "artifacts", folder / "artifacts")
     return Path(shutil.copy(made, folder / name))
 
 
