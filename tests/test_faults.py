@@ -50,13 +50,16 @@ def copy(finished: Path, tmp_path: Path) -> Path:
 
 def stored(url: str) -> list[tuple]:
     """Everything a study keeps: its attributes and every trial's state, values, parameters and
-    attributes."""
+    attributes; not the package's summaries of its trials (``optuna_energy:`` system attributes:
+    the ledger, the evolution population), which a run updates and a reader rebuilds when missing."""
     storage = open_storage(url, create=False)
     kept = []
     for summary in optuna.get_all_study_summaries(storage):
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         study_id = storage.get_study_id_from_name(summary.study_name)
-        kept.append((summary.study_name, study.user_attrs, storage.get_study_system_attrs(study_id)))
+        summaries = {key: value for key, value in storage.get_study_system_attrs(study_id).items()
+                     if not key.startswith("optuna_energy:")}
+        kept.append((summary.study_name, study.user_attrs, summaries))
         kept += [(trial.number, trial.state, trial.values, trial.params, trial.user_attrs,
                   trial.system_attrs) for trial in study.get_trials(deepcopy=False)]
     return kept
