@@ -122,11 +122,11 @@ def test_plugins_by_entry_point_run_and_report_like_built_ins(tmp_path):
             def describe(self, layer):
                 return f"noisy{layer['rate']:.2f}"
 
-        def _splits(section, seed):
+        def _splits(section, seed):  # four brightness levels: learnable at once, beyond chance
             rng = np.random.default_rng(seed)
-            images = rng.integers(0, 256, (80, 1, 8, 8), dtype=np.uint8)
-            labels = np.arange(80) % 4
-            return from_tensors(images[:60], labels[:60], images[60:], labels[60:], name=section.name)
+            labels = np.arange(800) % 4
+            images = (labels[:, None, None, None] * 80 + rng.integers(0, 16, (800, 1, 8, 8))).astype(np.uint8)
+            return from_tensors(images[:600], labels[:600], images[600:], labels[600:], name=section.name)
 
         SPLITS = DatasetSource(_splits, ("validation",))
     ''')
