@@ -262,7 +262,7 @@ def run_command(args: argparse.Namespace) -> int:
     for url in (getattr(args, "storage", None), os.environ.get(STORAGE_ENV)):
         if url:
             remember_secrets(url)  # before anything can print it
-    warnings.formatwarning = _command_warning
+    previous_format, warnings.formatwarning = warnings.formatwarning, _command_warning
     _mask_passwords_in_logs()
     try:
         return _HANDLERS[args.command](args)
@@ -279,6 +279,8 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"\n{PROG}: {interrupted_by(stop)}; finished trials are stored, run the same command "
               "to resume", file=sys.stderr)
         return exit_code(stop)
+    finally:  # a caller's own warnings keep their format after the command
+        warnings.formatwarning = previous_format
 
 
 if __name__ == "__main__":

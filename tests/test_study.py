@@ -17,6 +17,7 @@ from optuna_energy.export import study_config
 from optuna_energy.host.devices import DeviceError
 from optuna_energy.model.arch import build_model, profile
 from optuna_energy.study import create_or_load_study
+from optuna_energy.trial.stopping import ChanceLevel
 from tests.helpers import tiny_config
 
 ENERGY_ATTRS = ("energy_source", "energy_gross_j", "energy_net_j", "train_energy_j")
@@ -132,7 +133,8 @@ def test_constraints_are_set_and_mirrored(tmp_path):
     config["constraints"] = {"max_params": 5000}
     study = optuna_energy.run_study(config, show_progress_bar=False)
     eval_labels = load_dataset(load_config(config).dataset, seed=0).eval_y
-    above_chance = np.bincount(eval_labels).max() / len(eval_labels) + 1 / len(eval_labels)
+    above_chance = ChanceLevel(accuracy=np.bincount(eval_labels).max() / len(eval_labels),
+                               eval_images=len(eval_labels)).learned_threshold
     for trial in study.trials:
         violations = {"learned": above_chance - trial.user_attrs["accuracy"],
                       "params": trial.user_attrs["params"] - 5000}
