@@ -196,11 +196,6 @@ def open_storage(url: str, settings: StorageSection | None = None, *,
         if create:  # commands that only read leave the database as it is
             _index_trial_states(storage)
         return storage
-    except RuntimeError as error:  # Optuna's tables of another schema version: not ours to migrate
-        if "table schema" not in str(error):
-            raise
-        raise StorageError(f"cannot open storage {mask_url(url)}: its tables are of another Optuna schema "
-                           f"version; Optuna says: {' '.join(str(error).split())}") from None
     except ImportError as error:
         missing = error if isinstance(error, ModuleNotFoundError) else error.__cause__
         name = getattr(missing, "name", None) or "unknown"
