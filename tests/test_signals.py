@@ -23,9 +23,6 @@ from optuna_energy.study import run_study
 from tests.test_workers_pg import STUDY
 from tests.test_workers_pg import tiny_config as worker_config
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(),
-                                reason="finds the moment a child handles signals in /proc")
-
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 130, signal.SIGHUP: 129}  # docs/errors.md
 _PROGRESS_BAR = re.compile(r"^\S+: +\d+%\|")
 _WARNING = "optuna-energy: warning: "  # said at start-up (no energy meter on this machine), not of the stop
