@@ -33,6 +33,7 @@ from optuna_energy.data.registry import check_dataset
 from optuna_energy.data.settings import DatasetSection
 from optuna_energy.host.devices import DeviceError, parse_device_name
 from optuna_energy.host.meters import meter_choices, settings_tables
+from optuna_energy.measuring.costs import ENERGY_KINDS
 from optuna_energy.metrics import DEFAULT_OBJECTIVES, METRICS
 from optuna_energy.model.optimizers import OPTIMIZERS
 from optuna_energy.model.space import SpaceSection
@@ -53,7 +54,6 @@ overflow the thread waits and timestamps they go to."""
 MAX_WINDOW_SECONDS = 3600
 """Longest measuring window, idle baseline or power sampling period: the paper's are seconds, an
 hour per trial is a typo."""
-ENERGY_KINDS = ("net", "gross")
 PRECISIONS = ("fp32", "bf16")
 MIN_POOLER_CONNECTIONS = 2
 """Optuna creates a study's tables over two connections at once."""
