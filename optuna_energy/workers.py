@@ -305,7 +305,9 @@ class _Output:
     def __init__(self, storage: str, stream: IO[str] | None = None) -> None:
         self.storage = storage
         self.stream = stream or sys.stdout
-        self.lock = threading.Lock()
+        # Re-entrant: the stop signal's handler says its line in the main thread, which the
+        # signal may have interrupted in the middle of a line of its own.
+        self.lock = threading.RLock()
         self.readers: list[threading.Thread] = []
 
     def follow(self, name: str, source: IO[str]) -> None:

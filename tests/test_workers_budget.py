@@ -6,6 +6,7 @@ import io
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -232,3 +233,23 @@ def test_ctrl_c_while_optuna_records_a_trial_waits_until_it_is_stored(tmp_path: 
     study._storage.set_trial_state_values = record
     optimize_within_budget(study, objective, n_trials=3)  # the stop was used up: runs normally
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+
+
+def test_a_stop_signal_arriving_while_a_line_is_written_is_said_too() -> None:
+    # The launcher's SIGTERM handler writes "[launch] SIGTERM: stopping ..." in the main thread;
+    # arriving while that thread wrote "started worker ..." it waited for a lock it held itself.
+    code = ("import io, os, signal\n"
+            "from optuna_energy.workers import _Output\n"
+            "class Interrupting(io.StringIO):\n"
+            "    def write(self, text):\n"
+            "        if 'started' in text:\n"
+            "            os.kill(os.getpid(), signal.SIGUSR1)\n"
+            "        return super().write(text)\n"
+            "stream = Interrupting()\n"
+            "output = _Output('sqlite://', stream)\n"
+            "signal.signal(signal.SIGUSR1, lambda *_: output.line('launch', 'SIGUSR1: stopping'))\n"
+            "output.line('launch', 'started worker cpu0')\n"
+            "print(stream.getvalue(), end='')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert done.stdout.splitlines() == ["[launch] SIGUSR1: stopping", "[launch] started worker cpu0"], done.stderr
