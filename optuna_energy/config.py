@@ -127,8 +127,9 @@ _LEGACY_MEASURE_KEYS = {"power_interval_s": "nvml"}
 
 
 def constraints_section() -> type:
-    """``[constraints]``: one upper limit per registered metric with a ``limit`` (``max_params``,
-    ``max_energy``...), made from the registry as it is now; a trial over any is infeasible
+    """``[constraints]``: one limit per registered metric with a ``limit``, made from the registry
+    as it is now: a ceiling on each cost (``max_params``, ``max_energy``...) and a floor on
+    accuracy (``min_accuracy``, on top of the ``learned`` rule); a trial outside any is infeasible
     (Optuna's constraint API)."""
     return _constraints_type(tuple(metric.limit for metric in METRICS.values() if metric.limit))
 
@@ -470,8 +471,10 @@ def _validate_measure(section: MeasureSection, name: str) -> None:
 
 
 def _validate_constraints(section: Any, name: str) -> None:
+    floors = {metric.limit for metric in METRICS.values() if not metric.is_cost}
     for field in dataclasses.fields(section):
-        _positive(getattr(section, field.name), f"[{name}] {field.name}")
+        # a floor bounds accuracy, a fraction; a ceiling any positive cost
+        _positive(getattr(section, field.name), f"[{name}] {field.name}", high=1 if field.name in floors else math.inf)
 
 
 def _validate_storage(section: StorageSection, name: str) -> None:

@@ -69,7 +69,9 @@ class Metric:
     format: Callable[[float], str]
     """The value for people: integers as integers, engineering prefixes where they help."""
     limit: str | None = None
-    """The ``[constraints]`` key that caps it, if it can be capped."""
+    """The ``[constraints]`` key that bounds it, if it can be bounded: a cost's ceiling
+    (``max_params``), checked on the untrained model, or accuracy's floor (``min_accuracy``),
+    checked after full training."""
     measure: Callable[[ModelUnderTest], float] | None = None
     """Measures the model (a cost: every minimised metric has one); ``None`` for accuracy, which
     training measures. It reads what the inference protocol measured (``under_test.inference``)
@@ -79,13 +81,18 @@ class Metric:
     def is_cost(self) -> bool:
         return self.direction == "minimize"
 
+    def violation(self, value: float, limit: float) -> float:
+        """How far ``value`` lies outside ``limit`` (Optuna's constraint value: > 0 violated):
+        above a cost's ceiling, below accuracy's floor."""
+        return float(value - limit if self.is_cost else limit - value)
+
     def loss(self, value: Any) -> Any:
         """The metric as a loss to minimise (``1 - accuracy`` for a maximised fraction)."""
         return value if self.is_cost else 1.0 - value
 
 
 METRICS: dict[str, Metric] = {metric.name: metric for metric in (
-    Metric("accuracy", "maximize", "accuracy", "accuracy", "accuracy (%)", _percent),
+    Metric("accuracy", "maximize", "accuracy", "accuracy", "accuracy (%)", _percent, limit="min_accuracy"),
     Metric("inference_time", "minimize", "inference_time_s", "inference time",
            "inference time (s)", _si("s"), limit="max_inference_time",
            measure=lambda under_test: under_test.inference.seconds_per_pass),

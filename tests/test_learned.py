@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from optuna.trial import TrialState, create_trial
@@ -14,8 +15,11 @@ from scipy.stats import binom
 
 from optuna_energy.config import load_config
 from optuna_energy.reading.analysis import pareto_trials, usable_trials
+from optuna_energy.reading.dashboard import dashboard_only_best, note_markdown
+from optuna_energy.reading.report import build_report
 from optuna_energy.reading.study_trials import StudyTrials, dataset_chance, feasible_in, is_feasible
-from optuna_energy.study import create_or_load_study
+from optuna_energy.store.record import TrialRecord
+from optuna_energy.study import create_or_load_study, run_study
 from optuna_energy.trial.stopping import LEARNED, LEARNED_CONFIDENCE, ChanceLevel
 from tests.helpers import tiny_config
 
@@ -83,3 +87,28 @@ def test_a_study_without_a_stored_config_is_judged_as_stored() -> None:
     study.add_trial(judged(0.125, recorded=False))
     assert dataset_chance(study) is None
     assert [t.number for t in usable_trials(study)] == [0]
+
+
+def test_a_trained_trial_below_the_users_floor_completes_and_is_offered_nowhere(tmp_path: Path) -> None:
+    """``[constraints] min_accuracy`` on top of ``learned``: trained fully, COMPLETE, infeasible."""
+    config = tiny_config(tmp_path, n_trials=2, objectives=["accuracy", "params"]) | {
+        "constraints": {"min_accuracy": 1.0}}  # no network of one epoch gets every digit right
+    study = run_study(config, show_progress_bar=False)
+    trained = study.trials
+    assert [trial.state for trial in trained] == [TrialState.COMPLETE] * 2
+    for trial in trained:
+        record = TrialRecord.of(trial)
+        assert record.accuracy is not None and record.accuracy < 1
+        assert trial.constraints["accuracy"] == pytest.approx(1.0 - record.accuracy)
+        assert record.constraints == trial.constraints and record.feasible is False
+    feasible = create_trial(state=TrialState.COMPLETE, values=[1.0, 1e9],
+                            user_attrs={"accuracy": 1.0, "params": 1e9, "energy_per_inference_j": 1.0,
+                                        "train_energy_j": 1.0, "eval_images": 360, "chance_accuracy": 0.1},
+                            system_attrs={f"constraints:{LEARNED}": -0.8, "constraints:accuracy": 0.0})
+    study.add_trial(feasible)
+    assert [trial.number for trial in study.best_trials] == [2]  # what optuna-dashboard should show
+    assert [trial.number for trial in pareto_trials(study)] == [2]
+    assert {row.trial.number for row in build_report(study).rows} == {2}
+    on_the_values_front = {trial.number for trial in dashboard_only_best(study)}
+    assert on_the_values_front and on_the_values_front <= {0, 1}
+    assert f"Not best trials: {', '.join(map(str, sorted(on_the_values_front)))}" in note_markdown(study)

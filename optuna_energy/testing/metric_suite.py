@@ -53,7 +53,7 @@ class MetricSuite:
 
     def test_a_cost_measures_a_finite_number(self, metric: Metric, under_test: ModelUnderTest) -> None:
         if not metric.is_cost:  # accuracy comes from training, never from the untrained model
-            assert metric.measure is None and metric.limit is None
+            assert metric.measure is None
             return
         assert metric.measure is not None, f"the cost {metric.name!r} needs measure="
         value = metric.measure(under_test)
@@ -76,7 +76,9 @@ class MetricSuite:
         assert metric.format(math.nan) == "n/a"
 
     def test_its_limit_is_a_constraints_key(self, metric: Metric) -> None:
-        if metric.limit is None:  # no [constraints] key caps it
+        if metric.limit is None:  # no [constraints] key bounds it
             assert not any(key.endswith(f"_{metric.name}") for key in vars(load_config({}).constraints))
             return
         assert getattr(load_config({"constraints": {metric.limit: 1.0}}).constraints, metric.limit) == 1.0
+        outside = 2.0 if metric.is_cost else 0.5  # a cost's limit is a ceiling, accuracy's a floor
+        assert metric.violation(outside, 1.0) > 0 and metric.violation(1.0, 1.0) == 0

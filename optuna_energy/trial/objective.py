@@ -22,12 +22,12 @@ from optuna_energy.config import StudyConfig
 from optuna_energy.data import DeviceData
 from optuna_energy.host.devices import available_memory
 from optuna_energy.host.meters import EnergyMeter
-from optuna_energy.metrics import METRICS, cost_names
+from optuna_energy.metrics import ACCURACY, METRICS, cost_names
 from optuna_energy.model.arch import build_model, training_memory
 from optuna_energy.model.space import sample_architecture
 from optuna_energy.store import record
 from optuna_energy.store.storage import database_errors
-from optuna_energy.trial.costs_first import measure_architecture
+from optuna_energy.trial.costs_first import limit_violations, measure_architecture
 from optuna_energy.trial.early_stopping import StageHook, claimed_budget, no_stage, stopper, train_in_rungs
 from optuna_energy.trial.stopping import LEARNED, ChanceLevel
 from optuna_energy.trial.train import TrialFailure, trial_failures
@@ -156,7 +156,7 @@ class Objective:
         record.write(trial, train_window_s=trained.window_seconds, train_seconds=trained.seconds)
         if trained.stop_reason is not None:
             self._stop(trial, trained.stop_reason, epochs=trained.epochs, joules=trained.joules)
-        measured = {**architecture.fields, "accuracy": trained.accuracy}
+        measured = {**architecture.fields, METRICS[ACCURACY].field: trained.accuracy}
         record.write(trial, accuracy=trained.accuracy)
         self._set_constraints(trial, measured, architecture.violations)
         if self.on_trained is not None:
@@ -181,8 +181,12 @@ class Objective:
 
     def _set_constraints(self, trial: optuna.Trial, measured: dict[str, float],
                          cost_violations: dict[str, float]) -> None:
-        """Optuna's constraint API, mirrored in the trial record where optuna-dashboard shows it."""
-        violations = {LEARNED: ChanceLevel.of(self.data).learned_threshold - measured["accuracy"],
-                      **cost_violations}
-        trial.set_constraint(LEARNED, violations[LEARNED])  # the costs' were set before training
+        """Optuna's constraint API, mirrored in the trial record where optuna-dashboard shows it:
+        ``learned`` and the user's floor (``[constraints] min_accuracy``) once trained; the costs'
+        were set before training."""
+        trained = {LEARNED: ChanceLevel.of(self.data).learned_threshold - measured[METRICS[ACCURACY].field],
+                   **limit_violations(self.config.constraints, measured, (ACCURACY,))}
+        for name, violation in trained.items():
+            trial.set_constraint(name, violation)
+        violations = trained | cost_violations
         record.write(trial, constraints=violations, feasible=all(v <= 0 for v in violations.values()))
