@@ -157,12 +157,13 @@ CONFIG_ATTR = "config"
 
 _RESUMABLE = {
     "study": {"name", "sampler", "n_trials", "timeout", "device", "artifact_dir", "keep_weights",
-              "max_train_epochs", "max_train_energy"},
+              "max_train_epochs", "max_train_energy", "max_train_co2e_g"},
     "dataset": {"root", "cache_dir", "download"},
     "training": {"max_memory_share"},  # a guard against running out of memory, not the trial
     "storage": None,  # None: the whole section
     "workers": None,
     "evolution": None,
+    "carbon": None,  # how the energy is reported, and the budget's unit
 }
 """Settings a resumed study may change: they decide how and where trials run, not what a trial is.
 Everything else (dataset, training, space, measuring, constraints, seed) defines the trials, so a

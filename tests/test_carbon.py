@@ -1,0 +1,93 @@
+"""Energy in grams of CO2e: the units, the setting, the budget in grams and the report's lines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+import optuna_energy
+from optuna_energy.carbon import (
+    JOULES_PER_KWH,
+    MAX_INTENSITY_G_PER_KWH,
+    co2e_grams,
+    format_co2e,
+    joules_of_co2e,
+)
+from optuna_energy.config import CarbonSection, ConfigError, StudyConfig, StudySection, load_config
+from optuna_energy.store.budget import counts
+from optuna_energy.store.record import TrialRecord
+from optuna_energy.store.training_budget import spent
+from optuna_energy.trial import early_stopping
+from tests.helpers import tiny_config
+
+INTENSITY = 400.0
+
+
+def test_a_kilowatt_hour_emits_the_intensity_and_a_budget_in_grams_is_its_joules() -> None:
+    assert co2e_grams(JOULES_PER_KWH, intensity_g_per_kwh=INTENSITY) == pytest.approx(INTENSITY)
+    assert joules_of_co2e(INTENSITY / 2, intensity_g_per_kwh=INTENSITY) == pytest.approx(JOULES_PER_KWH / 2)
+    for joules in (1e-3, 2.5, 7e6):
+        grams = co2e_grams(joules, intensity_g_per_kwh=INTENSITY)
+        assert joules_of_co2e(grams, intensity_g_per_kwh=INTENSITY) == pytest.approx(joules)
+
+
+@pytest.mark.parametrize(("grams", "shown"), [
+    (4.2e-3, "4.2 mg CO2e"), (1e-6, "0.001 mg CO2e"), (0.5, "500 mg CO2e"), (12.34, "12.3 g CO2e"),
+    (1234.0, "1.23 kg CO2e"), (2.5e6, "2.5 t CO2e"), (0.0, "0 g CO2e")])
+def test_grams_are_shown_in_the_largest_unit_they_reach(grams: float, shown: str) -> None:
+    assert format_co2e(grams) == shown
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"study": {"max_train_co2e_g": 5}},
+     "[study] max_train_co2e_g must come with [carbon] intensity_g_per_kwh (grams of CO2e per kWh "
+     "of your electricity) to be a budget in joules"),
+    ({"study": {"max_train_co2e_g": 5, "max_train_energy": 100}, "carbon": {"intensity_g_per_kwh": 300}},
+     "[study] max_train_energy and max_train_co2e_g are one budget in joules or in grams of CO2e: "
+     "give one of them"),
+    ({"carbon": {"intensity_g_per_kwh": 380_000}},
+     f"[carbon] intensity_g_per_kwh must be grams of CO2e per kWh, > 0 and <= "
+     f"{MAX_INTENSITY_G_PER_KWH:g}, got 380000.0"),
+    ({"carbon": {"intensity_g_per_kwh": "380"}}, "[carbon] intensity_g_per_kwh must be float, got '380'"),
+    ({"carbon": {"intensity": 380}}, "unknown key 'intensity' in [carbon]; allowed: intensity_g_per_kwh"),
+])
+def test_bad_carbon_settings_are_one_line_errors(raw: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_config(raw)
+    assert str(error.value) == message
+
+
+def test_the_carbon_budget_is_the_joule_budget_at_the_intensity_through_every_way_in() -> None:
+    expected = joules_of_co2e(2.0, intensity_g_per_kwh=INTENSITY)
+    from_file = load_config({"study": {"max_train_co2e_g": 2.0}, "carbon": {"intensity_g_per_kwh": INTENSITY}})
+    by_api = StudyConfig(study=StudySection(max_train_co2e_g=2.0), carbon=CarbonSection(INTENSITY))
+    for config in (from_file, by_api):
+        assert early_stopping.training_budget(config).max_joules == pytest.approx(expected)
+    with pytest.raises(ConfigError, match=r"^\[study\] max_train_co2e_g must come with"):
+        StudyConfig(study=StudySection(max_train_co2e_g=2.0))
+    # The stored config keeps the budget in grams, and a changed budget converts afresh.
+    assert from_file.to_dict()["study"]["max_train_energy"] is None
+    assert load_config(from_file.to_dict()).study.max_train_energy == pytest.approx(expected)
+    assert from_file.with_study(max_train_co2e_g=6.0).study.max_train_energy == pytest.approx(3 * expected)
+    assert from_file.with_study(n_trials=7).study.max_train_energy == pytest.approx(expected)
+
+
+def test_a_budget_in_grams_stops_a_digits_study(tmp_path: Path) -> None:
+    # About a tenth of a trial's joules on the estimate (one small epoch): the budget runs out
+    # within a few trials.
+    budget_g = co2e_grams(0.01, intensity_g_per_kwh=INTENSITY)
+    raw = tiny_config(tmp_path, n_trials=4, max_train_co2e_g=budget_g)
+    raw["training"] = {"epochs": 3, "batch_sizes": [32]}
+    raw["carbon"] = {"intensity_g_per_kwh": INTENSITY}
+    optuna_energy.run_study(raw, show_progress_bar=False)
+
+    study = optuna.load_study(study_name="tiny", storage=raw["study"]["storage"])  # the database alone
+    counted = [t for t in study.trials if counts(t)]
+    records = [TrialRecord.of(t) for t in study.trials]
+    emitted = co2e_grams(spent(counted).joules, intensity_g_per_kwh=INTENSITY)
+    most = max(co2e_grams(r.train_energy_j or 0.0, intensity_g_per_kwh=INTENSITY) for r in records)
+    assert 0 < emitted <= budget_g + most  # one worker overshoots by at most the stretch in flight
+    assert any(r.stop_reason == "training energy budget used" or r.over_budget for r in records)
+
