@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import optuna
 import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState, create_trial
 
 import optuna_energy
 from optuna_energy.carbon import (
@@ -16,8 +19,10 @@ from optuna_energy.carbon import (
     joules_of_co2e,
 )
 from optuna_energy.config import CarbonSection, ConfigError, StudyConfig, StudySection, load_config
+from optuna_energy.reading.report import build_report, payback_text
+from optuna_energy.reading.savings import savings, savings_text
 from optuna_energy.store.budget import counts
-from optuna_energy.store.record import TrialRecord
+from optuna_energy.store.record import TrialRecord, carbon_intensity
 from optuna_energy.store.training_budget import spent
 from optuna_energy.trial import early_stopping
 from tests.helpers import tiny_config
@@ -38,6 +43,13 @@ def test_a_kilowatt_hour_emits_the_intensity_and_a_budget_in_grams_is_its_joules
     (1234.0, "1.23 kg CO2e"), (2.5e6, "2.5 t CO2e"), (0.0, "0 g CO2e")])
 def test_grams_are_shown_in_the_largest_unit_they_reach(grams: float, shown: str) -> None:
     assert format_co2e(grams) == shown
+
+
+def test_no_intensity_no_carbon() -> None:
+    config = load_config(None)
+    assert config.carbon.intensity_g_per_kwh is None and config.study.max_train_energy is None
+    found = savings(optuna_energy.create_study(objectives=["accuracy", "energy"]))
+    assert found.carbon_intensity is None and "CO2e" not in savings_text(found)
 
 
 @pytest.mark.parametrize(("raw", "message"), [
@@ -74,7 +86,25 @@ def test_the_carbon_budget_is_the_joule_budget_at_the_intensity_through_every_wa
     assert from_file.with_study(n_trials=7).study.max_train_energy == pytest.approx(expected)
 
 
-def test_a_budget_in_grams_stops_a_digits_study(tmp_path: Path) -> None:
+def test_your_own_study_reports_its_training_in_grams_too() -> None:
+    with pytest.raises(ValueError, match=r"^intensity_g_per_kwh must be grams of CO2e per kWh"):
+        optuna_energy.create_study(objectives=["accuracy", "energy"], carbon_intensity_g_per_kwh=0)
+    study = optuna_energy.create_study(objectives=["accuracy", "energy"], carbon_intensity_g_per_kwh=INTENSITY)
+    for joules, accuracy, energy in ((900.0, 0.9, 2e-6), (2700.0, 0.8, 1e-6)):
+        study.add_trial(create_trial(
+            state=TrialState.COMPLETE, values=[accuracy, energy], params={"x": 0.5},
+            distributions={"x": FloatDistribution(0, 1)},
+            user_attrs={"train_energy_j": joules, "epochs_trained": 3, "accuracy": accuracy,
+                        "energy_per_inference_j": energy, "energy_source": "estimate"}))
+    report = build_report(study)
+    # 3600 J is 1 Wh: 0.4 g at 400 g/kWh.
+    assert payback_text(report).startswith(
+        "The search spent 3600 J training (400 mg CO2e at 400 g CO2e/kWh; energy source: estimate).")
+    assert savings_text(report.savings).endswith("trained 6 epochs (3600 J, 400 mg CO2e).")
+
+
+def test_a_budget_in_grams_stops_a_digits_study_and_its_savings_line_says_what_it_emitted(
+        tmp_path: Path) -> None:
     # About a tenth of a trial's joules on the estimate (one small epoch): the budget runs out
     # within a few trials.
     budget_g = co2e_grams(0.01, intensity_g_per_kwh=INTENSITY)
@@ -91,3 +121,6 @@ def test_a_budget_in_grams_stops_a_digits_study(tmp_path: Path) -> None:
     assert 0 < emitted <= budget_g + most  # one worker overshoots by at most the stretch in flight
     assert any(r.stop_reason == "training energy budget used" or r.over_budget for r in records)
 
+    assert carbon_intensity(study) == INTENSITY
+    shown = format_co2e(emitted)
+    assert re.search(rf"trained \d+ epochs \([\d.e+-]+ J, {re.escape(shown)}\)", savings_text(savings(study)))

@@ -151,6 +151,22 @@ def search_energy(study: optuna.Study | optuna.study.StudySummary) -> dict[str, 
             if key.startswith(SEARCH_ENERGY_ATTR)}
 
 
+CARBON_INTENSITY_ATTR = "carbon_intensity_g_per_kwh"
+"""Study user attribute holding the grams of CO2e per kWh the report converts joules with: the
+latest a run or ``create_study`` was given (the electricity is the user's to state)."""
+
+
+def store_carbon_intensity(study: optuna.Study, intensity_g_per_kwh: float) -> None:
+    """Record the carbon intensity the study's energy is reported at (written only when it changed)."""
+    if study.user_attrs.get(CARBON_INTENSITY_ATTR) != intensity_g_per_kwh:
+        study.set_user_attr(CARBON_INTENSITY_ATTR, intensity_g_per_kwh)
+
+
+def carbon_intensity(study: optuna.Study | optuna.study.StudySummary) -> float | None:
+    """The study's carbon intensity (:func:`store_carbon_intensity`), ``None`` if none was given."""
+    return study.user_attrs.get(CARBON_INTENSITY_ATTR)
+
+
 CONFIG_ATTR = "config"
 """Study user attribute holding the config (storage URL left out) that export retrains with."""
 
