@@ -15,7 +15,7 @@ JOULES_PER_KWH = 3.6e6
 MAX_INTENSITY_G_PER_KWH = 2000.0
 """Largest intensity accepted: above any grid's (coal-fired electricity emits about
 1,000 g CO2e/kWh), so a larger value is a unit mistake (g/MWh, mg/kWh)."""
-_UNITS = ((1e6, "t"), (1e3, "kg"), (1.0, "g"), (1e-3, "mg"))
+_UNITS = ((1e6, "t"), (1e3, "kg"), (1.0, "g"), (1e-3, "mg"), (1e-6, "µg"))
 """Grams per unit, largest first: a quantity is shown in the largest unit it reaches."""
 
 
@@ -44,18 +44,20 @@ def joules_of_co2e(grams: float, *, intensity_g_per_kwh: float) -> float:
 
 
 def format_co2e(grams: float) -> str:
-    """Grams of CO2e for people: three significant digits in mg, g, kg or t
-    (``"4.21 mg CO2e"``, ``"1.3 kg CO2e"``)."""
+    """Grams of CO2e for people: three significant digits in µg, mg, g, kg or t
+    (``"4.21 mg CO2e"``, ``"1.3 kg CO2e"``; the estimate's joules of a small model are µg)."""
     if not math.isfinite(grams) or grams == 0:
         return f"{grams:g} g CO2e"
     scale, unit = next(((scale, unit) for scale, unit in _UNITS if abs(grams) >= scale), _UNITS[-1])
     return f"{grams / scale:.3g} {unit} CO2e"
 
 
-def energy_text(joules: float, intensity_g_per_kwh: float | None) -> str:
+def energy_text(joules: float, intensity_g_per_kwh: float | None, *, aside: bool = False) -> str:
     """Joules as the report writes them (``"1234 J"``), with their CO2e where an intensity is
-    known (at 380 g CO2e/kWh: ``"1234 J, 130 mg CO2e"``)."""
+    known (at 380 g CO2e/kWh: ``"1234 J, 130 mg CO2e"``; ``aside``: ``"1234 J (130 mg CO2e)"``,
+    for joules outside parentheses)."""
     text = f"{joules:.4g} J"
     if intensity_g_per_kwh is None:
         return text
-    return f"{text}, {format_co2e(co2e_grams(joules, intensity_g_per_kwh=intensity_g_per_kwh))}"
+    grams = format_co2e(co2e_grams(joules, intensity_g_per_kwh=intensity_g_per_kwh))
+    return f"{text} ({grams})" if aside else f"{text}, {grams}"

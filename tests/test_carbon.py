@@ -20,7 +20,7 @@ from optuna_energy.carbon import (
 )
 from optuna_energy.config import CarbonSection, ConfigError, StudyConfig, StudySection, load_config
 from optuna_energy.reading.report import build_report, payback_text
-from optuna_energy.reading.savings import savings, savings_text
+from optuna_energy.reading.savings import Savings, savings, savings_text
 from optuna_energy.store.budget import counts
 from optuna_energy.store.record import TrialRecord, carbon_intensity
 from optuna_energy.store.training_budget import spent
@@ -39,8 +39,8 @@ def test_a_kilowatt_hour_emits_the_intensity_and_a_budget_in_grams_is_its_joules
 
 
 @pytest.mark.parametrize(("grams", "shown"), [
-    (4.2e-3, "4.2 mg CO2e"), (1e-6, "0.001 mg CO2e"), (0.5, "500 mg CO2e"), (12.34, "12.3 g CO2e"),
-    (1234.0, "1.23 kg CO2e"), (2.5e6, "2.5 t CO2e"), (0.0, "0 g CO2e")])
+    (4.2e-3, "4.2 mg CO2e"), (8.21e-7, "0.821 µg CO2e"), (1e-9, "0.001 µg CO2e"), (0.5, "500 mg CO2e"),
+    (12.34, "12.3 g CO2e"), (1234.0, "1.23 kg CO2e"), (2.5e6, "2.5 t CO2e"), (0.0, "0 g CO2e")])
 def test_grams_are_shown_in_the_largest_unit_they_reach(grams: float, shown: str) -> None:
     assert format_co2e(grams) == shown
 
@@ -50,6 +50,14 @@ def test_no_intensity_no_carbon() -> None:
     assert config.carbon.intensity_g_per_kwh is None and config.study.max_train_energy is None
     found = savings(optuna_energy.create_study(objectives=["accuracy", "energy"]))
     assert found.carbon_intensity is None and "CO2e" not in savings_text(found)
+
+
+def test_the_savings_line_shows_the_grams_of_what_was_trained_and_saved() -> None:
+    found = Savings(evaluated=3, stopped={1: 2}, epochs=5, epochs_if_full=9, joules=3600.0,
+                    joules_if_full=10800.0, carbon_intensity=INTENSITY)  # 1 Wh is 0.4 g at 400 g/kWh
+    assert savings_text(found).endswith(
+        "they trained 5 epochs (3600 J, 400 mg CO2e) where training every one fully would have taken 9 "
+        "(1.08e+04 J, 1.2 g CO2e), saving 4 epochs (44 %) and 7200 J (800 mg CO2e).")
 
 
 @pytest.mark.parametrize(("raw", "message"), [

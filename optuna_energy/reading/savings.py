@@ -74,17 +74,16 @@ def savings(study: optuna.Study | StudyTrials, *, full: int | None = None) -> Sa
 
 def savings_text(found: Savings) -> str:
     """One paragraph for the CLI and the report."""
-    def energy(joules: float) -> str:
-        return energy_text(joules, found.carbon_intensity)
-
+    intensity = found.carbon_intensity
     if not found.stopped:
         return (f"No trial was stopped early: {found.evaluated} trials trained {found.epochs} "
-                f"epochs ({energy(found.joules)}).")
+                f"epochs ({energy_text(found.joules, intensity)}).")
     by_rung = ", ".join(
         f"{count} {'over a limit, never trained' if epochs == 0 else f'after {epochs_text(epochs)}'}"
         for epochs, count in found.stopped.items())
     share = found.saved_epochs / found.epochs_if_full if found.epochs_if_full else 0.0
     return (f"Early stopping stopped {sum(found.stopped.values())} of {found.evaluated} trials "
-            f"({by_rung}): they trained {found.epochs} epochs ({energy(found.joules)}) where training "
-            f"every one fully would have taken {found.epochs_if_full} ({energy(found.joules_if_full)}), "
-            f"saving {found.saved_epochs} epochs ({100 * share:.0f} %) and {energy(found.saved_joules)}.")
+            f"({by_rung}): they trained {found.epochs} epochs ({energy_text(found.joules, intensity)}) "
+            f"where training every one fully would have taken {found.epochs_if_full} "
+            f"({energy_text(found.joules_if_full, intensity)}), saving {found.saved_epochs} epochs "
+            f"({100 * share:.0f} %) and {energy_text(found.saved_joules, intensity, aside=True)}.")
