@@ -15,6 +15,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from optuna_energy.carbon import co2e_grams, joules_of_co2e
     from optuna_energy.compose import (
         create_study,
         record_measurement,
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
     from optuna_energy.study import create_or_load_study, create_sampler, run_study
 
 _HOMES = {
+    "co2e_grams": "carbon",
+    "joules_of_co2e": "carbon",
     "create_study": "compose",
     "record_measurement": "compose",
     "suggest_architecture": "compose",
@@ -117,6 +120,7 @@ __all__ = [
     "WindowResult",
     "build_model",
     "build_report",
+    "co2e_grams",
     "create_or_load_study",
     "create_sampler",
     "create_study",
@@ -124,6 +128,7 @@ __all__ = [
     "format_table",
     "from_datasets",
     "from_tensors",
+    "joules_of_co2e",
     "load_config",
     "mask_url",
     "pareto_front",

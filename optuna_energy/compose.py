@@ -17,6 +17,7 @@ from typing import Any
 
 import optuna
 
+from optuna_energy.carbon import check_intensity
 from optuna_energy.config import TrainingSection
 from optuna_energy.measuring.monitor import InferenceResult, WindowResult
 from optuna_energy.metrics import DEFAULT_OBJECTIVES, METRICS
@@ -123,7 +124,8 @@ def suggest_training(trial: optuna.Trial, *, training: TrainingSection = Trainin
 def create_study(*, objectives: Sequence[str] = DEFAULT_OBJECTIVES,
                  storage: str | optuna.storages.BaseStorage | None = None,
                  study_name: str | None = None, sampler: optuna.samplers.BaseSampler | None = None,
-                 load_if_exists: bool = False) -> optuna.Study:
+                 load_if_exists: bool = False,
+                 carbon_intensity_g_per_kwh: float | None = None) -> optuna.Study:
     """``optuna.create_study`` with the directions and metric names of registry objectives.
 
     ``report``, ``dashboard`` and ``export`` read a study's objectives by their names, so a study
@@ -133,10 +135,14 @@ def create_study(*, objectives: Sequence[str] = DEFAULT_OBJECTIVES,
         objectives: Two or more of ``accuracy``, ``inference_time``, ``params``, ``energy``,
             ``memory``, in the order your objective returns them.
         storage, study_name, sampler, load_if_exists: As for ``optuna.create_study``.
+        carbon_intensity_g_per_kwh: Grams of CO2e your electricity emits per kWh: the report and
+            the savings line show the training energy in grams of CO2e too (stored on the study;
+            ``None`` keeps what it stored, joules only for a new one).
 
     Raises:
         ValueError: Unknown or repeated ``objectives``, or fewer than two; a stored study of that
-            name with other objectives.
+            name with other objectives; an intensity that is not a number in
+            ``(0, optuna_energy.carbon.MAX_INTENSITY_G_PER_KWH]``.
 
     Example:
         >>> study = optuna_energy.create_study(objectives=["accuracy", "energy"],
@@ -147,6 +153,7 @@ def create_study(*, objectives: Sequence[str] = DEFAULT_OBJECTIVES,
     if unknown or len(names) < 2 or len(set(names)) != len(names):
         raise ValueError(f"objectives must be two or more distinct names from: {', '.join(METRICS)}; "
                          f"got {names}")
+    intensity = None if carbon_intensity_g_per_kwh is None else check_intensity(carbon_intensity_g_per_kwh)
     study = optuna.create_study(storage=storage, study_name=study_name, sampler=sampler,
                                 directions=[METRICS[name].direction for name in names],  # type: ignore[misc]
                                 load_if_exists=load_if_exists)
@@ -157,6 +164,8 @@ def create_study(*, objectives: Sequence[str] = DEFAULT_OBJECTIVES,
     elif list(study.metric_names) != names:
         raise ValueError(f"objectives are {names}, but study {study.study_name!r} is stored with "
                          f"{list(study.metric_names)}: use another study_name")
+    if intensity is not None:
+        record.store_carbon_intensity(study, intensity)
     return study
 
 

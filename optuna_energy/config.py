@@ -1,8 +1,8 @@
 """Study configuration: dataclasses, TOML loading and validation with one-line errors.
 
 A config file has the sections ``[study]``, ``[dataset]``, ``[training]``, ``[space]``,
-``[measure]``, ``[constraints]``, ``[storage]``, ``[workers]``, ``[evolution]`` and
-``[early_stopping]``; every key is optional and documented in ``studies/digits.toml``, the
+``[measure]``, ``[constraints]``, ``[storage]``, ``[workers]``, ``[evolution]``,
+``[early_stopping]`` and ``[carbon]``; every key is optional and documented in ``studies/digits.toml``, the
 embedded default study (shipped in the package as ``optuna_energy/digits.toml``:
 :data:`DEFAULT_CONFIG`). Validation happens once, here, so that the rest of the package can trust
 the values it is handed; ``[evolution]`` is the sampler's own ``EvolutionSettings``, whose ranges
@@ -27,6 +27,7 @@ from typing import Any
 
 import optuna
 
+from optuna_energy import carbon
 from optuna_energy.choices import POOLERS
 from optuna_energy.data.device import AUGMENTATIONS
 from optuna_energy.data.registry import check_dataset
@@ -87,7 +88,10 @@ class StudySection:
     max_train_epochs: int | None = None
     """Training epochs the whole study may spend, over all trials and workers (exact)."""
     max_train_energy: float | None = None
-    """Training joules the whole study may spend (same meter as ``train_energy_j``)."""
+    """Training joules the whole study may spend (same meter as ``train_energy_j``); with
+    ``max_train_co2e_g``, that budget in joules (:class:`StudyConfig` converts it)."""
+    max_train_co2e_g: float | None = None
+    """The training budget in grams of CO2e instead of joules, at ``[carbon] intensity_g_per_kwh``."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,6 +199,14 @@ class EarlyStoppingSection:
 
 
 @dataclasses.dataclass(frozen=True)
+class CarbonSection:
+    """Grams of CO2e beside joules (``optuna_energy.carbon``); unset: joules only."""
+
+    intensity_g_per_kwh: float | None = None
+    """Grams of CO2e the electricity used emits per kWh (the grid's or the supplier's figure)."""
+
+
+@dataclasses.dataclass(frozen=True)
 class StudyConfig:
     """A whole study: what to search, on which data, how to measure, where to store it."""
 
@@ -209,6 +221,24 @@ class StudyConfig:
     workers: WorkersSection = WorkersSection()
     evolution: EvolutionSection = EvolutionSection()
     early_stopping: EarlyStoppingSection = EarlyStoppingSection()
+    carbon: CarbonSection = CarbonSection()
+
+    def __post_init__(self) -> None:
+        """A carbon budget becomes the joule budget at the study's intensity, so the one
+        training budget (``optuna_energy.store.training_budget``) spends it.
+
+        Raises:
+            ConfigError: A carbon budget without an intensity to convert it with.
+        """
+        grams = self.study.max_train_co2e_g
+        if grams is None:
+            return
+        intensity = self.carbon.intensity_g_per_kwh
+        if intensity is None:
+            raise ConfigError("[study] max_train_co2e_g must come with [carbon] intensity_g_per_kwh "
+                              "(grams of CO2e per kWh of your electricity) to be a budget in joules")
+        joules = carbon.joules_of_co2e(grams, intensity_g_per_kwh=intensity)
+        object.__setattr__(self, "study", dataclasses.replace(self.study, max_train_energy=joules))
 
     @property
     def directions(self) -> list[str]:
@@ -219,12 +249,20 @@ class StudyConfig:
         settings as ``[measure.<meter>]`` tables."""
         data = dataclasses.asdict(self)
         data["measure"] |= data["measure"].pop("meters")
+        data["study"] = self._given_study()
         return data
+
+    def _given_study(self) -> dict[str, Any]:
+        """``[study]`` as the user gave it: a carbon budget without the joules made of it."""
+        given = dataclasses.asdict(self.study)
+        if self.study.max_train_co2e_g is not None:
+            given["max_train_energy"] = None
+        return given
 
     def with_study(self, **overrides: Any) -> StudyConfig:
         """A copy with ``[study]`` keys replaced; ``None`` values are ignored, as from a CLI."""
         given = {key: value for key, value in overrides.items() if value is not None}
-        merged = {**dataclasses.asdict(self.study), **given}
+        merged = {**self._given_study(), **given}
         return dataclasses.replace(self, study=_build(StudySection, merged, "study"))
 
 
@@ -428,6 +466,10 @@ def _validate_study(section: StudySection, name: str) -> None:
     _positive(section.timeout, f"[{name}] timeout", high=MAX_SECONDS)
     _positive(section.max_train_epochs, f"[{name}] max_train_epochs")
     _positive(section.max_train_energy, f"[{name}] max_train_energy")
+    _positive(section.max_train_co2e_g, f"[{name}] max_train_co2e_g")
+    if section.max_train_energy is not None and section.max_train_co2e_g is not None:
+        raise ConfigError(f"[{name}] max_train_energy and max_train_co2e_g are one budget in joules "
+                          "or in grams of CO2e: give one of them")
     if section.seed is not None and not 0 <= section.seed <= MAX_SEED:
         raise ConfigError(f"[{name}] seed must be an integer from 0 to {MAX_SEED}, got {section.seed}")
     if not section.name:
@@ -503,6 +545,14 @@ def _validate_early_stopping(section: EarlyStoppingSection, name: str) -> None:
         raise ConfigError(f"[{name}] min_peers must be >= 2, got {section.min_peers}")
 
 
+def _validate_carbon(section: CarbonSection, name: str) -> None:
+    if section.intensity_g_per_kwh is not None:
+        try:
+            carbon.check_intensity(section.intensity_g_per_kwh)
+        except ValueError as error:  # the carbon module owns what an intensity may be
+            raise ConfigError(f"[{name}] {error}") from None
+
+
 _VALIDATORS: dict[str, Callable[[Any, str], None]] = {
     "study": _validate_study,
     "dataset": _validate_dataset,
@@ -512,6 +562,7 @@ _VALIDATORS: dict[str, Callable[[Any, str], None]] = {
     "storage": _validate_storage,
     "workers": _validate_workers,
     "early_stopping": _validate_early_stopping,
+    "carbon": _validate_carbon,
 }
 """Each section's checks beyond the types, by section name (a section that checks itself, as
 ``[evolution]`` and the meters' tables do, has none)."""

@@ -29,6 +29,7 @@ from optuna_energy.store.ledger import StudyLedger
 from optuna_energy.store.record import (
     changed_trial_settings,
     config_record,
+    store_carbon_intensity,
     store_config,
     stored_config,
 )
@@ -107,6 +108,8 @@ def create_or_load_study(config: StudyConfig, *, sampler: optuna.samplers.BaseSa
                 "sampler, device, [storage] and [evolution]): restore them or use another study name")
     else:  # export retrains with it; a first run that failed before any trial is not binding
         store_config(study, config)
+    if config.carbon.intensity_g_per_kwh is not None:  # the report reads it from the study alone
+        store_carbon_intensity(study, config.carbon.intensity_g_per_kwh)
     return study
 
 

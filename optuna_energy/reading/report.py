@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import optuna
 
+from optuna_energy.carbon import co2e_grams, format_co2e
 from optuna_energy.metrics import ACCURACY, METRICS, cost_names
 from optuna_energy.reading.analysis import (
     Highlight,
@@ -64,6 +65,8 @@ class Report:
     """The study's trials as read for the report; the figures draw from the same read."""
     columns: tuple[str, ...]
     """Table I's metric columns: the registered ones when the report was built."""
+    carbon_intensity: float | None = None
+    """Grams of CO2e per kWh the study's energy is also shown in; ``None``: joules only."""
 
 
 def build_report(study: optuna.Study | StudyTrials, *,
@@ -90,7 +93,8 @@ def build_report(study: optuna.Study | StudyTrials, *,
     return Report(study_name=read.study.study_name, objectives=names, n_trials=len(read.trials),
                   n_usable=len(read.usable), weights=weights, highlights=selected,
                   labels=labels, rows=rows, payback=payback(read, weights=weights),
-                  savings=savings(read), trials=read, columns=columns)
+                  savings=savings(read), trials=read, columns=columns,
+                  carbon_intensity=read.carbon_intensity)
 
 
 def _headers(report: Report) -> list[str]:
@@ -157,7 +161,11 @@ def _csv_number(value: float) -> int | float | str:
 def payback_text(report: Report) -> str:
     """One paragraph: what the search cost and after how many inferences it is repaid."""
     p = report.payback
-    head = (f"The search spent {p.search_energy_j:.4g} J training (energy source: "
+    intensity = report.carbon_intensity
+    emitted = "" if intensity is None else (
+        f"{format_co2e(co2e_grams(p.search_energy_j, intensity_g_per_kwh=intensity))} at "
+        f"{intensity:g} g CO2e/kWh; ")
+    head = (f"The search spent {p.search_energy_j:.4g} J training ({emitted}energy source: "
             f"{', '.join(p.energy_sources) or 'none recorded'}). ")
     trade, most = _model_name(report, p.best_trade_off), _model_name(report, p.most_accurate)
     if p.inferences is None:

@@ -1,4 +1,5 @@
-"""What costs first and early stopping saved: trials stopped per rung, epochs and joules.
+"""What costs first and early stopping saved: trials stopped per rung, epochs and joules (and
+their grams of CO2e, where the study has a carbon intensity).
 
 The comparison is with training every evaluated trial fully. A stopped trial would have trained
 ``full`` epochs; its joules for them are projected from its own joules per epoch, and for a trial
@@ -14,6 +15,7 @@ import dataclasses
 import optuna
 from optuna.trial import TrialState
 
+from optuna_energy.carbon import energy_text
 from optuna_energy.reading.study_trials import StudyTrials, read_study
 from optuna_energy.store.record import CONFIG_ATTR
 from optuna_energy.store.training_budget import joules_per_mac_epoch
@@ -30,6 +32,8 @@ class Savings:
     epochs_if_full: int
     joules: float
     joules_if_full: float
+    carbon_intensity: float | None = None
+    """Grams of CO2e per kWh the joules are also shown in; ``None``: joules only."""
 
     @property
     def saved_epochs(self) -> int:
@@ -64,19 +68,22 @@ def savings(study: optuna.Study | StudyTrials, *, full: int | None = None) -> Sa
         per_epoch = (r.train_energy_j or 0.0) / trained if trained else typical * (r.macs or 0)
         joules_full += per_epoch * full
     return Savings(evaluated=len(stored), stopped=dict(sorted(stopped.items())), epochs=int(epochs),
-                   epochs_if_full=full * len(stored), joules=joules, joules_if_full=joules_full)
+                   epochs_if_full=full * len(stored), joules=joules, joules_if_full=joules_full,
+                   carbon_intensity=read.carbon_intensity)
 
 
 def savings_text(found: Savings) -> str:
     """One paragraph for the CLI and the report."""
+    intensity = found.carbon_intensity
     if not found.stopped:
         return (f"No trial was stopped early: {found.evaluated} trials trained {found.epochs} "
-                f"epochs ({found.joules:.4g} J).")
+                f"epochs ({energy_text(found.joules, intensity)}).")
     by_rung = ", ".join(
         f"{count} {'over a limit, never trained' if epochs == 0 else f'after {epochs_text(epochs)}'}"
         for epochs, count in found.stopped.items())
     share = found.saved_epochs / found.epochs_if_full if found.epochs_if_full else 0.0
     return (f"Early stopping stopped {sum(found.stopped.values())} of {found.evaluated} trials "
-            f"({by_rung}): they trained {found.epochs} epochs ({found.joules:.4g} J) where training "
-            f"every one fully would have taken {found.epochs_if_full} ({found.joules_if_full:.4g} J), "
-            f"saving {found.saved_epochs} epochs ({100 * share:.0f} %) and {found.saved_joules:.4g} J.")
+            f"({by_rung}): they trained {found.epochs} epochs ({energy_text(found.joules, intensity)}) "
+            f"where training every one fully would have taken {found.epochs_if_full} "
+            f"({energy_text(found.joules_if_full, intensity)}), saving {found.saved_epochs} epochs "
+            f"({100 * share:.0f} %) and {energy_text(found.saved_joules, intensity, aside=True)}.")

@@ -24,7 +24,7 @@ from optuna_energy.data import load_dataset
 from optuna_energy.metrics import METRICS
 from optuna_energy.samplers import _optuna_compat
 from optuna_energy.store.budget import counts
-from optuna_energy.store.record import TrialRecord, stored_config
+from optuna_energy.store.record import TrialRecord, carbon_intensity, stored_config
 from optuna_energy.trial.stopping import LEARNED, ChanceLevel
 
 _logger = logging.getLogger(__name__)
@@ -134,6 +134,11 @@ class StudyTrials:
     def feasible(self, trial: FrozenTrial) -> bool:
         """:func:`is_feasible`, an old trial judged with the study's :func:`dataset_chance`."""
         return is_feasible(trial, study_chance=self._dataset_chance if recorded_before_chance(trial) else None)
+
+    @functools.cached_property
+    def carbon_intensity(self) -> float | None:
+        """Grams of CO2e per kWh the study's energy is reported at; ``None``: joules only."""
+        return carbon_intensity(self.study)
 
     @functools.cached_property
     def _dataset_chance(self) -> ChanceLevel | None:

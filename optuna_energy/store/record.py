@@ -151,18 +151,35 @@ def search_energy(study: optuna.Study | optuna.study.StudySummary) -> dict[str, 
             if key.startswith(SEARCH_ENERGY_ATTR)}
 
 
+CARBON_INTENSITY_ATTR = "carbon_intensity_g_per_kwh"
+"""Study user attribute holding the grams of CO2e per kWh the report converts joules with: the
+latest a run or ``create_study`` was given (the electricity is the user's to state)."""
+
+
+def store_carbon_intensity(study: optuna.Study, intensity_g_per_kwh: float) -> None:
+    """Record the carbon intensity the study's energy is reported at (written only when it changed)."""
+    if study.user_attrs.get(CARBON_INTENSITY_ATTR) != intensity_g_per_kwh:
+        study.set_user_attr(CARBON_INTENSITY_ATTR, intensity_g_per_kwh)
+
+
+def carbon_intensity(study: optuna.Study | optuna.study.StudySummary) -> float | None:
+    """The study's carbon intensity (:func:`store_carbon_intensity`), ``None`` if none was given."""
+    return study.user_attrs.get(CARBON_INTENSITY_ATTR)
+
+
 CONFIG_ATTR = "config"
 """Study user attribute holding the config (storage URL left out) that export retrains with."""
 
 
 _RESUMABLE = {
     "study": {"name", "sampler", "n_trials", "timeout", "device", "artifact_dir", "keep_weights",
-              "max_train_epochs", "max_train_energy"},
+              "max_train_epochs", "max_train_energy", "max_train_co2e_g"},
     "dataset": {"root", "cache_dir", "download"},
     "training": {"max_memory_share"},  # a guard against running out of memory, not the trial
     "storage": None,  # None: the whole section
     "workers": None,
     "evolution": None,
+    "carbon": None,  # how the energy is reported, and the budget's unit
 }
 """Settings a resumed study may change: they decide how and where trials run, not what a trial is.
 Everything else (dataset, training, space, measuring, constraints, seed) defines the trials, so a
