@@ -35,6 +35,7 @@ from optuna_energy.data.settings import DatasetSection
 from optuna_energy.host.devices import DeviceError, parse_device_name
 from optuna_energy.host.meters import meter_choices, settings_tables
 from optuna_energy.measuring.costs import ENERGY_KINDS
+from optuna_energy.measuring.measure import DEFAULT_WINDOWS
 from optuna_energy.metrics import DEFAULT_OBJECTIVES, METRICS
 from optuna_energy.model.optimizers import OPTIMIZERS
 from optuna_energy.model.space import SpaceSection
@@ -53,6 +54,8 @@ MAX_SECONDS = 366 * 24 * 3600
 """Longest duration a key in seconds accepts (a year): no job runs longer, and larger values
 overflow the thread waits and timestamps they go to."""
 MAX_WINDOW_SECONDS = 3600
+MAX_WINDOWS = 100
+"""Most measuring windows per architecture: a spread needs a few, a hundred is a typo."""
 """Longest measuring window, idle baseline or power sampling period: the paper's are seconds, an
 hour per trial is a typo."""
 PRECISIONS = ("fp32", "bf16")
@@ -116,6 +119,10 @@ class MeasureSection:
     batch_size: int = 100
     warmup_batches: int = 2
     min_window_seconds: float = 1.0
+    """The least length of each measuring window."""
+    windows: int = DEFAULT_WINDOWS
+    """Measuring windows per architecture: the stored inference time is a quantile of the
+    passes of all of them, its spread how far they disagree (docs/energy.md)."""
     idle_seconds: float = 2.0
     energy: str = "net"
     meter: str = "auto"
@@ -508,6 +515,7 @@ def _validate_measure(section: MeasureSection, name: str) -> None:
     _positive(section.min_window_seconds, f"[{name}] min_window_seconds", high=MAX_WINDOW_SECONDS)
     _choice(section.meter, meter_choices(), f"[{name}] meter")
     _non_negative(section.warmup_batches, f"[{name}] warmup_batches")
+    _within(section.windows, f"[{name}] windows", low=1, high=MAX_WINDOWS)
     _non_negative(section.idle_seconds, f"[{name}] idle_seconds", high=MAX_WINDOW_SECONDS)
     _choice(section.energy, ENERGY_KINDS, f"[{name}] energy")
 

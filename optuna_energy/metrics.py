@@ -76,6 +76,15 @@ class Metric:
     """Measures the model (a cost: every minimised metric has one); ``None`` for accuracy, which
     training measures. It reads what the inference protocol measured (``under_test.inference``)
     or runs the model itself (``under_test.forward()``)."""
+    spread: Callable[[ModelUnderTest], float | None] | None = None
+    """How far the protocol's repeated windows disagree on the value, relative to it
+    (``optuna_energy.measuring.statistic.relative_spread``), stored as :attr:`spread_field`;
+    ``None`` for a value that is exact (a count) or measured once."""
+
+    @property
+    def spread_field(self) -> str | None:
+        """The record field of the value's spread (``<name>_spread``), if it has one."""
+        return f"{self.name}_spread" if self.spread is not None else None
 
     @property
     def is_cost(self) -> bool:
@@ -95,12 +104,14 @@ METRICS: dict[str, Metric] = {metric.name: metric for metric in (
     Metric("accuracy", "maximize", "accuracy", "accuracy", "accuracy (%)", _percent, limit="min_accuracy"),
     Metric("inference_time", "minimize", "inference_time_s", "inference time",
            "inference time (s)", _si("s"), limit="max_inference_time",
-           measure=lambda under_test: under_test.inference.seconds_per_pass),
+           measure=lambda under_test: under_test.inference.seconds_per_pass,
+           spread=lambda under_test: under_test.inference.seconds_per_pass_spread),
     Metric("params", "minimize", "params", "parameters", "parameters", _count, limit="max_params",
            measure=lambda under_test: under_test.workload.costs.params),
     Metric("energy", "minimize", "energy_per_inference_j", "energy/inference",
            "energy per inference (J)", _si("J"), limit="max_energy",
-           measure=lambda under_test: under_test.energy_per_inference_j),
+           measure=lambda under_test: under_test.energy_per_inference_j,
+           spread=lambda under_test: under_test.inference.energy_spread),
     Metric("memory", "minimize", "memory_bytes", "peak memory", "peak inference memory (B)",
            _si("B"), limit="max_memory", measure=lambda under_test: under_test.peak_memory()),
 )}
@@ -154,7 +165,8 @@ def register(entry: Metric) -> None:
     if entry.measure is None:
         raise ValueError(f"metric {entry.name!r} is a cost and needs measure=, a function of a "
                          "ModelUnderTest returning its value")
-    for taken, what in ((METRICS, "name"), ({m.field: m for m in METRICS.values()}, "field"),
+    fields = {field: m for m in METRICS.values() for field in (m.field, m.spread_field) if field}
+    for taken, what in ((METRICS, "name"), (fields, "field"),
                         ({m.limit: m for m in METRICS.values() if m.limit}, "limit")):
         value = getattr(entry, what)
         if value in taken:

@@ -55,6 +55,10 @@ class FakeNvml(types.ModuleType):
         self.average_error: int | None = None
         self.power_reads = 0
         self.utilization_percent = 37  # what nvmlDeviceGetUtilizationRates reports
+        self.sm_clock_mhz = 1980
+        self.temperature_c = 45
+        self.clock_event_reasons = 0
+        self.conditions_error: int | None = None  # an old GPU that tells neither clock nor reasons
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
@@ -125,3 +129,18 @@ class FakeNvml(types.ModuleType):
     def nvmlDeviceGetUtilizationRates(self, gpu: FakeGpu) -> types.SimpleNamespace:
         """Percent of the last sample period a kernel ran (``gpu``) and memory was busy."""
         return types.SimpleNamespace(gpu=self.utilization_percent, memory=self.utilization_percent // 2)
+
+    def nvmlDeviceGetClockInfo(self, gpu: FakeGpu, clock_type: int) -> int:
+        if self.conditions_error is not None:
+            raise NVMLError(self.conditions_error)
+        assert clock_type == 1  # NVML_CLOCK_SM
+        return self.sm_clock_mhz
+
+    def nvmlDeviceGetTemperature(self, gpu: FakeGpu, sensor: int) -> int:
+        assert sensor == 0  # NVML_TEMPERATURE_GPU
+        return self.temperature_c
+
+    def nvmlDeviceGetCurrentClocksEventReasons(self, gpu: FakeGpu) -> int:
+        if self.conditions_error is not None:
+            raise NVMLError(self.conditions_error)
+        return self.clock_event_reasons

@@ -1,8 +1,8 @@
 """The one measuring path: every registered cost of a model on its inputs, as trial record fields.
 
 The built-in objective (``optuna_energy.trial.costs_first``) and ``EnergyMonitor.measure_inference``
-both call :func:`measure_costs`: it runs the inference protocol once
-(``optuna_energy.measuring.measure.measure_passes``) and then every registered metric's
+both call :func:`measure_costs`: it runs the inference protocol once (``windows`` windows,
+``optuna_energy.measuring.measure.measure_interleaved``) and then every registered metric's
 ``measure`` on the :class:`ModelUnderTest`, so a metric added with
 ``optuna_energy.metrics.register`` is measured wherever a model is.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -21,7 +22,7 @@ from optuna_energy.measuring.measure import (
     InferenceMeasurement,
     Workload,
     energy_per_inference,
-    measure_passes,
+    measure_interleaved,
     peak_memory,
 )
 from optuna_energy.metrics import METRICS
@@ -75,7 +76,8 @@ class ModelUnderTest:
 
 
 def metric_fields(under_test: ModelUnderTest) -> dict[str, Any]:
-    """Every registered metric with a ``measure`` function, measured: record field -> value.
+    """Every registered metric with a ``measure`` function, measured: record field -> value, and
+    the spread field -> its spread for a metric that has one (where the windows tell it).
 
     Raises:
         ValueError: A metric measured no finite number, naming it.
@@ -89,25 +91,49 @@ def metric_fields(under_test: ModelUnderTest) -> dict[str, Any]:
             raise ValueError(f"metric {entry.name!r} measured {value!r}; its measure must return a "
                              "finite number")
         fields[entry.field] = value
+        spread = entry.spread(under_test) if entry.spread is not None else None
+        if spread is not None and entry.spread_field is not None:
+            fields[entry.spread_field] = spread
     return fields
 
 
 @torch.inference_mode()
 def measure_costs(workload: Workload, *, meter: EnergyMeter, idle_watts: float, energy: str = "net",
-                  warmup_batches: int, min_window_seconds: float) -> dict[str, Any]:
-    """Run the inference protocol on ``workload``, then measure every registered cost.
+                  warmup_batches: int, min_window_seconds: float, windows: int = 1) -> dict[str, Any]:
+    """Run the inference protocol on ``workload``, then measure every registered cost
+    (:func:`measure_costs_interleaved` of one workload)."""
+    return measure_costs_interleaved([workload], meter=meter, idle_watts=idle_watts, energy=energy,
+                                     warmup_batches=warmup_batches, windows=windows,
+                                     min_window_seconds=min_window_seconds)[0]
 
-    Returns trial record fields: each registered metric's (``inference_time_s``,
-    ``energy_per_inference_j``, ``params``, ``memory_bytes`` and any a plug-in registered),
-    with how the energy was measured (``energy_source``, gross, net, the window, idle power,
-    the meter's ``info``). The model is put in eval mode.
+
+@torch.inference_mode()
+def measure_costs_interleaved(workloads: Sequence[Workload], *, meter: EnergyMeter, idle_watts: float,
+                              energy: str = "net", warmup_batches: int, min_window_seconds: float,
+                              windows: int) -> list[dict[str, Any]]:
+    """Run the inference protocol on the workloads, their ``windows`` windows taking turns
+    (``measure.measure_interleaved``), then measure every registered cost of each.
+
+    Returns trial record fields per workload: each registered metric's (``inference_time_s``,
+    ``energy_per_inference_j``, ``params``, ``memory_bytes`` and any a plug-in registered) and
+    spread (``inference_time_spread``, ``energy_spread``, with two windows or more), with how
+    it was measured (``measure_windows``; ``measure_conditions``: the machine's load and the
+    meter's hardware state; ``energy_source``, gross, net, the windows' length and images, idle
+    power, the meter's ``info``). The models are put in eval mode.
     """
-    workload.model.eval()
-    inference = measure_passes(workload, warmup_batches=warmup_batches,
-                               min_window_seconds=min_window_seconds, meter=meter)
-    under_test = ModelUnderTest(workload=workload, inference=inference, idle_watts=idle_watts,
-                                energy=energy)
-    return {"energy_source": meter.source, "energy_gross_j": under_test.energy_gross_j,
-            "energy_net_j": under_test.energy_net_j, "energy_window_s": inference.window_seconds,
-            "energy_window_images": inference.images, "idle_watts": idle_watts,
-            **metric_fields(under_test), "meter": meter.info()}
+    for workload in workloads:
+        workload.model.eval()
+    measured = measure_interleaved(workloads, warmup_batches=warmup_batches, windows=windows,
+                                   min_window_seconds=min_window_seconds, meter=meter)
+    fields = []
+    for workload, inference in zip(workloads, measured):
+        under_test = ModelUnderTest(workload=workload, inference=inference, idle_watts=idle_watts,
+                                    energy=energy)
+        fields.append({"energy_source": meter.source, "energy_gross_j": under_test.energy_gross_j,
+                       "energy_net_j": under_test.energy_net_j,
+                       "energy_window_s": inference.window_seconds,
+                       "energy_window_images": inference.images, "idle_watts": idle_watts,
+                       "measure_windows": len(inference.windows),
+                       "measure_conditions": inference.conditions(),
+                       **metric_fields(under_test), "meter": meter.info()})
+    return fields

@@ -16,31 +16,108 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
 from optuna_energy.data import DeviceData
-from optuna_energy.host import gpu_share
+from optuna_energy.host import gpu_share, load
 from optuna_energy.host.devices import backend, identity, synchronize
 from optuna_energy.host.meters import EnergyMeter, EnergyWindow, Work, select_meter
+from optuna_energy.measuring.statistic import quantile, relative_spread
 from optuna_energy.model.arch import ArchProfile
 
 T = TypeVar("T")
 
+DEFAULT_WINDOWS = 3
+"""Measuring windows per model unless ``[measure] windows`` says otherwise (the benchmark that
+chose it: docs/BENCHMARKS.md, "Measurement noise")."""
+PASS_QUANTILE = 0.25
+"""Which quantile of the timed passes is the stored inference time (``bench/measure_noise.py``
+chose it: see docs/BENCHMARKS.md, "Measurement noise")."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """One metered window of the inference protocol."""
+
+    pass_seconds: tuple[float, ...]
+    """Each whole pass over the evaluation set, in order, the device synchronised after each."""
+    pass_cpu_seconds: tuple[float, ...]
+    """The CPU time this process used in each of those passes (all its threads)."""
+    seconds: float
+    """The energy window, edge to edge: at least the minimum, and whole counter steps."""
+    joules: float
+    """Energy the meter counted (or, for the estimate, computed) in the window."""
+    images: int
+    conditions: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """What the meter's hardware said of itself at the window's end (``EnergyMeter.conditions``:
+    a GPU's SM clock, temperature, throttle reasons)."""
+
+    @property
+    def seconds_per_pass(self) -> float:
+        """This window's own estimate of the ``inference_time`` objective (:data:`PASS_QUANTILE`)."""
+        return quantile(self.pass_seconds, PASS_QUANTILE)
+
+    @property
+    def joules_per_image(self) -> float:
+        return self.joules / self.images
+
 
 @dataclasses.dataclass(frozen=True)
 class InferenceMeasurement:
-    seconds_per_pass: float
-    """One pass over the evaluation set: the ``inference_time`` objective."""
-    passes: int
-    images: int
-    window_seconds: float
-    """The energy window, edge to edge: at least the minimum, and whole counter steps."""
-    window_joules: float
-    """Energy the meter counted (or, for the estimate, computed) in the window."""
+    """What the protocol measured of one workload: its windows and the machine's load meanwhile."""
+
+    windows: tuple[Window, ...]
+    load: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """``optuna_energy.host.load.disturbance`` over all the windows (of every workload measured
+    with it): load average, CPU steal, other processes' share of the CPUs."""
+
+    @property
+    def seconds_per_pass(self) -> float:
+        """One pass over the evaluation set, the ``inference_time`` objective: the
+        :data:`PASS_QUANTILE` quantile of every timed pass of every window."""
+        return quantile([seconds for window in self.windows for seconds in window.pass_seconds],
+                        PASS_QUANTILE)
+
+    @property
+    def seconds_per_pass_spread(self) -> float | None:
+        """Relative spread of the windows' own estimates (``statistic.relative_spread``);
+        ``None`` with one window."""
+        return relative_spread([window.seconds_per_pass for window in self.windows])
+
+    @property
+    def energy_spread(self) -> float | None:
+        """Relative spread of the windows' joules per image; ``None`` with one window."""
+        return relative_spread([window.joules_per_image for window in self.windows])
+
+    @property
+    def passes(self) -> int:
+        return sum(len(window.pass_seconds) for window in self.windows)
+
+    @property
+    def images(self) -> int:
+        return sum(window.images for window in self.windows)
+
+    @property
+    def window_seconds(self) -> float:
+        """The windows' length, added up: what the energy was counted over."""
+        return sum(window.seconds for window in self.windows)
+
+    @property
+    def window_joules(self) -> float:
+        """Energy counted in all the windows: energy stays what the counter read, not a statistic."""
+        return sum(window.joules for window in self.windows)
+
+    def conditions(self) -> dict[str, Any]:
+        """The load over the windows and, per hardware reading, its value at each window's end."""
+        readings: dict[str, list[Any]] = {}
+        for window in self.windows:
+            for key, value in window.conditions.items():
+                readings.setdefault(key, []).append(value)
+        return {**self.load, **readings}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,49 +186,79 @@ def metered(meter: EnergyMeter, name: str, device: torch.device, run: Callable[[
 @torch.inference_mode()
 def measure_inference(model: nn.Module, data: DeviceData, *, batch_size: int, warmup_batches: int,
                       min_window_seconds: float, meter: EnergyMeter, costs: ArchProfile,
+                      windows: int = 1,
                       autocast: contextlib.AbstractContextManager | None = None) -> InferenceMeasurement:
     """Time and meter repeated passes over the evaluation set, each batch copied from the host
     (:func:`data_workload`, then :func:`measure_passes`)."""
     model.eval()
     workload = data_workload(model, data, batch_size=batch_size, costs=costs, autocast=autocast)
-    return measure_passes(workload, warmup_batches=warmup_batches,
+    return measure_passes(workload, warmup_batches=warmup_batches, windows=windows,
                           min_window_seconds=min_window_seconds, meter=meter)
 
 
 def measure_passes(workload: Workload, *, warmup_batches: int, min_window_seconds: float,
-                   meter: EnergyMeter) -> InferenceMeasurement:
-    """The protocol behind every inference measurement: ``warmup_batches`` batches, then whole
-    passes over the workload's batches repeated inside one energy window until it lasts
-    ``min_window_seconds``, the device synchronised after each pass and at the window's edges.
+                   meter: EnergyMeter, windows: int = 1) -> InferenceMeasurement:
+    """The protocol behind every inference measurement, on one workload (see
+    :func:`measure_interleaved`)."""
+    return measure_interleaved([workload], warmup_batches=warmup_batches, windows=windows,
+                               min_window_seconds=min_window_seconds, meter=meter)[0]
 
-    The workload's ``costs`` describe one input's work for a meter that estimates. On a shared
-    GPU, warm-up and window run alone (``optuna_energy.host.gpu_share``).
+
+def measure_interleaved(workloads: Sequence[Workload], *, warmup_batches: int, windows: int,
+                        min_window_seconds: float, meter: EnergyMeter) -> list[InferenceMeasurement]:
+    """The inference protocol: ``warmup_batches`` batches of each workload, then ``windows``
+    rounds in which each workload, in turn, repeats whole passes over its batches inside one
+    energy window until it lasts ``min_window_seconds``, the device synchronised after each pass
+    and at the window's edges. Every pass is timed on its own.
+
+    Taking turns, rather than one workload's windows back to back, spreads a burst of load
+    over every workload alike. The machine's load over all the rounds
+    (``optuna_energy.host.load``) and the meter's hardware conditions at each window's end are
+    kept with the windows. The workloads' ``costs`` describe one input's work for a meter that
+    estimates. On a shared GPU, warm-up and windows run alone (``optuna_energy.host.gpu_share``).
+
+    Returns:
+        One measurement per workload, in order.
     """
-    batches, device = workload.batches, workload.device
+    measured: list[list[Window]] = [[] for _ in workloads]
+    with gpu_share.alone():
+        for workload in workloads:
+            for index in range(warmup_batches):
+                workload.run_batch(index % workload.batches)
+        before = load.snapshot()
+        for _ in range(windows):
+            for workload, kept in zip(workloads, measured):
+                kept.append(_window(workload, meter, min_window_seconds))
+        machine = load.disturbance(before, load.snapshot())
+    return [InferenceMeasurement(windows=tuple(kept), load=machine) for kept in measured]
 
-    def passes_for_the_minimum_window() -> tuple[int, float]:
-        start = time.perf_counter()
-        passes = 0
+
+def _window(workload: Workload, meter: EnergyMeter, min_window_seconds: float) -> Window:
+    """One metered window of whole, individually timed passes over the workload."""
+    batches, device, costs = workload.batches, workload.device, workload.costs
+
+    def passes_for_the_minimum_window() -> list[tuple[float, float]]:
+        durations: list[tuple[float, float]] = []
+        start = last = time.perf_counter()
+        last_cpu = time.process_time()
         while True:
             for index in range(batches):
                 workload.run_batch(index)
             synchronize(device)
-            passes += 1
-            elapsed = time.perf_counter() - start
-            if elapsed >= min_window_seconds:
-                return passes, elapsed
+            now, now_cpu = time.perf_counter(), time.process_time()
+            durations.append((now - last, now_cpu - last_cpu))
+            last, last_cpu = now, now_cpu
+            if now - start >= min_window_seconds:
+                return durations
 
-    costs, inputs = workload.costs, workload.inputs_per_pass
-    with gpu_share.alone():
-        for index in range(warmup_batches):
-            workload.run_batch(index % batches)
-        (passes, elapsed), window = metered(
-            meter, "inference", device, passes_for_the_minimum_window,
-            work=lambda done: Work(macs=costs.macs, params=costs.params, activations=costs.activations,
-                                   batch_size=workload.batch_size, images=done[0] * inputs))
-    return InferenceMeasurement(seconds_per_pass=elapsed / passes, passes=passes,
-                                images=passes * inputs, window_seconds=window.seconds,
-                                window_joules=window.joules)
+    durations, window = metered(
+        meter, "inference", device, passes_for_the_minimum_window,
+        work=lambda done: Work(macs=costs.macs, params=costs.params, activations=costs.activations,
+                               batch_size=workload.batch_size,
+                               images=len(done) * workload.inputs_per_pass))
+    return Window(pass_seconds=tuple(wall for wall, _ in durations),
+                  pass_cpu_seconds=tuple(cpu for _, cpu in durations), seconds=window.seconds, joules=window.joules,
+                  images=len(durations) * workload.inputs_per_pass, conditions=meter.conditions())
 
 
 def energy_per_inference(inference: InferenceMeasurement, *, idle_watts: float) -> tuple[float, float]:

@@ -2,10 +2,11 @@
 
 :class:`EnergyMonitor` is the built-in objective's measuring protocol for any ``torch.nn.Module``
 on any inputs: the same choice of meter (``select_meter``: hardware counter, sampled power,
-RAPL, else the analytical estimate, each step down warned), the same repeated passes inside one
-window of at least ``min_window_seconds`` (``optuna_energy.measuring.measure``), the same idle power
-subtracted for the net energy. The meter is opened and idle power measured once, when the
-monitor is made: make one per process and use it in every trial.
+RAPL, else the analytical estimate, each step down warned), the same repeated passes inside
+``windows`` windows of at least ``min_window_seconds`` each, several models' windows taking
+turns (``optuna_energy.measuring.measure``), the same idle power subtracted for the net
+energy. The meter is opened and idle power measured once, when the monitor is made: make one
+per process and use it in every trial.
 
 For anything else (training), ``begin_window`` and ``end_window`` meter a named window, after
 Zeus's ``ZeusMonitor``. Where no spec tells the model's work (for the analytical estimate),
@@ -20,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -35,8 +36,8 @@ from optuna_energy.host.meters import (
     Work,
     settings_from_keywords,
 )
-from optuna_energy.measuring.costs import ENERGY_KINDS, measure_costs
-from optuna_energy.measuring.measure import Workload, measure_idle_watts, open_meter
+from optuna_energy.measuring.costs import ENERGY_KINDS, measure_costs_interleaved
+from optuna_energy.measuring.measure import DEFAULT_WINDOWS, Workload, measure_idle_watts, open_meter
 from optuna_energy.model.arch import ArchProfile
 
 __all__ = ["EnergyMonitor", "InferenceResult", "WindowResult", "profile_module"]
@@ -216,15 +217,17 @@ class EnergyMonitor:
     @torch.inference_mode()
     def measure_inference(self, model: nn.Module, inputs: torch.Tensor | Iterable[Any], *,
                           batch_size: int | None = None, warmup_batches: int = 2,
-                          min_window_seconds: float = 1.0, energy: str = "net",
-                          costs: ArchProfile | None = None) -> InferenceResult:
+                          min_window_seconds: float = 1.0, windows: int = DEFAULT_WINDOWS,
+                          energy: str = "net", costs: ArchProfile | None = None) -> InferenceResult:
         """Inference time per pass over ``inputs`` and energy per input of ``model``.
 
         Each timed pass runs ``model`` on every batch, copied to the monitor's device (the
         host-to-device copy is part of the time, as in the paper, unless the inputs are on the
-        device already); after ``warmup_batches`` batches, passes repeat inside one energy window
-        of at least ``min_window_seconds``. The model is put in eval mode for the measurement
-        and back in the mode it was in.
+        device already); after ``warmup_batches`` batches, passes repeat inside ``windows``
+        energy windows of at least ``min_window_seconds`` each. The inference time is a low
+        quantile of all the timed passes, its spread how far the windows disagree; the energy
+        is what the meter counted over all the windows. The model is put in eval mode for the
+        measurement and back in the mode it was in.
 
         Args:
             model: The module, on the monitor's device.
@@ -232,8 +235,9 @@ class EnergyMonitor:
                 batches (a ``DataLoader``; of ``(inputs, labels)`` pairs the inputs), held in a
                 list for the repeated passes.
             batch_size: Inputs per batch when ``inputs`` is a tensor (default 100, the paper's).
-            warmup_batches: Batches run before the window opens.
-            min_window_seconds: The window's least length: energy counters step every ~100 ms.
+            warmup_batches: Batches run before the first window opens.
+            min_window_seconds: Each window's least length: energy counters step every ~100 ms.
+            windows: Measuring windows (1 or more; a spread needs two).
             energy: ``net`` (idle power subtracted, the built-in default) or ``gross``: which is
                 ``energy_per_input_j``.
             costs: The model's work per input for the analytical estimate (``optuna_energy.profile``
@@ -242,47 +246,90 @@ class EnergyMonitor:
         Raises:
             ValueError: A bad argument, naming it; a model with parameters on another device.
         """
-        if not isinstance(model, nn.Module):
-            raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        return self.measure_models([model], inputs, batch_size=batch_size, warmup_batches=warmup_batches,
+                                   min_window_seconds=min_window_seconds, windows=windows,
+                                   energy=energy, costs=None if costs is None else [costs])[0]
+
+    @torch.inference_mode()
+    def measure_models(self, models: Sequence[nn.Module], inputs: torch.Tensor | Iterable[Any], *,
+                       batch_size: int | None = None, warmup_batches: int = 2,
+                       min_window_seconds: float = 1.0, windows: int = DEFAULT_WINDOWS,
+                       energy: str = "net",
+                       costs: Sequence[ArchProfile] | None = None) -> list[InferenceResult]:
+        """:meth:`measure_inference` of several models on the same inputs, their windows taking
+        turns (model 1, model 2, ..., then model 1 again), so a burst of load on the machine
+        slows each of them alike instead of the one measured at the time.
+
+        Args:
+            models: The modules, on the monitor's device.
+            costs: Each model's work per input, in order (see :meth:`measure_inference`).
+            inputs, batch_size, warmup_batches, min_window_seconds, windows, energy: As for
+                :meth:`measure_inference`.
+
+        Returns:
+            One result per model, in order; ``measure_seconds`` is the whole call's.
+
+        Raises:
+            ValueError: A bad argument, naming it; a model with parameters on another device.
+        """
+        models = list(models)
+        if not models or not all(isinstance(model, nn.Module) for model in models):
+            raise ValueError("models must be one or more torch.nn.Module, got "
+                             f"{[type(model).__name__ for model in models]}")
         if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
                                        or batch_size < 1):
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if isinstance(warmup_batches, bool) or not isinstance(warmup_batches, int) or warmup_batches < 0:
             raise ValueError(f"warmup_batches must be an integer >= 0, got {warmup_batches!r}")
+        if isinstance(windows, bool) or not isinstance(windows, int) or windows < 1:
+            raise ValueError(f"windows must be an integer >= 1, got {windows!r}")
         _positive(min_window_seconds, "min_window_seconds", zero_allowed=True)
         if energy not in ENERGY_KINDS:
             raise ValueError(f"energy must be one of {', '.join(ENERGY_KINDS)}, got {energy!r}")
-        devices = {parameter.device for parameter in model.parameters()}
-        if not all(_same_device(device, self.device) for device in devices):
-            raise ValueError(f"model has parameters on {', '.join(sorted(map(str, devices)))}, the "
-                             f"monitor measures on {self.device}: move it with model.to(...)")
+        if costs is not None and len(costs) != len(models):
+            raise ValueError(f"costs must give one ArchProfile per model ({len(models)}), got {len(costs)}")
+        for model in models:
+            devices = {parameter.device for parameter in model.parameters()}
+            if not all(_same_device(device, self.device) for device in devices):
+                raise ValueError(f"model has parameters on {', '.join(sorted(map(str, devices)))}, the "
+                                 f"monitor measures on {self.device}: move it with model.to(...)")
         batches = _batches(inputs, batch_size)
         start = time.perf_counter()
-        was_training = model.training
+        was_training = [model.training for model in models]
         first = batches[0]
         try:
-            costs = costs or profile_module(model, first.to(self.device))
-            workload = Workload(
-                model=model, device=self.device,
-                run_batch=lambda index: model(batches[index].to(self.device, non_blocking=True)),
+            profiles = list(costs) if costs is not None else [
+                profile_module(model, first.to(self.device)) for model in models]
+            workloads = [Workload(
+                model=model, device=self.device, run_batch=self._batch_runner(model, batches),
                 batches=len(batches), inputs_per_pass=sum(len(batch) for batch in batches),
-                batch_size=len(first), costs=costs,
+                batch_size=len(first), costs=profile,
                 activation_bytes=first.element_size() if first.is_floating_point() else 4)
-            fields = measure_costs(workload, meter=self.meter, idle_watts=self.idle_watts,
-                                   energy=energy, warmup_batches=warmup_batches,
-                                   min_window_seconds=min_window_seconds)
+                for model, profile in zip(models, profiles)]
+            measured = measure_costs_interleaved(
+                workloads, meter=self.meter, idle_watts=self.idle_watts, energy=energy,
+                warmup_batches=warmup_batches, windows=windows, min_window_seconds=min_window_seconds)
         finally:
-            model.train(was_training)
-        fields["measure_seconds"] = time.perf_counter() - start
-        return InferenceResult(
-            source=self.meter.source, device=str(self.device),
-            seconds_per_pass=fields["inference_time_s"], inputs_per_pass=workload.inputs_per_pass,
-            energy_per_input_j=fields["energy_per_inference_j"], energy_gross_j=fields["energy_gross_j"],
-            energy_net_j=fields["energy_net_j"], window_seconds=fields["energy_window_s"],
-            window_inputs=fields["energy_window_images"], idle_watts=self.idle_watts,
-            params=costs.params, macs=costs.macs,
-            memory_bytes=fields["memory_bytes"], measure_seconds=fields["measure_seconds"],
-            meter=fields["meter"], fields=fields)
+            for model, training in zip(models, was_training):
+                model.train(training)
+        seconds = time.perf_counter() - start
+        results = []
+        for workload, fields in zip(workloads, measured):
+            fields["measure_seconds"] = seconds
+            results.append(InferenceResult(
+                source=self.meter.source, device=str(self.device),
+                seconds_per_pass=fields["inference_time_s"], inputs_per_pass=workload.inputs_per_pass,
+                energy_per_input_j=fields["energy_per_inference_j"],
+                energy_gross_j=fields["energy_gross_j"], energy_net_j=fields["energy_net_j"],
+                window_seconds=fields["energy_window_s"], window_inputs=fields["energy_window_images"],
+                idle_watts=self.idle_watts, params=workload.costs.params, macs=workload.costs.macs,
+                memory_bytes=fields["memory_bytes"], measure_seconds=seconds,
+                meter=fields["meter"], fields=fields))
+        return results
+
+    def _batch_runner(self, model: nn.Module, batches: list[torch.Tensor]) -> Callable[[int], object]:
+        """Runs ``model`` on batch ``index``, copied to the monitor's device."""
+        return lambda index: model(batches[index].to(self.device, non_blocking=True))
 
     def begin_window(self, name: str) -> None:
         """Open the energy window ``name`` (the device synchronised first), as ``ZeusMonitor`` does.

@@ -47,6 +47,17 @@ class TrialRecord:
     energy_net_j: float | None = None
     energy_window_s: float | None = None
     energy_window_images: int | None = None
+    inference_time_spread: float | None = None
+    """How far the measuring windows' own inference times lie apart, relative to the stored one
+    (``optuna_energy.measuring.statistic.relative_spread``)."""
+    energy_spread: float | None = None
+    """The same for the windows' joules per inference."""
+    measure_windows: int | None = None
+    """Measuring windows the costs were taken from (``[measure] windows``)."""
+    measure_conditions: dict[str, Any] | None = None
+    """What disturbed the machine while it measured: ``load_1min``, ``cpu_steal``,
+    ``cpu_others``; on a GPU, per window, ``sm_clock_mhz``, ``temperature_c``,
+    ``throttle_reasons`` (``optuna_energy.measuring.measure.InferenceMeasurement.conditions``)."""
     train_energy_j: float | None = None
     train_energy_basis: str | None = None
     """``apportioned`` when the trial trained on a GPU shared with other workers:
@@ -103,13 +114,34 @@ class TrialRecord:
         value = self.get(metric(name).field)
         return math.nan if value is None else float(value)
 
+    def value_with_spread(self, name: str) -> tuple[float, float]:
+        """A metric's recorded value and its relative spread: how far the measuring windows
+        disagreed, as a fraction of the value (two trials whose values differ by less cannot be
+        told apart by the measurement).
+
+        The spread is 0 for a metric measured without repeats because it is exact (``params``,
+        ``memory``, ``accuracy`` on the fixed evaluation set), NaN where the trial recorded no
+        spread (one window, or a study older than the spreads) or no value.
+
+        Example:
+            >>> value, spread = TrialRecord.of(trial).value_with_spread("inference_time")
+        """
+        entry = metric(name)
+        value = self.value(name)
+        if entry.spread_field is None:
+            return value, 0.0 if not math.isnan(value) else math.nan
+        spread = self.get(entry.spread_field)
+        return value, math.nan if spread is None else float(spread)
+
 
 _FIELDS = frozenset(field.name for field in dataclasses.fields(TrialRecord)) - {"plugin_metrics"}
 
 
 def _plugin_fields() -> set[str]:
-    """The record fields of registered metrics that the record does not name itself."""
-    return {entry.field for entry in METRICS.values()} - _FIELDS
+    """The record fields (values and spreads) of registered metrics that the record does not
+    name itself."""
+    return {field for entry in METRICS.values() for field in (entry.field, entry.spread_field)
+            if field} - _FIELDS
 
 
 def write(trial: optuna.Trial, **fields: Any) -> None:

@@ -19,8 +19,8 @@ from optuna_energy.store import record
 
 
 def tiny_model_under_test() -> ModelUnderTest:
-    """A small CPU model on 20 inputs of shape (1, 8, 8), measured by the analytical estimate:
-    what a metric's ``measure`` gets, in well under a second."""
+    """A small CPU model on 20 inputs of shape (1, 8, 8), measured in two windows by the
+    analytical estimate: what a metric's ``measure`` and ``spread`` get, in well under a second."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(256, 10)).eval()
     inputs = torch.rand(20, 1, 8, 8)
@@ -30,7 +30,8 @@ def tiny_model_under_test() -> ModelUnderTest:
                         batches=len(batches), inputs_per_pass=len(inputs), batch_size=10,
                         costs=ArchProfile(params=params, macs=4 * 9 * 64 + 256 * 10, activations=256 * 3 + 10))
     with torch.inference_mode():
-        inference = measure_passes(workload, warmup_batches=1, min_window_seconds=0.01, meter=EstimateMeter())
+        inference = measure_passes(workload, warmup_batches=1, min_window_seconds=0.01, windows=2,
+                                   meter=EstimateMeter())
     return ModelUnderTest(workload=workload, inference=inference, idle_watts=0.0)
 
 
@@ -68,6 +69,21 @@ class MetricSuite:
         record.write(trial, **{metric.field: value})
         study.tell(trial, 0.0)
         assert record.TrialRecord.of(study.trials[0]).value(metric.name) == pytest.approx(float(value))
+
+    def test_its_spread_if_any_is_a_fraction_that_round_trips(self, metric: Metric,
+                                                              under_test: ModelUnderTest) -> None:
+        if metric.spread is None:  # exact, or measured once: its spread reads as 0
+            assert metric.spread_field is None
+            return
+        assert metric.measure is not None and metric.spread_field is not None
+        value, spread = metric.measure(under_test), metric.spread(under_test)
+        assert isinstance(spread, float) and math.isfinite(spread) and spread >= 0, spread
+        study = optuna.create_study()
+        trial = study.ask()
+        record.write(trial, **{metric.field: value, metric.spread_field: spread})
+        study.tell(trial, 0.0)
+        stored = record.TrialRecord.of(study.trials[0]).value_with_spread(metric.name)
+        assert stored == pytest.approx((float(value), spread))
 
     def test_its_format_renders_values_and_nan(self, metric: Metric, under_test: ModelUnderTest) -> None:
         value = metric.measure(under_test) if metric.measure is not None else 0.75

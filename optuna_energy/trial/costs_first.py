@@ -62,7 +62,7 @@ def measure_architecture(model: nn.Module, *, config: StudyConfig, data: DeviceD
                              activation_bytes=2 if precision == "bf16" else 4)
     with trial_failures():
         fields = measure_costs(workload, meter=meter, idle_watts=idle_watts, energy=measure.energy,
-                               warmup_batches=measure.warmup_batches,
+                               warmup_batches=measure.warmup_batches, windows=measure.windows,
                                min_window_seconds=measure.min_window_seconds)
     fields["measure_seconds"] = time.perf_counter() - start
     return ArchitectureCosts(fields=fields, violations=limit_violations(config.constraints, fields, cost_names()))

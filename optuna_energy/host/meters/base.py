@@ -79,6 +79,12 @@ class EnergyMeter(abc.ABC):
         """What was measured: device name, power limit and the like, for the trial's record."""
         return {}
 
+    def conditions(self) -> dict[str, Any]:
+        """What the hardware says of its own state now, where it can tell (a GPU's clocks,
+        temperature, throttle reasons): read at the end of every measuring window, so a slow
+        window can be told from a slow model. Empty for meters that cannot tell."""
+        return {}
+
     def close(self) -> None:  # noqa: B027 - most meters hold nothing to release
         """Release the hardware handle or background thread."""
 

@@ -28,6 +28,20 @@ from optuna_energy.host.meters.base import EnergyMeter, EnergyMeterError
 COUNTER_SOURCE = "nvml-counter"
 POWER_SOURCE = "nvml-power"
 
+CLOCK_SM = 1
+"""``NVML_CLOCK_SM`` of ``nvmlClockType_t``."""
+TEMPERATURE_GPU = 0
+"""``NVML_TEMPERATURE_GPU`` of ``nvmlTemperatureSensors_t``."""
+CLOCK_EVENT_REASONS = {
+    0x1: "gpu_idle", 0x2: "applications_clocks_setting", 0x4: "sw_power_cap", 0x8: "hw_slowdown",
+    0x10: "sync_boost", 0x20: "sw_thermal_slowdown", 0x40: "hw_thermal_slowdown",
+    0x80: "hw_power_brake_slowdown", 0x100: "display_clock_setting",
+}
+"""NVML's clock event (throttle) reason bits, ``nvmlClocksEventReason*`` in ``nvml.h``, by the
+names ``nvidia-smi -q -d PERFORMANCE`` gives them."""
+
+_REASON_FUNCTIONS = ("nvmlDeviceGetCurrentClocksEventReasons", "nvmlDeviceGetCurrentClocksThrottleReasons")
+
 _VALUE_MEMBERS = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
 """``nvmlValueType_t`` -> the member of the ``c_nvmlValue_t`` union that holds the value."""
 
@@ -142,6 +156,24 @@ class _Session:
                 "uuid": self.query("nvmlDeviceGetUUID"), "driver_version": driver,
                 "power_limit_w": limit_mw / 1000 if limit_mw is not None else None}
 
+    def conditions(self) -> dict[str, Any]:
+        """The SM clock (MHz), temperature (°C) and why the clocks are held down, now; ``None``
+        for what this GPU or driver cannot tell."""
+        try:
+            clock = self.nvml.nvmlDeviceGetClockInfo(self.handle, CLOCK_SM)
+        except self.nvml.NVMLError:
+            clock = None
+        try:
+            temperature = self.nvml.nvmlDeviceGetTemperature(self.handle, TEMPERATURE_GPU)
+        except self.nvml.NVMLError:
+            temperature = None
+        # Drivers and bindings before 535 have only the older name, "throttle" reasons.
+        reasons = next((value for value in (self.query(function) for function in _REASON_FUNCTIONS
+                                            if hasattr(self.nvml, function)) if value is not None), None)
+        return {"sm_clock_mhz": clock, "temperature_c": temperature,
+                "throttle_reasons": None if reasons is None else
+                [name for bit, name in CLOCK_EVENT_REASONS.items() if reasons & bit]}
+
     def close(self) -> None:
         if self._open:
             self._open = False
@@ -193,6 +225,9 @@ class NvmlCounterMeter(EnergyMeter):
 
     def info(self) -> dict[str, Any]:
         return self._session.info()
+
+    def conditions(self) -> dict[str, Any]:
+        return self._session.conditions()
 
     def close(self) -> None:
         self._session.close()
@@ -289,6 +324,9 @@ class NvmlPowerMeter(EnergyMeter):
     def info(self) -> dict[str, Any]:
         return {**self._session.info(), "power_reading": self._reading,
                 "sample_interval_s": self._interval_s}
+
+    def conditions(self) -> dict[str, Any]:
+        return self._session.conditions()
 
     def close(self) -> None:
         self._stop.set()
