@@ -65,7 +65,9 @@ def test_counter_does_not_report_zero_for_a_window_shorter_than_a_step(nvml: Fak
         meter.begin_window("short")
         window = meter.end_window("short")  # nothing ran in between
     assert window.joules == pytest.approx(25.0, rel=0.05)  # one 100 ms step at 250 W
-    assert window.seconds == pytest.approx(0.1, abs=0.03)
+    # Each edge is the moment the poll saw the step: a descheduled poll (a loaded machine) sees it
+    # late, so the duration is about one step, not exactly.
+    assert 0 < window.seconds < 2 * FakeNvml.COUNTER_STEP_S
 
 
 def test_counter_that_stops_moving_raises_at_the_window_end(nvml: FakeNvml) -> None:
