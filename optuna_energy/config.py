@@ -88,6 +88,11 @@ class StudySection:
     """Training epochs the whole study may spend, over all trials and workers (exact)."""
     max_train_energy: float | None = None
     """Training joules the whole study may spend (same meter as ``train_energy_j``)."""
+    costs_first: bool = True
+    """An architecture over a ``[constraints]`` limit is measured and never trained: it ends
+    PRUNED with 0 epochs (``trial.costs_first``). ``false`` trains it like any other, as the
+    paper did. Independent of ``[early_stopping] enabled``, so that early stopping and full
+    training can be compared with the same rule."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,9 +184,10 @@ EvolutionSection = EvolutionSettings
 
 @dataclasses.dataclass(frozen=True)
 class EarlyStoppingSection:
-    """Costs first and multi-objective early stopping (``optuna_energy.trial.rungs``, docs/energy.md).
+    """Multi-objective early stopping (``optuna_energy.trial.rungs``, docs/energy.md).
 
-    ``enabled = false`` is the paper's mode: every architecture trained for every epoch.
+    ``enabled = false`` trains every architecture for every epoch; with ``[study] costs_first =
+    false`` too, it is the paper's mode.
     """
 
     enabled: bool = True
