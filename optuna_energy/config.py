@@ -41,12 +41,23 @@ from optuna_energy.samplers import MAX_SEED, EvolutionSampler, EvolutionSettings
 
 SAMPLERS: dict[str, Callable[[int | None, EvolutionSettings], optuna.samplers.BaseSampler]] = {
     "tpe": lambda seed, _: optuna.samplers.TPESampler(seed=seed),  # Optuna's multi-objective default
-    "nsga2": lambda seed, _: optuna.samplers.NSGAIISampler(seed=seed),
+    # Generations as large as the evolution sampler's: Optuna's 50 would keep a study of a few
+    # dozen trials in its random first generation.
+    "nsga2": lambda seed, evolution: optuna.samplers.NSGAIISampler(
+        seed=seed, population_size=evolution.population_size),
     "random": lambda seed, _: optuna.samplers.RandomSampler(seed=seed),
     "evolution": lambda seed, evolution: EvolutionSampler(**dataclasses.asdict(evolution), seed=seed),
+    # The conditional space's slots are outside its intersection search space and sampled at
+    # random, which it would warn about for every parameter of every trial.
+    "gp": lambda seed, _: optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False),
 }
 """Sampler constructors by ``[study] sampler`` name, taking the seed and the ``[evolution]`` section:
-the one list of names (``study.create_sampler`` builds from it)."""
+the one list of names (``study.create_sampler`` builds from it).
+
+Each reads the trials' constraints (the ``learned`` rule and the ``[constraints]`` limits, set
+with Optuna's ``Trial.set_constraint``) from the trials themselves, as Optuna 5 samplers do, and
+ranks infeasible trials below feasible ones; their ``constraints_func`` argument is deprecated
+since Optuna 5.0. Random search ranks nothing."""
 MAX_LEARNING_RATE = 10.0
 MAX_SECONDS = 366 * 24 * 3600
 """Longest duration a key in seconds accepts (a year): no job runs longer, and larger values
