@@ -70,7 +70,8 @@ SETTINGS = {
     # The main job's digits study (6 epochs: rungs at 1 and 3 with factor 3), cheap to measure.
     "digits": {"training": {"epochs": 6}, "budget": 120},
     # Harder: half the training images, 6 epochs (rungs 1, 2, 4 with factor 2) and a parameter
-    # limit that a quarter of the space exceeds, so costs first has something to skip.
+    # limit that most of the space exceeds (about 4 in 5 random architectures), so costs first
+    # has something to skip.
     "harder": {"training": {"epochs": 6}, "dataset": {"validation_fraction": 0.5},
                "constraints": {"max_params": 20000}, "early_stopping": {"factor": 2},
                "budget": 120},
