@@ -43,12 +43,23 @@ from optuna_energy.samplers import MAX_SEED, EvolutionSampler, EvolutionSettings
 
 SAMPLERS: dict[str, Callable[[int | None, EvolutionSettings], optuna.samplers.BaseSampler]] = {
     "tpe": lambda seed, _: optuna.samplers.TPESampler(seed=seed),  # Optuna's multi-objective default
-    "nsga2": lambda seed, _: optuna.samplers.NSGAIISampler(seed=seed),
+    # Generations as large as the evolution sampler's: Optuna's 50 would keep a study of a few
+    # dozen trials in its random first generation.
+    "nsga2": lambda seed, evolution: optuna.samplers.NSGAIISampler(
+        seed=seed, population_size=evolution.population_size),
     "random": lambda seed, _: optuna.samplers.RandomSampler(seed=seed),
     "evolution": lambda seed, evolution: EvolutionSampler(**dataclasses.asdict(evolution), seed=seed),
+    # The conditional space's slots are outside its intersection search space and sampled at
+    # random, which it would warn about for every parameter of every trial.
+    "gp": lambda seed, _: optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False),
 }
 """Sampler constructors by ``[study] sampler`` name, taking the seed and the ``[evolution]`` section:
-the one list of names (``study.create_sampler`` builds from it)."""
+the one list of names (``study.create_sampler`` builds from it).
+
+Each reads the trials' constraints (the ``learned`` rule and the ``[constraints]`` limits, set
+with Optuna's ``Trial.set_constraint``) from the trials themselves, as Optuna 5 samplers do, and
+ranks infeasible trials below feasible ones; their ``constraints_func`` argument is deprecated
+since Optuna 5.0. Random search ranks nothing."""
 MAX_LEARNING_RATE = 10.0
 MAX_SECONDS = 366 * 24 * 3600
 """Longest duration a key in seconds accepts (a year): no job runs longer, and larger values
@@ -95,6 +106,11 @@ class StudySection:
     ``max_train_co2e_g``, that budget in joules (:class:`StudyConfig` converts it)."""
     max_train_co2e_g: float | None = None
     """The training budget in grams of CO2e instead of joules, at ``[carbon] intensity_g_per_kwh``."""
+    costs_first: bool = True
+    """An architecture over a ``[constraints]`` limit is measured and never trained: it ends
+    PRUNED with 0 epochs (``trial.costs_first``). ``false`` trains it like any other, as the
+    paper did. Independent of ``[early_stopping] enabled``, so that early stopping and full
+    training can be compared with the same rule."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,9 +207,10 @@ EvolutionSection = EvolutionSettings
 
 @dataclasses.dataclass(frozen=True)
 class EarlyStoppingSection:
-    """Costs first and multi-objective early stopping (``optuna_energy.trial.rungs``, docs/energy.md).
+    """Multi-objective early stopping (``optuna_energy.trial.rungs``, docs/energy.md).
 
-    ``enabled = false`` is the paper's mode: every architecture trained for every epoch.
+    ``enabled = false`` trains every architecture for every epoch; with ``[study] costs_first =
+    false`` too, it is the paper's mode.
     """
 
     enabled: bool = True

@@ -50,7 +50,8 @@ def create_sampler(name: str, *, seed: int | None = None,
                    evolution: EvolutionSection | None = None) -> optuna.samplers.BaseSampler:
     """A sampler by its config name (:data:`optuna_energy.config.SAMPLERS`): ``evolution`` (the
     default: ``EvolutionSampler``, configured by ``evolution``), ``tpe`` (Optuna's multi-objective
-    default), ``nsga2`` or ``random``.
+    default), ``nsga2`` (generations of ``evolution.population_size``), ``random`` or ``gp``
+    (Optuna's ``GPSampler``). Every one but ``random`` ranks by the trials' constraints.
 
     Raises:
         ConfigError: ``name`` is none of them; the message lists them.
@@ -142,7 +143,7 @@ def run_study(config: str | Path | StudyConfig | dict[str, Any] | None = None, *
         timeout: Seconds after which this call stops starting trials.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         seed: Seeds the sampler and each trial's weights and batches.
-        sampler: ``tpe``, ``nsga2``, ``random`` or ``evolution``.
+        sampler: ``evolution``, ``tpe``, ``nsga2``, ``random`` or ``gp``.
         objectives: At least two of ``accuracy``, ``inference_time``, ``params``, ``energy``.
         dataset: Your own data in place of the config's ``[dataset]``, from
             ``optuna_energy.data.from_tensors`` or ``from_datasets``.

@@ -122,12 +122,15 @@ def run(tmp_path: Path, **study) -> optuna.Study:
     return optuna_energy.run_study(config, show_progress_bar=False)
 
 
-def test_an_architecture_over_a_limit_is_measured_and_never_trained(tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("early", [True, False])
+def test_an_architecture_over_a_limit_is_measured_and_never_trained(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, early: bool) -> None:
+    """Costs first is its own switch: full training skips over-limit networks as well."""
     steps = []
     monkeypatch.setattr(early_stopping, "train", lambda *a, **k: steps.append(1))
     config = tiny_config(tmp_path, n_trials=3)
     config["constraints"] = {"max_params": 1}
+    config["early_stopping"] = {"enabled": early}
     study = optuna_energy.run_study(config, show_progress_bar=False)
 
     assert steps == []
@@ -137,6 +140,19 @@ def test_an_architecture_over_a_limit_is_measured_and_never_trained(tmp_path: Pa
         assert stored.epochs_trained == 0 and stored.train_energy_j == 0
         assert stored.params > 1 and stored.inference_time_s > 0 and stored.energy_per_inference_j > 0
         assert trial.constraints["params"] > 0
+
+
+def test_without_costs_first_an_architecture_over_a_limit_is_trained_fully(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, n_trials=2, costs_first=False)
+    config["constraints"] = {"max_params": 1}
+    config["early_stopping"] = {"enabled": False}
+    study = optuna_energy.run_study(config, show_progress_bar=False)
+
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    for trial in study.trials:
+        assert TrialRecord.of(trial).epochs_trained == 1 and TrialRecord.of(trial).stop_reason is None
+        assert trial.constraints["params"] > 0
+    assert study.best_trials == []
 
 
 def test_stopped_trials_are_never_on_a_front_in_best_trials_the_report_or_the_dashboard(

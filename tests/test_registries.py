@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -75,12 +76,41 @@ def test_every_optimizer_name_builds_its_optimizer_and_others_are_refused():
 def test_every_sampler_name_of_the_config_and_the_cli_builds_its_sampler():
     kinds = {name: type(create_sampler(name, seed=0)) for name in SAMPLERS}
     assert kinds == {"tpe": optuna.samplers.TPESampler, "nsga2": optuna.samplers.NSGAIISampler,
-                     "random": optuna.samplers.RandomSampler, "evolution": EvolutionSampler}
-    assert build_parser().parse_args(["run", "--sampler", "nsga2"]).sampler == "nsga2"
-    with pytest.raises(ConfigError, match=r"^\[study\] sampler is 'cmaes'; allowed: tpe, nsga2, random, evolution$"):
+                     "random": optuna.samplers.RandomSampler, "evolution": EvolutionSampler,
+                     "gp": optuna.samplers.GPSampler}
+    assert build_parser().parse_args(["run", "--sampler", "gp"]).sampler == "gp"
+    allowed = "tpe, nsga2, random, evolution, gp"
+    with pytest.raises(ConfigError, match=rf"^\[study\] sampler is 'cmaes'; allowed: {allowed}$"):
         load_config({"study": {"sampler": "cmaes"}})
-    with pytest.raises(ConfigError, match=r"^unknown sampler 'cmaes'; allowed: tpe, nsga2, random, evolution$"):
+    with pytest.raises(ConfigError, match=rf"^unknown sampler 'cmaes'; allowed: {allowed}$"):
         create_sampler("cmaes")
+
+
+def _feasible_share(name: str, *, constrained: bool, trials: int) -> float:
+    """The share of feasible trials (x and y >= 0.5) in the second half of a study minimising x and y,
+    where the unconstrained optimum (0, 0) is infeasible."""
+    def objective(trial: optuna.Trial) -> tuple[float, float]:
+        x, y = trial.suggest_float("x", 0, 1), trial.suggest_float("y", 0, 1)
+        if constrained:
+            trial.set_constraint("corner", max(0.5 - x, 0.5 - y))
+        return x, y
+
+    study = optuna.create_study(directions=["minimize", "minimize"], sampler=create_sampler(
+        name, seed=0, evolution=load_config({"evolution": {"population_size": 4}}).evolution))
+    study.optimize(objective, n_trials=trials)
+    late = study.trials[trials // 2:]
+    return sum(min(t.params["x"], t.params["y"]) >= 0.5 for t in late) / len(late)
+
+
+@pytest.mark.parametrize("name", [name for name in SAMPLERS if name != "random"])
+def test_every_ranking_sampler_honours_the_trials_constraints(name: str) -> None:
+    """The objective's ``set_constraint`` values reach every sampler that ranks trials, with no
+    ``constraints_func``: it keeps to the feasible region, which it leaves without them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        constrained = _feasible_share(name, constrained=True, trials=22)
+        free = _feasible_share(name, constrained=False, trials=22)
+    assert constrained > free + 0.2, (constrained, free)
 
 
 def _install_plugin(root: Path, entry_points: dict[str, dict[str, str]], module: str) -> None:

@@ -217,7 +217,7 @@ def _first_proposals(study: optuna.Study, count: int) -> list[list[float]]:
     return proposals
 
 
-@pytest.mark.parametrize("sampler", ["evolution", "tpe", "nsga2", "random"])
+@pytest.mark.parametrize("sampler", ["evolution", "tpe", "nsga2", "random", "gp"])
 def test_two_processes_with_one_seed_never_propose_the_same_trials(tmp_path, sampler) -> None:
     config = load_config(tiny_config(tmp_path, sampler=sampler, seed=7))
     # Two processes that joined the fresh study at the same moment: each has its own sampler.

@@ -42,8 +42,8 @@ def dashboard_only_best(study: optuna.Study | StudyTrials) -> list[FrozenTrial]:
     every COMPLETE trial by its values alone: it does not read Optuna 5's constraints
     (``set_constraint``), so an infeasible COMPLETE trial that no trial beats on every objective
     shows as best. With early stopping on, trials over a limit or at chance at a rung end PRUNED,
-    so this is usually empty; in the paper's mode (``[early_stopping] enabled = false``)
-    infeasible trials complete.
+    so this is usually empty; without early stopping (``[early_stopping] enabled = false``)
+    trials at chance complete, infeasible.
     """
     read = read_study(study)
     best = {trial.number for trial in best_of(read)}

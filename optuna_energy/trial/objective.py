@@ -1,7 +1,8 @@
 """One trial: sample an architecture, measure its costs, train it in rungs, return the values.
 
-An architecture over a ``[constraints]`` limit, or one that early stopping stops, ends PRUNED
-with its costs, rungs and reason on its record (docs/energy.md says why PRUNED).
+An architecture over a ``[constraints]`` limit (with ``[study] costs_first``), or one that early
+stopping stops, ends PRUNED with its costs, rungs and reason on its record (docs/energy.md says
+why PRUNED).
 
 Everything is stored on the trial through :mod:`optuna_energy.store.record`; the objective values
 and the constraints come from the metric registry (:mod:`optuna_energy.metrics`).
@@ -147,7 +148,7 @@ class Objective:
         record.write(trial, **architecture.fields)
         for name, violation in architecture.violations.items():
             trial.set_constraint(name, violation)
-        if config.early_stopping.enabled and architecture.over_limit:
+        if config.study.costs_first and architecture.over_limit:
             self._stop(trial, f"over {', '.join(architecture.over_limit)}", epochs=0, joules=0.0)
         trained = train_in_rungs(
             trial, model=model, data=data, config=config, training=training, profile=costs,
