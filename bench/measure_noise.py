@@ -8,10 +8,13 @@ Not a test; results go to docs/BENCHMARKS.md ("Measurement noise").
 ``run`` builds ``--models`` untrained architectures of the digits space (the embedded default
 config, sampled by Optuna's ``RandomSampler`` with ``--seed``; weights seeded too) and measures
 them with the package's protocol (``measure_interleaved``: the models take turns, ``--rounds``
-windows of ``--window`` seconds each, every pass timed) in blocks. Each block runs under one
-*arm* (torch's thread count, pinning) and one *condition*: ``idle`` (whatever else the machine
-runs: its load is recorded) or ``loaded`` (two extra ``while 1: pass`` processes). Blocks come
-in pairs, idle then loaded, the order reversed every other pair, for ``--pairs`` pairs per arm.
+windows of ``--window`` seconds each, every pass timed on the wall clock and in the measuring
+thread's CPU time) in blocks. Each block runs under one *arm* (``--arms``: torch's thread
+count, pinning, the protocol's ``clock``) and one *condition*: ``idle`` (whatever else the
+machine runs: its load is recorded) or ``loaded`` (two extra ``while 1: pass`` processes).
+Blocks come in pairs, idle then loaded, the order reversed every other pair, for ``--pairs``
+pairs per arm. Each block keeps the value the package stores (``seconds_per_pass`` on the
+arm's clock) and the share of the process's CPU time the measuring thread used.
 
 ``report`` derives protocols from the recorded passes (k windows, the window's length, the
 statistic: a quantile of all passes, or the median or minimum of the windows' mean pass) and
@@ -47,12 +50,15 @@ from optuna_energy.model.arch import build_model, profile, summarize
 from optuna_energy.model.space import sample_architecture
 
 ARMS = {
-    "threads default": {"threads": None, "pin": False},
-    "threads 1": {"threads": 1, "pin": False},
-    "threads 1, pinned": {"threads": 1, "pin": True},
+    "threads default": {"threads": None, "pin": False, "clock": "wall"},
+    "threads 1": {"threads": 1, "pin": False, "clock": "wall"},
+    "threads 1, pinned": {"threads": 1, "pin": True, "clock": "wall"},
+    "clock auto": {"threads": None, "pin": False, "clock": "auto"},
 }
-"""Torch's intra-op threads (``None``: torch's default, one per core) and whether the process is
-pinned to one core while it measures."""
+"""Torch's intra-op threads (``None``: torch's default, one per core), whether the process is
+pinned to one core while it measures, and the protocol's ``clock`` (``[measure] clock``:
+``auto`` on a CPU sets one thread itself). ``threads default`` is ``clock = "wall"`` as a study
+sets it; ``clock auto`` the default."""
 LOADERS = 2
 WARMUP_BATCHES = 2
 
@@ -113,13 +119,21 @@ def run(args: argparse.Namespace) -> None:
         order = ("idle", "loaded") if pair % 2 == 0 else ("loaded", "idle")
         for condition in order:
             with background_load(condition == "loaded"):
-                for arm, settings in ARMS.items():
+                for arm in args.arms:
+                    settings = ARMS[arm]
                     with arm_settings(settings["threads"], settings["pin"]):
                         load_before = os.getloadavg()[0]
+                        thread_before, process_before = time.thread_time(), time.process_time()
                         measured = measure_interleaved(
                             built, warmup_batches=WARMUP_BATCHES, windows=args.rounds,
-                            min_window_seconds=args.window, meter=EstimateMeter())
+                            min_window_seconds=args.window, meter=EstimateMeter(),
+                            clock=settings["clock"])
+                        thread_share = ((time.thread_time() - thread_before)
+                                        / (time.process_time() - process_before))
                     blocks.append({"pair": pair, "condition": condition, "arm": arm,
+                                   "clock": measured[0].clock, "thread_cpu_share": thread_share,
+                                   "stored": [one.seconds_per_pass for one in measured],
+                                   "spread": [one.seconds_per_pass_spread for one in measured],
                                    "load_before": load_before, "load": measured[0].load,
                                    "passes": [[list(window.pass_seconds) for window in one.windows]
                                               for one in measured],
@@ -194,23 +208,39 @@ def _value(walls: list[list[float]], cpus: list[list[float]], k: int, seconds: f
     return value, relative_spread(per_window), sum(sum(w[:n]) for w, n in zip(walls, lengths))
 
 
+def _stored_row(arm: str, pairs: list[dict[str, dict[str, Any]]]) -> tuple[Any, ...]:
+    """The row of the value the package stored in each block (its clock, its windows)."""
+    deviations = [abs(busy / quiet - 1) for both in pairs
+                  for quiet, busy in zip(both["idle"]["stored"], both["loaded"]["stored"])]
+    spreads = [spread for both in pairs for block in both.values() for spread in block["spread"]
+               if spread is not None]
+    costs = [sum(map(sum, passes)) for both in pairs for passes in both["idle"]["passes"]]
+    return (arm, f"stored: {pairs[0]['idle']['clock']} clock", statistics.median(deviations),
+            max(deviations), statistics.median(spreads) if spreads else None, statistics.fmean(costs))
+
+
 def report(args: argparse.Namespace) -> str:
     recorded = json.loads(Path(args.results).read_text())
     blocks = recorded["blocks"]
     lines = [f"`{recorded['command']}`: {len(recorded['models'])} models, {recorded['rounds']} rounds "
              f"of {recorded['window_s']:g} s windows, {recorded['cpus']} CPUs, "
              f"{recorded['seconds'] / 60:.1f} min", "",
-             "| block | arm | load avg (1 min) at start, end | others' CPU share |", "|---|---|---|---|"]
+             "| block | arm | load avg (1 min) at start, end | others' CPU share | measuring thread's "
+             "share of the process's CPU time |", "|---|---|---|---|---|"]
     for block in blocks:
+        share = block.get("thread_cpu_share")  # not recorded by runs before the clock setting
         lines.append(f"| {block['pair']} {block['condition']} | {block['arm']} | "
                      f"{block['load_before']:.2f}, {block['load']['load_1min']} | "
-                     f"{block['load']['cpu_others']} |")
+                     f"{block['load']['cpu_others']} | {'–' if share is None else f'{share:.3f}'} |")
     table = []
-    for arm in ARMS:
+    for arm in dict.fromkeys(block["arm"] for block in blocks):
         pairs: dict[int, dict[str, dict[str, Any]]] = {}
         for block in blocks:
             if block["arm"] == arm:
                 pairs.setdefault(block["pair"], {})[block["condition"]] = block
+        both_measured = [both for both in pairs.values() if len(both) == 2]
+        if all("stored" in both["idle"] for both in both_measured):
+            table.append(_stored_row(arm, both_measured))
         for label, k, seconds, name, clock in protocols(recorded["rounds"], recorded["window_s"]):
             deviations, spreads, costs = [], [], []
             for both in pairs.values():
@@ -229,7 +259,7 @@ def report(args: argparse.Namespace) -> str:
     table.sort(key=lambda row: (row[3], row[2]))
     lines += ["", "| arm | protocol | median \\|loaded/idle - 1\\| | worst | median spread | "
               "timed s per model (idle) |", "|---|---|---|---|---|---|"]
-    chosen = [row for row in table[args.top:] if row[1].startswith("today") or row[1] in args.show]
+    chosen = [row for row in table[args.top:] if row[1].startswith(("today", "stored")) or row[1] in args.show]
     for arm, label, median, worst, spread, cost in table[:args.top] + chosen:
         spread_text = "–" if spread is None else f"{100 * spread:.1f} %"
         lines.append(f"| {arm} | {label} | {100 * median:.1f} % | {100 * worst:.1f} % | "
@@ -247,6 +277,8 @@ def main() -> None:
     measure.add_argument("--pairs", type=int, default=3, help="idle/loaded block pairs per arm")
     measure.add_argument("--rounds", type=int, default=8, help="windows per model in a block")
     measure.add_argument("--window", type=float, default=0.25, help="seconds per window")
+    measure.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS),
+                         help="which arms to measure, in this order within each block")
     summary = commands.add_parser("report", help="protocols derived from a run, as Markdown")
     summary.add_argument("results")
     summary.add_argument("--top", type=int, default=25, help="rows of the best protocols shown")

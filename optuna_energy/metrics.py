@@ -80,6 +80,10 @@ class Metric:
     """How far the protocol's repeated windows disagree on the value, relative to it
     (``optuna_energy.measuring.statistic.relative_spread``), stored as :attr:`spread_field`;
     ``None`` for a value that is exact (a count) or measured once."""
+    clock_field: str | None = None
+    """For a time, the record field naming the clock that measured it (``inference_clock``:
+    ``wall`` or ``cpu``, ``optuna_energy.measuring.measure.CLOCK_UNITS``), so a report says what
+    the values count; ``None`` for anything else."""
 
     @property
     def spread_field(self) -> str | None:
@@ -105,7 +109,8 @@ METRICS: dict[str, Metric] = {metric.name: metric for metric in (
     Metric("inference_time", "minimize", "inference_time_s", "inference time",
            "inference time (s)", _si("s"), limit="max_inference_time",
            measure=lambda under_test: under_test.inference.seconds_per_pass,
-           spread=lambda under_test: under_test.inference.seconds_per_pass_spread),
+           spread=lambda under_test: under_test.inference.seconds_per_pass_spread,
+           clock_field="inference_clock"),
     Metric("params", "minimize", "params", "parameters", "parameters", _count, limit="max_params",
            measure=lambda under_test: under_test.workload.costs.params),
     Metric("energy", "minimize", "energy_per_inference_j", "energy/inference",

@@ -19,7 +19,7 @@ from optuna_energy.config import (
 )
 from optuna_energy.data import ArraySplits, DeviceData, load_dataset
 from optuna_energy.host.devices import resolve_device
-from optuna_energy.measuring.measure import measure_idle_watts, open_meter
+from optuna_energy.measuring.measure import measure_idle_watts, open_meter, resolve_clock
 from optuna_energy.reading.dashboard import study_callbacks, trained_model_hook
 from optuna_energy.run.loop import Callback, optimize_within_budget
 from optuna_energy.run.progress import TrialProgress, quiet_optuna
@@ -193,6 +193,10 @@ def optimize_study(study: optuna.Study, config: StudyConfig, *, dataset: ArraySp
     if ledger.tally().finished >= config.study.n_trials:
         return
     torch_device = resolve_device(config.study.device)
+    try:
+        resolve_clock(config.measure.clock, torch_device)  # before the first trial, not in each
+    except ValueError as error:
+        raise ConfigError(f"[measure] {error}") from None
     data = load_device_data(config, torch_device, dataset)
     meter = open_meter(torch_device, settings=config.measure.meters.values(), meter=config.measure.meter)
     try:

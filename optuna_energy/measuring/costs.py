@@ -99,32 +99,35 @@ def metric_fields(under_test: ModelUnderTest) -> dict[str, Any]:
 
 @torch.inference_mode()
 def measure_costs(workload: Workload, *, meter: EnergyMeter, idle_watts: float, energy: str = "net",
-                  warmup_batches: int, min_window_seconds: float, windows: int = 1) -> dict[str, Any]:
+                  warmup_batches: int, min_window_seconds: float, windows: int = 1,
+                  clock: str = "auto") -> dict[str, Any]:
     """Run the inference protocol on ``workload``, then measure every registered cost
     (:func:`measure_costs_interleaved` of one workload)."""
     return measure_costs_interleaved([workload], meter=meter, idle_watts=idle_watts, energy=energy,
                                      warmup_batches=warmup_batches, windows=windows,
-                                     min_window_seconds=min_window_seconds)[0]
+                                     min_window_seconds=min_window_seconds, clock=clock)[0]
 
 
 @torch.inference_mode()
 def measure_costs_interleaved(workloads: Sequence[Workload], *, meter: EnergyMeter, idle_watts: float,
                               energy: str = "net", warmup_batches: int, min_window_seconds: float,
-                              windows: int) -> list[dict[str, Any]]:
-    """Run the inference protocol on the workloads, their ``windows`` windows taking turns
-    (``measure.measure_interleaved``), then measure every registered cost of each.
+                              windows: int, clock: str = "auto") -> list[dict[str, Any]]:
+    """Run the inference protocol on the workloads, their ``windows`` windows taking turns and
+    timed on ``clock`` (``measure.measure_interleaved``), then measure every registered cost of
+    each.
 
     Returns trial record fields per workload: each registered metric's (``inference_time_s``,
     ``energy_per_inference_j``, ``params``, ``memory_bytes`` and any a plug-in registered) and
     spread (``inference_time_spread``, ``energy_spread``, with two windows or more), with how
-    it was measured (``measure_windows``; ``measure_conditions``: the machine's load and the
-    meter's hardware state; ``energy_source``, gross, net, the windows' length and images, idle
-    power, the meter's ``info``). The models are put in eval mode.
+    it was measured (``inference_clock``: ``wall`` or ``cpu``, what the inference time counts;
+    ``measure_windows``; ``measure_conditions``: the machine's load and the meter's hardware
+    state; ``energy_source``, gross, net, the windows' length and images, idle power, the
+    meter's ``info``). The models are put in eval mode.
     """
     for workload in workloads:
         workload.model.eval()
     measured = measure_interleaved(workloads, warmup_batches=warmup_batches, windows=windows,
-                                   min_window_seconds=min_window_seconds, meter=meter)
+                                   min_window_seconds=min_window_seconds, meter=meter, clock=clock)
     fields = []
     for workload, inference in zip(workloads, measured):
         under_test = ModelUnderTest(workload=workload, inference=inference, idle_watts=idle_watts,
@@ -133,7 +136,7 @@ def measure_costs_interleaved(workloads: Sequence[Workload], *, meter: EnergyMet
                        "energy_net_j": under_test.energy_net_j,
                        "energy_window_s": inference.window_seconds,
                        "energy_window_images": inference.images, "idle_watts": idle_watts,
-                       "measure_windows": len(inference.windows),
+                       "inference_clock": inference.clock, "measure_windows": len(inference.windows),
                        "measure_conditions": inference.conditions(),
                        **metric_fields(under_test), "meter": meter.info()})
     return fields

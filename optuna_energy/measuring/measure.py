@@ -6,6 +6,11 @@ one-second average), so one pass is too short to meter: after warm-up batches, p
 repeated inside one window until it lasts at least ``min_window_seconds``, with the device
 synchronised at both edges, and the energy is divided by the images actually inferred.
 
+Which clock times a pass is ``[measure] clock`` (:data:`CLOCKS`, :func:`resolve_clock`): on a
+CPU the CPU time of the measuring thread with one torch intra-op thread, which the machine's
+other load barely moves (docs/BENCHMARKS.md, "Measurement noise"); on a GPU the wall clock, the
+device synchronised, since the GPU's time is the cost there.
+
 This is also where torch meets the meters: :func:`open_meter` tells a meter which physical
 device a torch device is (``optuna_energy.host.devices.identity``), so ``optuna_energy.host.meters`` stays
 free of torch.
@@ -16,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import torch
@@ -37,6 +42,52 @@ chose it: docs/BENCHMARKS.md, "Measurement noise")."""
 PASS_QUANTILE = 0.25
 """Which quantile of the timed passes is the stored inference time (``bench/measure_noise.py``
 chose it: see docs/BENCHMARKS.md, "Measurement noise")."""
+CLOCKS = ("auto", "wall", "cpu")
+"""``[measure] clock`` and ``EnergyMonitor.measure_inference(clock=)``: ``wall`` times each pass
+on the wall clock, the device synchronised, with torch's thread count as the caller set it;
+``cpu`` times the CPU seconds of the measuring thread with torch set to one intra-op thread for
+the windows (a CPU device only); ``auto`` is ``cpu`` on a CPU and ``wall`` on any accelerator."""
+CLOCK_UNITS = {"wall": "s", "cpu": "CPU s, 1 thread"}
+"""What a stored inference time counts, by the clock that measured it (the record's
+``inference_clock``): what a report says next to the value."""
+CPU_CLOCK_THREADS = 1
+"""Torch's intra-op threads while the ``cpu`` clock measures: with one, all of torch's work runs
+in the measuring thread, so that thread's CPU time is the whole pass's work."""
+
+
+def resolve_clock(clock: str, device: torch.device) -> str:
+    """The clock (``wall`` or ``cpu``) that ``clock`` (one of :data:`CLOCKS`) times passes with on
+    ``device``.
+
+    Raises:
+        ValueError: An unknown clock, or ``cpu`` on an accelerator (whose work the host thread's
+            CPU time does not see); the message says what is allowed.
+    """
+    if clock not in CLOCKS:
+        raise ValueError(f"clock is {clock!r}; allowed: {', '.join(CLOCKS)}")
+    if clock == "auto":
+        return "cpu" if device.type == "cpu" else "wall"
+    if clock == "cpu" and device.type != "cpu":
+        raise ValueError(f"clock 'cpu' counts the host thread's CPU time, not the work of {device}; "
+                         f"allowed on {device.type}: auto, wall")
+    return clock
+
+
+@contextlib.contextmanager
+def clock_threads(clock: str) -> Iterator[None]:
+    """Torch's intra-op thread count for measuring on ``clock`` (``wall`` or ``cpu``): one for
+    ``cpu`` (:data:`CPU_CLOCK_THREADS`), the caller's count restored afterwards, even on error;
+    unchanged for ``wall``. Torch's count is the process's: a thread training meanwhile in the
+    same process runs on one intra-op thread too."""
+    if clock != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(CPU_CLOCK_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,9 +95,12 @@ class Window:
     """One metered window of the inference protocol."""
 
     pass_seconds: tuple[float, ...]
-    """Each whole pass over the evaluation set, in order, the device synchronised after each."""
+    """Each whole pass over the evaluation set on the wall clock, in order, the device
+    synchronised after each."""
     pass_cpu_seconds: tuple[float, ...]
-    """The CPU time this process used in each of those passes (all its threads)."""
+    """The CPU time the measuring thread used in each of those passes (``time.thread_time``):
+    the pass's whole work with one intra-op thread (the ``cpu`` clock), only this thread's
+    share of it with more."""
     seconds: float
     """The energy window, edge to edge: at least the minimum, and whole counter steps."""
     joules: float
@@ -55,11 +109,20 @@ class Window:
     conditions: dict[str, Any] = dataclasses.field(default_factory=dict)
     """What the meter's hardware said of itself at the window's end (``EnergyMeter.conditions``:
     a GPU's SM clock, temperature, throttle reasons)."""
+    clock: str = "wall"
+    """Which passes the stored inference time is taken from: ``wall`` (:attr:`pass_seconds`)
+    or ``cpu`` (:attr:`pass_cpu_seconds`)."""
+
+    @property
+    def timed_seconds(self) -> tuple[float, ...]:
+        """Each pass on the window's :attr:`clock`."""
+        return self.pass_cpu_seconds if self.clock == "cpu" else self.pass_seconds
 
     @property
     def seconds_per_pass(self) -> float:
-        """This window's own estimate of the ``inference_time`` objective (:data:`PASS_QUANTILE`)."""
-        return quantile(self.pass_seconds, PASS_QUANTILE)
+        """This window's own estimate of the ``inference_time`` objective (:data:`PASS_QUANTILE`
+        of its passes on its clock)."""
+        return quantile(self.timed_seconds, PASS_QUANTILE)
 
     @property
     def joules_per_image(self) -> float:
@@ -76,10 +139,16 @@ class InferenceMeasurement:
     with it): load average, CPU steal, other processes' share of the CPUs."""
 
     @property
+    def clock(self) -> str:
+        """The clock that timed the passes (``wall`` or ``cpu``): what :attr:`seconds_per_pass`
+        counts (:data:`CLOCK_UNITS`)."""
+        return self.windows[0].clock
+
+    @property
     def seconds_per_pass(self) -> float:
         """One pass over the evaluation set, the ``inference_time`` objective: the
-        :data:`PASS_QUANTILE` quantile of every timed pass of every window."""
-        return quantile([seconds for window in self.windows for seconds in window.pass_seconds],
+        :data:`PASS_QUANTILE` quantile of every timed pass of every window, on :attr:`clock`."""
+        return quantile([seconds for window in self.windows for seconds in window.timed_seconds],
                         PASS_QUANTILE)
 
     @property
@@ -186,30 +255,35 @@ def metered(meter: EnergyMeter, name: str, device: torch.device, run: Callable[[
 @torch.inference_mode()
 def measure_inference(model: nn.Module, data: DeviceData, *, batch_size: int, warmup_batches: int,
                       min_window_seconds: float, meter: EnergyMeter, costs: ArchProfile,
-                      windows: int = 1,
+                      windows: int = 1, clock: str = "auto",
                       autocast: contextlib.AbstractContextManager | None = None) -> InferenceMeasurement:
     """Time and meter repeated passes over the evaluation set, each batch copied from the host
     (:func:`data_workload`, then :func:`measure_passes`)."""
     model.eval()
     workload = data_workload(model, data, batch_size=batch_size, costs=costs, autocast=autocast)
     return measure_passes(workload, warmup_batches=warmup_batches, windows=windows,
-                          min_window_seconds=min_window_seconds, meter=meter)
+                          min_window_seconds=min_window_seconds, meter=meter, clock=clock)
 
 
 def measure_passes(workload: Workload, *, warmup_batches: int, min_window_seconds: float,
-                   meter: EnergyMeter, windows: int = 1) -> InferenceMeasurement:
+                   meter: EnergyMeter, windows: int = 1, clock: str = "auto") -> InferenceMeasurement:
     """The protocol behind every inference measurement, on one workload (see
     :func:`measure_interleaved`)."""
     return measure_interleaved([workload], warmup_batches=warmup_batches, windows=windows,
-                               min_window_seconds=min_window_seconds, meter=meter)[0]
+                               min_window_seconds=min_window_seconds, meter=meter, clock=clock)[0]
 
 
 def measure_interleaved(workloads: Sequence[Workload], *, warmup_batches: int, windows: int,
-                        min_window_seconds: float, meter: EnergyMeter) -> list[InferenceMeasurement]:
+                        min_window_seconds: float, meter: EnergyMeter,
+                        clock: str = "auto") -> list[InferenceMeasurement]:
     """The inference protocol: ``warmup_batches`` batches of each workload, then ``windows``
     rounds in which each workload, in turn, repeats whole passes over its batches inside one
-    energy window until it lasts ``min_window_seconds``, the device synchronised after each pass
-    and at the window's edges. Every pass is timed on its own.
+    energy window until it lasts ``min_window_seconds`` on the wall clock, the device
+    synchronised after each pass and at the window's edges. Every pass is timed on its own, on
+    the wall clock and in the measuring thread's CPU time; ``clock`` (one of :data:`CLOCKS`,
+    resolved for the workloads' device by :func:`resolve_clock`) says which the stored time
+    reads, and with ``cpu`` torch runs on one intra-op thread from warm-up to the last window
+    (:func:`clock_threads`).
 
     Taking turns, rather than one workload's windows back to back, spreads a burst of load
     over every workload alike. The machine's load over all the rounds
@@ -219,33 +293,41 @@ def measure_interleaved(workloads: Sequence[Workload], *, warmup_batches: int, w
 
     Returns:
         One measurement per workload, in order.
+
+    Raises:
+        ValueError: ``clock`` is unknown or cannot time the workloads' device (:func:`resolve_clock`).
     """
+    timing = {resolve_clock(clock, workload.device) for workload in workloads}
+    if len(timing) > 1:
+        raise ValueError(f"workloads on a CPU and on an accelerator cannot share clock {clock!r}: "
+                         "measure them apart")
+    timed_on = timing.pop()
     measured: list[list[Window]] = [[] for _ in workloads]
-    with gpu_share.alone():
+    with gpu_share.alone(), clock_threads(timed_on):
         for workload in workloads:
             for index in range(warmup_batches):
                 workload.run_batch(index % workload.batches)
         before = load.snapshot()
         for _ in range(windows):
             for workload, kept in zip(workloads, measured):
-                kept.append(_window(workload, meter, min_window_seconds))
+                kept.append(_window(workload, meter, min_window_seconds, timed_on))
         machine = load.disturbance(before, load.snapshot())
     return [InferenceMeasurement(windows=tuple(kept), load=machine) for kept in measured]
 
 
-def _window(workload: Workload, meter: EnergyMeter, min_window_seconds: float) -> Window:
+def _window(workload: Workload, meter: EnergyMeter, min_window_seconds: float, clock: str) -> Window:
     """One metered window of whole, individually timed passes over the workload."""
     batches, device, costs = workload.batches, workload.device, workload.costs
 
     def passes_for_the_minimum_window() -> list[tuple[float, float]]:
         durations: list[tuple[float, float]] = []
         start = last = time.perf_counter()
-        last_cpu = time.process_time()
+        last_cpu = time.thread_time()
         while True:
             for index in range(batches):
                 workload.run_batch(index)
             synchronize(device)
-            now, now_cpu = time.perf_counter(), time.process_time()
+            now, now_cpu = time.perf_counter(), time.thread_time()
             durations.append((now - last, now_cpu - last_cpu))
             last, last_cpu = now, now_cpu
             if now - start >= min_window_seconds:
@@ -258,7 +340,8 @@ def _window(workload: Workload, meter: EnergyMeter, min_window_seconds: float) -
                                images=len(done) * workload.inputs_per_pass))
     return Window(pass_seconds=tuple(wall for wall, _ in durations),
                   pass_cpu_seconds=tuple(cpu for _, cpu in durations), seconds=window.seconds, joules=window.joules,
-                  images=len(durations) * workload.inputs_per_pass, conditions=meter.conditions())
+                  images=len(durations) * workload.inputs_per_pass, conditions=meter.conditions(),
+                  clock=clock)
 
 
 def energy_per_inference(inference: InferenceMeasurement, *, idle_watts: float) -> tuple[float, float]:

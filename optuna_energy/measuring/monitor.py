@@ -37,7 +37,13 @@ from optuna_energy.host.meters import (
     settings_from_keywords,
 )
 from optuna_energy.measuring.costs import ENERGY_KINDS, measure_costs_interleaved
-from optuna_energy.measuring.measure import DEFAULT_WINDOWS, Workload, measure_idle_watts, open_meter
+from optuna_energy.measuring.measure import (
+    DEFAULT_WINDOWS,
+    Workload,
+    measure_idle_watts,
+    open_meter,
+    resolve_clock,
+)
 from optuna_energy.model.arch import ArchProfile
 
 __all__ = ["EnergyMonitor", "InferenceResult", "WindowResult", "profile_module"]
@@ -52,7 +58,10 @@ class InferenceResult:
     or ``estimate``. Compare results only within one source and one device."""
     device: str
     seconds_per_pass: float
-    """One pass over all the inputs given: the ``inference_time`` objective."""
+    """One pass over all the inputs given: the ``inference_time`` objective, on :attr:`clock`."""
+    clock: str
+    """What :attr:`seconds_per_pass` counts: ``wall`` (seconds, the device synchronised) or
+    ``cpu`` (CPU seconds of the measuring thread, torch on one intra-op thread)."""
     inputs_per_pass: int
     energy_per_input_j: float
     """Net or gross joules per input, as ``energy`` asked: the ``energy`` objective."""
@@ -218,16 +227,17 @@ class EnergyMonitor:
     def measure_inference(self, model: nn.Module, inputs: torch.Tensor | Iterable[Any], *,
                           batch_size: int | None = None, warmup_batches: int = 2,
                           min_window_seconds: float = 1.0, windows: int = DEFAULT_WINDOWS,
-                          energy: str = "net", costs: ArchProfile | None = None) -> InferenceResult:
+                          clock: str = "auto", energy: str = "net",
+                          costs: ArchProfile | None = None) -> InferenceResult:
         """Inference time per pass over ``inputs`` and energy per input of ``model``.
 
         Each timed pass runs ``model`` on every batch, copied to the monitor's device (the
         host-to-device copy is part of the time, as in the paper, unless the inputs are on the
         device already); after ``warmup_batches`` batches, passes repeat inside ``windows``
         energy windows of at least ``min_window_seconds`` each. The inference time is a low
-        quantile of all the timed passes, its spread how far the windows disagree; the energy
-        is what the meter counted over all the windows. The model is put in eval mode for the
-        measurement and back in the mode it was in.
+        quantile of all the timed passes on ``clock``, its spread how far the windows disagree;
+        the energy is what the meter counted over all the windows, whatever the clock. The model
+        is put in eval mode for the measurement and back in the mode it was in.
 
         Args:
             model: The module, on the monitor's device.
@@ -238,6 +248,11 @@ class EnergyMonitor:
             warmup_batches: Batches run before the first window opens.
             min_window_seconds: Each window's least length: energy counters step every ~100 ms.
             windows: Measuring windows (1 or more; a spread needs two).
+            clock: What times a pass: ``auto`` (on a CPU ``cpu``, on a GPU ``wall``), ``wall``
+                (seconds on the wall clock, the device synchronised, torch's threads as you set
+                them) or ``cpu`` (a CPU only: the CPU seconds of the measuring thread with torch
+                on one intra-op thread for the windows, your thread count restored after; the
+                model's work, which other load on the machine barely changes).
             energy: ``net`` (idle power subtracted, the built-in default) or ``gross``: which is
                 ``energy_per_input_j``.
             costs: The model's work per input for the analytical estimate (``optuna_energy.profile``
@@ -247,14 +262,14 @@ class EnergyMonitor:
             ValueError: A bad argument, naming it; a model with parameters on another device.
         """
         return self.measure_models([model], inputs, batch_size=batch_size, warmup_batches=warmup_batches,
-                                   min_window_seconds=min_window_seconds, windows=windows,
+                                   min_window_seconds=min_window_seconds, windows=windows, clock=clock,
                                    energy=energy, costs=None if costs is None else [costs])[0]
 
     @torch.inference_mode()
     def measure_models(self, models: Sequence[nn.Module], inputs: torch.Tensor | Iterable[Any], *,
                        batch_size: int | None = None, warmup_batches: int = 2,
                        min_window_seconds: float = 1.0, windows: int = DEFAULT_WINDOWS,
-                       energy: str = "net",
+                       clock: str = "auto", energy: str = "net",
                        costs: Sequence[ArchProfile] | None = None) -> list[InferenceResult]:
         """:meth:`measure_inference` of several models on the same inputs, their windows taking
         turns (model 1, model 2, ..., then model 1 again), so a burst of load on the machine
@@ -263,8 +278,8 @@ class EnergyMonitor:
         Args:
             models: The modules, on the monitor's device.
             costs: Each model's work per input, in order (see :meth:`measure_inference`).
-            inputs, batch_size, warmup_batches, min_window_seconds, windows, energy: As for
-                :meth:`measure_inference`.
+            inputs, batch_size, warmup_batches, min_window_seconds, windows, clock, energy: As
+                for :meth:`measure_inference`.
 
         Returns:
             One result per model, in order; ``measure_seconds`` is the whole call's.
@@ -284,6 +299,7 @@ class EnergyMonitor:
         if isinstance(windows, bool) or not isinstance(windows, int) or windows < 1:
             raise ValueError(f"windows must be an integer >= 1, got {windows!r}")
         _positive(min_window_seconds, "min_window_seconds", zero_allowed=True)
+        resolve_clock(clock, self.device)
         if energy not in ENERGY_KINDS:
             raise ValueError(f"energy must be one of {', '.join(ENERGY_KINDS)}, got {energy!r}")
         if costs is not None and len(costs) != len(models):
@@ -308,7 +324,8 @@ class EnergyMonitor:
                 for model, profile in zip(models, profiles)]
             measured = measure_costs_interleaved(
                 workloads, meter=self.meter, idle_watts=self.idle_watts, energy=energy,
-                warmup_batches=warmup_batches, windows=windows, min_window_seconds=min_window_seconds)
+                warmup_batches=warmup_batches, windows=windows, min_window_seconds=min_window_seconds,
+                clock=clock)
         finally:
             for model, training in zip(models, was_training):
                 model.train(training)
@@ -318,7 +335,8 @@ class EnergyMonitor:
             fields["measure_seconds"] = seconds
             results.append(InferenceResult(
                 source=self.meter.source, device=str(self.device),
-                seconds_per_pass=fields["inference_time_s"], inputs_per_pass=workload.inputs_per_pass,
+                seconds_per_pass=fields["inference_time_s"], clock=fields["inference_clock"],
+                inputs_per_pass=workload.inputs_per_pass,
                 energy_per_input_j=fields["energy_per_inference_j"],
                 energy_gross_j=fields["energy_gross_j"], energy_net_j=fields["energy_net_j"],
                 window_seconds=fields["energy_window_s"], window_inputs=fields["energy_window_images"],

@@ -29,7 +29,7 @@ from optuna_energy.reading.analysis import (
     metric_names,
     metric_values,
 )
-from optuna_energy.reading.report import Report
+from optuna_energy.reading.report import Report, metric_label
 from optuna_energy.reading.study_trials import StudyTrials, read_study
 from optuna_energy.store.record import TrialRecord
 
@@ -86,7 +86,7 @@ def cost_figure(study: optuna.Study, report: Report) -> Figure:
         for trial in {trial.number: trial for _, trial in roles}.values():  # one letter per model
             _label_inside(ax, report.labels[trial.number], *(float(v[0]) for v in points([trial])))
         ax.set_xlabel(METRICS[ACCURACY].label)
-        ax.set_ylabel(METRICS[cost].label)
+        ax.set_ylabel(metric_label(report, cost))
         ax.set_title(f"{METRICS[cost].header} vs accuracy")
         ax.grid(alpha=0.3)
         # Under the axes: inside, it would hide trials or the front wherever it went.

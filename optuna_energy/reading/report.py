@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import optuna
 
 from optuna_energy.carbon import co2e_grams, format_co2e
+from optuna_energy.measuring.measure import CLOCK_UNITS
 from optuna_energy.metrics import ACCURACY, METRICS, cost_names
 from optuna_energy.reading.analysis import (
     Highlight,
@@ -67,6 +68,34 @@ class Report:
     """Table I's metric columns: the registered ones when the report was built."""
     carbon_intensity: float | None = None
     """Grams of CO2e per kWh the study's energy is also shown in; ``None``: joules only."""
+    units: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Metric name -> what its values count where that is not the registry's plain unit: a time
+    measured in CPU seconds (``CPU s, 1 thread``, :func:`clock_units`)."""
+
+
+def clock_units(trials: Sequence[optuna.trial.FrozenTrial]) -> dict[str, str]:
+    """Metric name -> what the trials' values of it count, for each time (``Metric.clock_field``)
+    that some trial measured on another clock than the wall clock (a trial that names none was
+    measured on the wall clock): ``CPU s, 1 thread``, or both units where the trials mix them."""
+    units = {}
+    for name, entry in METRICS.items():
+        if entry.clock_field is None:
+            continue
+        clocks = {TrialRecord.of(trial).get(entry.clock_field) or "wall" for trial in trials}
+        if clocks - {"wall"}:
+            units[name] = " or ".join(unit for clock, unit in CLOCK_UNITS.items() if clock in clocks)
+    return units
+
+
+def metric_header(report: Report, name: str) -> str:
+    """A metric's column header, with what its values count where :attr:`Report.units` says."""
+    header = METRICS[name].header
+    return f"{header} ({report.units[name]})" if name in report.units else header
+
+
+def metric_label(report: Report, name: str) -> str:
+    """A metric's axis label (``Metric.label``), its unit the one :attr:`Report.units` gives."""
+    return metric_header(report, name) if name in report.units else METRICS[name].label
 
 
 def build_report(study: optuna.Study | StudyTrials, *,
@@ -94,11 +123,11 @@ def build_report(study: optuna.Study | StudyTrials, *,
                   n_usable=len(read.usable), weights=weights, highlights=selected,
                   labels=labels, rows=rows, payback=payback(read, weights=weights),
                   savings=savings(read), trials=read, columns=columns,
-                  carbon_intensity=read.carbon_intensity)
+                  carbon_intensity=read.carbon_intensity, units=clock_units(read.usable))
 
 
 def _headers(report: Report) -> list[str]:
-    return ["model", "trial", *(METRICS[name].header for name in report.columns), "highlighted as"]
+    return ["model", "trial", *(metric_header(report, name) for name in report.columns), "highlighted as"]
 
 
 def _cells(row: ModelRow) -> list[str]:

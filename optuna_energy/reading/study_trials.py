@@ -31,6 +31,7 @@ _logger = logging.getLogger(__name__)
 
 ANALYSED_FIELDS = frozenset({
     *(metric.field for metric in METRICS.values()),
+    *(metric.clock_field for metric in METRICS.values() if metric.clock_field),  # the report's units
     # payback and savings; budget.counts reads the last two
     "macs", "train_energy_j", "energy_source", "epochs_trained", "stop_reason",
     "over_budget", "failure_reason",

@@ -41,6 +41,11 @@ class TrialRecord:
     # What it measured (SI units).
     accuracy: float | None = None
     inference_time_s: float | None = None
+    inference_clock: str | None = None
+    """What ``inference_time_s`` counts: ``wall`` (seconds on the wall clock, the device
+    synchronised) or ``cpu`` (CPU seconds of the measuring thread, torch on one intra-op thread);
+    ``None`` in a study older than the choice, which measured on the wall clock
+    (``optuna_energy.measuring.measure.CLOCKS``)."""
     energy_source: str | None = None
     energy_per_inference_j: float | None = None
     energy_gross_j: float | None = None
@@ -246,7 +251,13 @@ def _trial_defining(stored: dict[str, Any]) -> dict[str, Any]:
     return defining
 
 
+_BEFORE_THE_SETTING = {"measure.clock": "wall"}
+"""Trial-defining settings added after studies were stored without them -> what those studies'
+trials ran with, so resuming one with another value is refused like any other change (a study
+whose earlier trials were timed on the wall clock cannot go on in CPU seconds)."""
+
+
 def changed_trial_settings(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
     """The settings that define trials and differ, as ``"section.key = old (now new)"``."""
-    old, new = _trial_defining(before), _trial_defining(now)
+    old, new = _BEFORE_THE_SETTING | _trial_defining(before), _trial_defining(now)
     return [f"{key} = {old[key]!r} (now {new[key]!r})" for key in old if key in new and old[key] != new[key]]

@@ -63,7 +63,7 @@ def measure_architecture(model: nn.Module, *, config: StudyConfig, data: DeviceD
     with trial_failures():
         fields = measure_costs(workload, meter=meter, idle_watts=idle_watts, energy=measure.energy,
                                warmup_batches=measure.warmup_batches, windows=measure.windows,
-                               min_window_seconds=measure.min_window_seconds)
+                               min_window_seconds=measure.min_window_seconds, clock=measure.clock)
     fields["measure_seconds"] = time.perf_counter() - start
     return ArchitectureCosts(fields=fields, violations=limit_violations(config.constraints, fields, cost_names()))
 
