@@ -2,8 +2,10 @@
 
 The whole search in one call (``run_study``), or its pieces in your own objective: the 32-slot
 space (``suggest_architecture``, ``suggest_training``), measuring any model (``EnergyMonitor``),
-recording what you measured for the report and dashboard (``create_study``,
-``record_measurement``, ``ReportNote``) and the evolution sampler (``EvolutionSampler``).
+costs first (``measure_costs_first``), multi-objective early stopping and the training budget
+(``EarlyStopper``), several workers per GPU (``gpu_share``), recording what you measured for the
+report and dashboard (``create_study``, ``record_measurement``, ``ReportNote``) and the evolution
+sampler (``EvolutionSampler``).
 
 Example:
     >>> import optuna_energy
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from optuna_energy.compose import (
         create_study,
+        measure_costs_first,
         record_measurement,
         suggest_architecture,
         suggest_training,
@@ -24,6 +27,7 @@ if TYPE_CHECKING:
     from optuna_energy.config import ConfigError, StudyConfig, TrainingSection, load_config
     from optuna_energy.data import DatasetError, DatasetSource, from_datasets, from_tensors, register_dataset
     from optuna_energy.export import export_trial
+    from optuna_energy.host import gpu_share
     from optuna_energy.host.files import OutputError
     from optuna_energy.host.meters import EnergyEstimateWarning
     from optuna_energy.measuring.monitor import EnergyMonitor, InferenceResult, WindowResult, profile_module
@@ -42,9 +46,11 @@ if TYPE_CHECKING:
     from optuna_energy.samplers import EvolutionSampler
     from optuna_energy.store.storage import StorageError, mask_url
     from optuna_energy.study import create_or_load_study, create_sampler, run_study
+    from optuna_energy.trial.stopping import EarlyStopper
 
 _HOMES = {
     "create_study": "compose",
+    "measure_costs_first": "compose",
     "record_measurement": "compose",
     "suggest_architecture": "compose",
     "suggest_training": "compose",
@@ -58,6 +64,7 @@ _HOMES = {
     "from_datasets": "data",
     "from_tensors": "data",
     "export_trial": "export",
+    "gpu_share": "host.gpu_share",
     "OutputError": "host.files",
     "EnergyEstimateWarning": "host.meters",
     "EnergyMonitor": "measuring.monitor",
@@ -84,15 +91,18 @@ _HOMES = {
     "create_or_load_study": "study",
     "create_sampler": "study",
     "run_study": "study",
+    "EarlyStopper": "trial.stopping",
 }
-"""Each public name's module, imported at first use: ``import optuna_energy`` stays light, so the
-command can catch a Ctrl-C while PyTorch is still loading (``optuna_energy.entry``)."""
+"""Each public name's module (a public module: itself), imported at first use: ``import
+optuna_energy`` stays light, so the command can catch a Ctrl-C while PyTorch is still loading
+(``optuna_energy.entry``)."""
 
 
 def __getattr__(name: str) -> Any:
     if name not in _HOMES:
         raise AttributeError(f"module 'optuna_energy' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"optuna_energy.{_HOMES[name]}"), name)
+    module = importlib.import_module(f"optuna_energy.{_HOMES[name]}")
+    value = module if module.__name__.rpartition(".")[2] == name else getattr(module, name)
     globals()[name] = value
     return value
 
@@ -101,6 +111,7 @@ __all__ = [
     "ConfigError",
     "DatasetError",
     "DatasetSource",
+    "EarlyStopper",
     "EnergyEstimateWarning",
     "EnergyMonitor",
     "EvolutionSampler",
@@ -124,8 +135,10 @@ __all__ = [
     "format_table",
     "from_datasets",
     "from_tensors",
+    "gpu_share",
     "load_config",
     "mask_url",
+    "measure_costs_first",
     "pareto_front",
     "pareto_trials",
     "profile",

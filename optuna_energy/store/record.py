@@ -151,6 +151,17 @@ def search_energy(study: optuna.Study | optuna.study.StudySummary) -> dict[str, 
             if key.startswith(SEARCH_ENERGY_ATTR)}
 
 
+FULL_EPOCHS_ATTR = "full_epochs"
+"""Study user attribute: the epochs of full training of a study run with your own objective and
+an ``EarlyStopper`` (a built-in study's config says it), for the savings line."""
+
+
+def store_full_epochs(study: optuna.Study, epochs: int) -> None:
+    """Record the epochs of full training (:data:`FULL_EPOCHS_ATTR`) unless the study has them."""
+    if study.user_attrs.get(FULL_EPOCHS_ATTR) != epochs:
+        study.set_user_attr(FULL_EPOCHS_ATTR, epochs)
+
+
 CONFIG_ATTR = "config"
 """Study user attribute holding the config (storage URL left out) that export retrains with."""
 

@@ -21,7 +21,7 @@ from optuna_energy.data import DeviceData
 from optuna_energy.host.meters import EnergyMeter
 from optuna_energy.measuring.costs import measure_costs
 from optuna_energy.measuring.measure import data_workload
-from optuna_energy.metrics import ACCURACY, METRICS
+from optuna_energy.metrics import METRICS, limit_violations
 from optuna_energy.model.arch import ArchProfile
 from optuna_energy.trial.train import precision_context, trial_failures
 
@@ -63,9 +63,5 @@ def measure_architecture(model: nn.Module, *, config: StudyConfig, data: DeviceD
                                warmup_batches=measure.warmup_batches,
                                min_window_seconds=measure.min_window_seconds)
     fields["measure_seconds"] = time.perf_counter() - start
-    violations = {}
-    for name, entry in METRICS.items():
-        limit = getattr(config.constraints, entry.limit, None) if entry.limit else None
-        if limit is not None and name != ACCURACY:
-            violations[name] = float(fields[entry.field] - limit)
-    return ArchitectureCosts(fields=fields, violations=violations)
+    return ArchitectureCosts(fields=fields, violations=limit_violations(
+        fields, dataclasses.asdict(config.constraints)))
