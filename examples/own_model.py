@@ -72,14 +72,15 @@ def main() -> None:
                                          max_train_epochs=args.max_train_epochs)
 
     def objective(trial: optuna.Trial) -> tuple[float, ...]:
+        epochs = stopper.claim(trial)  # first: a trial the budget cannot pay costs nothing (pruned)
         torch.manual_seed(args.seed + trial.number)
         model = build(trial).to(device)
         optuna_energy.measure_costs_first(trial, model, test_x, monitor=monitor, min_window_seconds=0.05,
                                           limits={"max_params": args.max_params})  # pruned if over
         optimizer = torch.optim.Adam(model.parameters(), lr=trial.suggest_float("lr", 1e-3, 3e-2, log=True))
         windows = []
-        with optuna_energy.gpu_share.training(device):  # launch --per-gpu: windows of others stay out
-            for epoch in range(1, stopper.claim(trial) + 1):  # the epochs the budget gives this trial
+        with optuna_energy.gpu_share.training(device):  # other workers' measuring windows stay out
+            for epoch in range(1, epochs + 1):
                 monitor.begin_window("epoch")
                 model.train()
                 for batch in torch.randperm(len(train_x), device=device).split(64):
