@@ -249,8 +249,7 @@ class EarlyStopper:
         record.write(trial, rung_accuracies={**(stored.rung_accuracies or {}), str(rung): float(accuracy)},
                      epochs_trained=rung, **spent, **chance)
         with self._lock:
-            peers = self._peers.setdefault(study.study_name, RungPeers(fields)).of(
-                study, rung=rung, exclude=trial.number)
+            peers = self._peers[study.study_name].of(study, rung=rung, exclude=trial.number)
         decision = decide(accuracy=float(accuracy), costs=[float(cost) for cost in costs], peers=peers,
                           learned=self.learned, factor=self.schedule.factor, min_peers=self.min_peers,
                           rung=rung)
@@ -276,7 +275,8 @@ class EarlyStopper:
         return tuple(METRICS[name].field for name in names)
 
     def _note_full_epochs(self, study: optuna.Study) -> None:
-        """Tell the study's savings line what full training is (once per study and stopper)."""
+        """Tell the study's savings line what full training is, and keep the study's rung peers
+        (once per study and stopper)."""
         with self._lock:
             if study.study_name in self._peers:
                 return
