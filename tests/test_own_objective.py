@@ -3,6 +3,8 @@ the training budget), costs first, GPU sharing, and the report's savings line.""
 
 from __future__ import annotations
 
+import sys
+
 import optuna
 import pytest
 import torch
@@ -12,10 +14,12 @@ from optuna.trial import TrialState
 from torch import nn
 
 import optuna_energy
+from optuna_energy import cli
 from optuna_energy.host import gpu_share
 from optuna_energy.reading.savings import savings, savings_text
 from optuna_energy.store import record
 from optuna_energy.store.record import TrialRecord
+from optuna_energy.workers import WorkerSlot, launch
 
 EPOCHS = 9  # rungs at 1 and 3 epochs
 
@@ -148,3 +152,17 @@ def test_gpu_sharing_is_a_public_module_that_does_nothing_outside_launch(monkeyp
     with optuna_energy.gpu_share.training(torch.device("cpu")) as turn, optuna_energy.gpu_share.alone():
         optuna_energy.gpu_share.step()
     assert not turn.shared and turn.share_since(turn.mark()) == 1.0
+
+
+def test_launch_runs_a_program_of_your_own_with_each_workers_gpu_and_lock_folder(capsys) -> None:
+    shown = ("import os; print(os.environ['CUDA_VISIBLE_DEVICES'], os.environ['OPTUNA_ENERGY_STORAGE'], "
+             f"os.path.basename(os.environ[{gpu_share.LOCKS_ENV!r}]))")
+    slots = [WorkerSlot(f"gpu0.{k}", "cuda", {"CUDA_VISIBLE_DEVICES": "0"}, gpu=0) for k in range(2)]
+    assert launch(slots, [], storage="sqlite:///mine.db", command=[sys.executable, "-c", shown]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("0 sqlite:///mine.db gpu0") == 2  # one lock folder for the GPU's two workers
+
+
+def test_launch_run_must_name_a_program(capsys) -> None:
+    assert cli.main(["launch", "--run", " "]) == 2
+    assert "--run must name a program to run" in capsys.readouterr().err
