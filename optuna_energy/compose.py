@@ -1,5 +1,6 @@
 """The pieces for your own objective: the search space as suggest functions, a study named for
-the report, and one call that records a measurement where report, dashboard and export read it.
+the report, costs first for any model (``measure_costs_first``), and one call that records a
+measurement where report, dashboard and export read it.
 
 The built-in objective (``optuna_energy.trial.objective``) is made of these same pieces, so a trial of
 your objective stores what one of ``run_study`` stores: the architecture and its costs when it
