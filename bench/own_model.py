@@ -80,6 +80,12 @@ def report(path: Path) -> None:
         rate = np.array([1000 * r["architectures"] / r["epochs"] for r in mine])
         best = np.array([m.best_accuracy for m in metrics])
         print(f"| {arm} | {len(mine)} | {_mean_sd(volume, 3)} | {_mean_sd(rate, 0)} | {_mean_sd(best, 1)} |")
+    volumes = {(r["arm"], r["seed"]): _run_metrics(r, scale).learned_volume for r in records}
+    early, full = ARMS
+    gains = np.array([volumes[early, seed] - volumes[full, seed] for arm, seed in volumes
+                      if arm == early and (full, seed) in volumes])
+    print(f"\nhypervolume, {early} minus {full}, seed by seed: {_mean_sd(gains, 3)} "
+          f"(higher in {int((gains > 0).sum())} of {len(gains)} seeds)")
 
 
 def main() -> None:
