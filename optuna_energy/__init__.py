@@ -2,8 +2,10 @@
 
 The whole search in one call (``run_study``), or its pieces in your own objective: the 32-slot
 space (``suggest_architecture``, ``suggest_training``), measuring any model (``EnergyMonitor``),
-recording what you measured for the report and dashboard (``create_study``,
-``record_measurement``, ``ReportNote``) and the evolution sampler (``EvolutionSampler``).
+costs first (``measure_costs_first``), multi-objective early stopping and the training budget
+(``EarlyStopper``), several workers per GPU (``gpu_share``), recording what you measured for the
+report and dashboard (``create_study``, ``record_measurement``, ``ReportNote``) and the evolution
+sampler (``EvolutionSampler``).
 
 Example:
     >>> import optuna_energy
@@ -18,6 +20,7 @@ if TYPE_CHECKING:
     from optuna_energy.carbon import co2e_grams, joules_of_co2e
     from optuna_energy.compose import (
         create_study,
+        measure_costs_first,
         record_measurement,
         suggest_architecture,
         suggest_training,
@@ -25,6 +28,7 @@ if TYPE_CHECKING:
     from optuna_energy.config import ConfigError, StudyConfig, TrainingSection, load_config
     from optuna_energy.data import DatasetError, DatasetSource, from_datasets, from_tensors, register_dataset
     from optuna_energy.export import export_trial
+    from optuna_energy.host import gpu_share
     from optuna_energy.host.files import OutputError
     from optuna_energy.host.meters import EnergyEstimateWarning
     from optuna_energy.measuring.monitor import EnergyMonitor, InferenceResult, WindowResult, profile_module
@@ -43,11 +47,13 @@ if TYPE_CHECKING:
     from optuna_energy.samplers import EvolutionSampler
     from optuna_energy.store.storage import StorageError, mask_url
     from optuna_energy.study import create_or_load_study, create_sampler, run_study
+    from optuna_energy.trial.stopping import EarlyStopper
 
 _HOMES = {
     "co2e_grams": "carbon",
     "joules_of_co2e": "carbon",
     "create_study": "compose",
+    "measure_costs_first": "compose",
     "record_measurement": "compose",
     "suggest_architecture": "compose",
     "suggest_training": "compose",
@@ -61,6 +67,7 @@ _HOMES = {
     "from_datasets": "data",
     "from_tensors": "data",
     "export_trial": "export",
+    "gpu_share": "host.gpu_share",
     "OutputError": "host.files",
     "EnergyEstimateWarning": "host.meters",
     "EnergyMonitor": "measuring.monitor",
@@ -87,15 +94,18 @@ _HOMES = {
     "create_or_load_study": "study",
     "create_sampler": "study",
     "run_study": "study",
+    "EarlyStopper": "trial.stopping",
 }
-"""Each public name's module, imported at first use: ``import optuna_energy`` stays light, so the
-command can catch a Ctrl-C while PyTorch is still loading (``optuna_energy.entry``)."""
+"""Each public name's module (a public module: itself), imported at first use: ``import
+optuna_energy`` stays light, so the command can catch a Ctrl-C while PyTorch is still loading
+(``optuna_energy.entry``)."""
 
 
 def __getattr__(name: str) -> Any:
     if name not in _HOMES:
         raise AttributeError(f"module 'optuna_energy' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"optuna_energy.{_HOMES[name]}"), name)
+    module = importlib.import_module(f"optuna_energy.{_HOMES[name]}")
+    value = module if module.__name__.rpartition(".")[2] == name else getattr(module, name)
     globals()[name] = value
     return value
 
@@ -104,6 +114,7 @@ __all__ = [
     "ConfigError",
     "DatasetError",
     "DatasetSource",
+    "EarlyStopper",
     "EnergyEstimateWarning",
     "EnergyMonitor",
     "EvolutionSampler",
@@ -129,8 +140,10 @@ __all__ = [
     "from_datasets",
     "from_tensors",
     "joules_of_co2e",
+    "gpu_share",
     "load_config",
     "mask_url",
+    "measure_costs_first",
     "pareto_front",
     "pareto_trials",
     "profile",

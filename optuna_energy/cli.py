@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import logging
 import os
+import shlex
 import sys
 import textwrap
 import warnings
@@ -131,10 +132,14 @@ def _launch(args: argparse.Namespace) -> int:
                         ("--sampler", args.sampler), ("--objectives", args.objectives)):
         if value is not None:
             forwarded += [flag, str(value)]
+    own = shlex.split(args.run) if args.run is not None else None
+    if own == []:
+        raise ConfigError("--run must name a program to run, e.g. --run 'python mine.py'")
     with _node_pooler(config, args.pooler or config.workers.pooler) as storage:
-        # The launcher's own connections go through the pooler too: one node, one pool.
-        study = create_or_load_study(config.with_study(storage=storage))  # bad passwords fail once here
-        return launch(slots, forwarded, storage=storage, study=study)
+        # The launcher's own connections go through the pooler too: one node, one pool. A program
+        # of your own makes its study itself (with its own objectives).
+        study = None if own else create_or_load_study(config.with_study(storage=storage))
+        return launch(slots, forwarded, storage=storage, study=study, command=own)
 
 
 def _node_pooler(config: StudyConfig, pooler: str) -> contextlib.AbstractContextManager[str]:

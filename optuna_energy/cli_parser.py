@@ -154,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: the config's [workers] per_gpu, 1)")
     launcher.add_argument("--workers", type=_number(int), default=1,
                           help="CPU workers when this node has no GPU (default 1)")
+    launcher.add_argument("--run", metavar="COMMAND",
+                          help="run COMMAND (your own objective's program, e.g. 'python mine.py') in "
+                          "each worker's place: it gets the worker's GPU, the GPU's lock folder "
+                          "(optuna_energy.gpu_share) and the storage URL in $" + STORAGE_ENV)
     launcher.add_argument("--pooler", choices=POOLERS,
                           help="'pgbouncer': run PgBouncer for this node's workers, so hundreds of "
                           "workers fit a PostgreSQL server's connection limit (default: the config's "

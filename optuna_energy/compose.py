@@ -1,5 +1,6 @@
 """The pieces for your own objective: the search space as suggest functions, a study named for
-the report, and one call that records a measurement where report, dashboard and export read it.
+the report, costs first for any model (``measure_costs_first``), and one call that records a
+measurement where report, dashboard and export read it.
 
 The built-in objective (``optuna_energy.trial.objective``) is made of these same pieces, so a trial of
 your objective stores what one of ``run_study`` stores: the architecture and its costs when it
@@ -12,15 +13,17 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import optuna
+import torch
+from torch import nn
 
 from optuna_energy.carbon import check_intensity
 from optuna_energy.config import TrainingSection
-from optuna_energy.measuring.monitor import InferenceResult, WindowResult
-from optuna_energy.metrics import DEFAULT_OBJECTIVES, METRICS
+from optuna_energy.measuring.monitor import EnergyMonitor, InferenceResult, WindowResult
+from optuna_energy.metrics import DEFAULT_OBJECTIVES, METRICS, check_limits, limit_violations
 from optuna_energy.model.arch import ArchProfile, ArchSpec, Shape, profile, summarize
 from optuna_energy.model.space import (
     SampledArchitecture,
@@ -31,7 +34,8 @@ from optuna_energy.model.space import (
 )
 from optuna_energy.store import record
 
-__all__ = ["create_study", "record_measurement", "suggest_architecture", "suggest_training"]
+__all__ = ["create_study", "measure_costs_first", "record_measurement", "suggest_architecture",
+           "suggest_training"]
 
 
 def _check_shape(input_shape: Any, n_classes: Any) -> Shape:
@@ -169,14 +173,18 @@ def create_study(*, objectives: Sequence[str] = DEFAULT_OBJECTIVES,
     return study
 
 
-def _objective_names(trial: optuna.Trial) -> list[str]:
-    """The study's metric names, checked against the registry."""
-    names = trial.study.metric_names
+def study_objectives(study: optuna.Study) -> list[str]:
+    """The study's metric names, checked against the registry.
+
+    Raises:
+        ValueError: The study has no metric names, or one is not a registry objective.
+    """
+    names = study.metric_names
     if not names:
         raise ValueError("the trial's study has no metric names, so the report cannot read it: make "
                          "it with optuna_energy.create_study(objectives=[...]) or call "
                          f"study.set_metric_names([...]) with names from: {', '.join(METRICS)}")
-    for name, direction in zip(names, trial.study.directions):
+    for name, direction in zip(names, study.directions):
         if name not in METRICS or METRICS[name].direction != direction.name.lower():
             raise ValueError(f"the study's objective {name!r} ({direction.name.lower()}) is not one "
                              f"of the registry's: {', '.join(f'{n} ({m.direction})' for n, m in METRICS.items())}")
@@ -184,7 +192,8 @@ def _objective_names(trial: optuna.Trial) -> list[str]:
 
 
 def record_measurement(trial: optuna.Trial, inference: InferenceResult | None = None, *,
-                       accuracy: float | None = None, training: WindowResult | None = None,
+                       accuracy: float | None = None,
+                       training: WindowResult | Sequence[WindowResult] | None = None,
                        epochs: int | None = None, constraints: Mapping[str, float] | None = None,
                        summary: str | None = None) -> tuple[float, ...]:
     """Write what your objective measured onto ``trial``, where report, dashboard and export read it.
@@ -201,10 +210,12 @@ def record_measurement(trial: optuna.Trial, inference: InferenceResult | None = 
             (:func:`create_study`).
         inference: From ``EnergyMonitor.measure_inference``.
         accuracy: Fraction correct on your evaluation data (0 to 1).
-        training: From ``EnergyMonitor.end_window`` around the training: the search's own cost.
+        training: From ``EnergyMonitor.end_window`` around the training, or a list of such
+            windows (one per epoch), added up: the search's own cost.
         epochs: Epochs trained, for the report's training summary.
         constraints: Constraint name -> violation (> 0 violated), as Optuna's constraint API
-            takes them: a violating trial stays off the fronts and the report.
+            takes them: a violating trial stays off the fronts and the report. Added to those
+            :func:`measure_costs_first` set.
         summary: A one-line description of the model for tables (the spec's topology by default).
 
     Returns:
@@ -220,29 +231,25 @@ def record_measurement(trial: optuna.Trial, inference: InferenceResult | None = 
         ...     measured = monitor.measure_inference(model, test_images)
         ...     return optuna_energy.record_measurement(trial, measured, accuracy=accuracy)
     """
-    names = _objective_names(trial)
+    names = study_objectives(trial.study)
     if inference is not None and not isinstance(inference, InferenceResult):
         raise ValueError(f"inference must be an InferenceResult from EnergyMonitor.measure_inference, "
                          f"got {type(inference).__name__}")
-    if training is not None and not isinstance(training, WindowResult):
-        raise ValueError(f"training must be a WindowResult from EnergyMonitor.end_window, "
-                         f"got {type(training).__name__}")
+    windows = [training] if isinstance(training, WindowResult) else list(training or ())
+    if not all(isinstance(window, WindowResult) for window in windows):
+        raise ValueError(f"training must be a WindowResult from EnergyMonitor.end_window or a list of "
+                         f"them, got {type(training).__name__}")
     if accuracy is not None and not (isinstance(accuracy, (int, float)) and 0 <= accuracy <= 1):
         raise ValueError(f"accuracy must be a fraction between 0 and 1, got {accuracy!r}")
     if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0):
         raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
     stored = record.TrialRecord.of(trial)
-    fields: dict[str, Any] = {}
-    if inference is not None:
-        fields |= inference.fields | {"device": inference.device}
-        if stored.params is None:  # else keep the counts suggest_architecture took from the spec
-            fields["macs"] = inference.macs
-        else:
-            fields.pop("params", None)
-    if training is not None:
-        fields |= {"train_energy_j": training.joules, "train_window_s": training.seconds,
-                   "train_seconds": training.seconds}
-        fields.setdefault("energy_source", training.source)
+    fields: dict[str, Any] = {} if inference is None else _inference_fields(inference, stored)
+    if windows:
+        seconds = sum(window.seconds for window in windows)
+        fields |= {"train_energy_j": sum(window.joules for window in windows),
+                   "train_window_s": seconds, "train_seconds": seconds}
+        fields.setdefault("energy_source", windows[0].source)
     if epochs is not None:
         fields["epochs_trained"] = epochs
     if accuracy is not None:
@@ -258,9 +265,80 @@ def record_measurement(trial: optuna.Trial, inference: InferenceResult | None = 
             raise ValueError(f"objective {name!r} has no value ({field}): pass {given}=")
         values.append(float(value))
     if constraints is not None:
-        violations = {str(key): float(value) for key, value in constraints.items()}
-        for key, violation in violations.items():
-            trial.set_constraint(key, violation)
-        fields |= {"constraints": violations, "feasible": all(v <= 0 for v in violations.values())}
+        fields |= _constrain(trial, constraints, before=stored.constraints)
     record.write(trial, **fields)
     return tuple(values)
+
+
+def _inference_fields(inference: InferenceResult, stored: record.TrialRecord) -> dict[str, Any]:
+    """The record fields of an inference measurement (the spec's counts kept where stored)."""
+    fields = inference.fields | {"device": inference.device}
+    if stored.params is None:  # else keep the counts suggest_architecture took from the spec
+        fields["macs"] = inference.macs
+    else:
+        fields.pop("params", None)
+    return fields
+
+
+def _constrain(trial: optuna.Trial, constraints: Mapping[str, float], *,
+               before: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """Set Optuna's constraints; the record fields that mirror them, with those set ``before``,
+    for optuna-dashboard."""
+    given = {str(key): float(value) for key, value in constraints.items()}
+    for key, violation in given.items():
+        trial.set_constraint(key, violation)
+    violations = {**(before or {}), **given}
+    return {"constraints": violations, "feasible": all(v <= 0 for v in violations.values())}
+
+
+def measure_costs_first(trial: optuna.Trial, model: nn.Module, inputs: torch.Tensor | Iterable[Any], *,
+                        monitor: EnergyMonitor, limits: Mapping[str, float | None] | None = None,
+                        batch_size: int | None = None, warmup_batches: int = 2,
+                        min_window_seconds: float = 1.0, energy: str = "net") -> InferenceResult:
+    """Measure an untrained model's costs, record them, and prune it if it breaks a limit.
+
+    Costs first: inference time, energy per input, parameters, memory and every registered cost
+    do not depend on the weights' values, so they are measured before training (the built-in
+    objective's order, ``EnergyMonitor.measure_inference``'s protocol), a model over a limit is
+    never trained, and :class:`~optuna_energy.EarlyStopper` ranks the trial by exact costs. The
+    measurement is recorded as :func:`record_measurement` records it, so the objective ends with
+    ``record_measurement(trial, accuracy=..., training=..., epochs=...)``.
+
+    Args:
+        trial: The trial of your objective, in a study with registry metric names.
+        model: The untrained model, on the monitor's device.
+        inputs: Its inputs, as ``EnergyMonitor.measure_inference`` takes them.
+        monitor: The process's ``EnergyMonitor``.
+        limits: Upper limits by ``[constraints]`` key: ``max_inference_time`` (s), ``max_params``,
+            ``max_energy`` (J per input), ``max_memory`` (bytes) and those of registered metrics;
+            each becomes an Optuna constraint of the trial.
+        batch_size, warmup_batches, min_window_seconds, energy: As for ``measure_inference``.
+
+    Returns:
+        The measurement.
+
+    Raises:
+        optuna.TrialPruned: The model is over a limit; its ``stop_reason`` names the limits.
+        ValueError: A bad argument or an unknown limit, naming it.
+
+    Example:
+        >>> model = build(trial)
+        >>> optuna_energy.measure_costs_first(trial, model, test_x, monitor=monitor,
+        ...                                   limits={"max_params": 20_000})
+    """
+    study_objectives(trial.study)
+    check_limits(limits or {})  # before the measurement, which takes a while
+    inference = monitor.measure_inference(model, inputs, batch_size=batch_size,
+                                          warmup_batches=warmup_batches,
+                                          min_window_seconds=min_window_seconds, energy=energy)
+    stored = record.TrialRecord.of(trial)
+    fields = _inference_fields(inference, stored)
+    measured = {**fields, "params": stored.params if stored.params is not None else inference.params}
+    violations = limit_violations(measured, limits or {})
+    record.write(trial, **fields, **(_constrain(trial, violations) if violations else {}))
+    over = [str(METRICS[name].limit) for name, violation in violations.items() if violation > 0]
+    if over:
+        reason = f"over {', '.join(over)}"
+        record.write(trial, stop_reason=reason, epochs_trained=0, train_energy_j=0.0)
+        raise optuna.TrialPruned(reason)
+    return inference

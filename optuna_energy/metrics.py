@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -143,6 +143,42 @@ def metric(name: str) -> Metric:
 def cost_names() -> tuple[str, ...]:
     """The registered costs (minimised metrics), in registry order."""
     return tuple(name for name, entry in METRICS.items() if entry.is_cost)
+
+
+def check_limits(limits: Mapping[str, Any]) -> None:
+    """Check upper limits by ``[constraints]`` key (``max_params``...; ``None``: no limit).
+
+    Raises:
+        ValueError: A key that is no metric's limit, or a value that is no number, naming it.
+    """
+    allowed = [entry.limit for entry in METRICS.values() if entry.limit]
+    unknown = sorted(set(limits) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown limits {', '.join(map(repr, unknown))}; allowed: {', '.join(allowed)}")
+    for key, value in limits.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ValueError(f"limit {key} must be a number or None, got {value!r}")
+
+
+def limit_violations(fields: Mapping[str, Any], limits: Mapping[str, float | None], *,
+                     names: Iterable[str] | None = None) -> dict[str, float]:
+    """Each limited metric's violation by name (> 0: outside its limit, see
+    :meth:`Metric.violation`), from record ``fields`` against ``limits`` by ``[constraints]`` key
+    (see :func:`check_limits`): for ``names``, by default every metric ``fields`` holds (the costs
+    before training; accuracy's floor once it is known).
+
+    Raises:
+        ValueError: A bad limit, naming it.
+    """
+    check_limits(limits)
+    chosen = [name for name, entry in METRICS.items() if entry.field in fields] if names is None else names
+    violations = {}
+    for name in chosen:
+        entry = METRICS[name]
+        limit = limits.get(entry.limit) if entry.limit else None
+        if limit is not None:
+            violations[name] = entry.violation(fields[entry.field], limit)
+    return violations
 
 
 def register(entry: Metric) -> None:

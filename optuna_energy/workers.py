@@ -175,8 +175,12 @@ def _gpu_indices(gpus: str, available: int) -> list[int]:
 
 
 def launch(slots: Sequence[WorkerSlot], worker_args: Sequence[str], *, storage: str,
-           study: optuna.Study | None = None, stop_seconds: float = STOP_SECONDS) -> int:
+           study: optuna.Study | None = None, stop_seconds: float = STOP_SECONDS,
+           command: Sequence[str] | None = None) -> int:
     """Start one ``optuna-energy worker`` per slot, stream their output, stop them together.
+
+    ``command`` (your own objective's program) runs in each slot instead of the built-in worker,
+    with the same environment: the slot's GPU, its lock folder, the storage URL.
 
     The storage URL reaches the workers through ``OPTUNA_ENERGY_STORAGE``, never their command
     line. Slots on the same GPU share a lock folder (``optuna_energy.host.gpu_share.LOCKS_ENV``), made
@@ -196,7 +200,7 @@ def launch(slots: Sequence[WorkerSlot], worker_args: Sequence[str], *, storage: 
     with tempfile.TemporaryDirectory(prefix="optuna-energy-gpu-locks-") as locks:
         energy = _SearchEnergy(slots, output) if study is not None else None
         codes, stopped_by = _run_workers(_with_locks(slots, locks), worker_args, storage=storage,
-                                         stop_seconds=stop_seconds, output=output)
+                                         stop_seconds=stop_seconds, output=output, command=command)
         if energy is not None and study is not None:
             energy.record(study)
     if stopped_by is not None:
@@ -242,7 +246,8 @@ class _SearchEnergy:
 
 
 def _run_workers(slots: Sequence[WorkerSlot], worker_args: Sequence[str], *, storage: str,
-                 stop_seconds: float, output: _Output) -> tuple[list[int], int | None]:
+                 stop_seconds: float, output: _Output,
+                 command: Sequence[str] | None = None) -> tuple[list[int], int | None]:
     """Start the workers and wait for them; their exit codes, and the signal that stopped them."""
     workers: list[subprocess.Popen] = []
     stopping = threading.Event()
@@ -261,10 +266,11 @@ def _run_workers(slots: Sequence[WorkerSlot], worker_args: Sequence[str], *, sto
         for slot in slots:
             if stopping.is_set():
                 break
-            command = [sys.executable, "-m", "optuna_energy", "worker", *worker_args, "--device", slot.device]
+            started = list(command) if command else [
+                sys.executable, "-m", "optuna_energy", "worker", *worker_args, "--device", slot.device]
             env = {**os.environ, **slot.env, STORAGE_ENV: storage, "PYTHONUNBUFFERED": "1"}
             # Own session: a terminal's Ctrl-C reaches the launcher only, which stops workers once.
-            process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            process = subprocess.Popen(started, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                        text=True, errors="replace", start_new_session=True)
             workers.append(process)
             assert process.stdout is not None  # stdout=PIPE

@@ -27,10 +27,11 @@ from optuna_energy.store.training_budget import spent
 from optuna_energy.study import create_or_load_study, optimize_study
 from optuna_energy.trial import early_stopping
 from optuna_energy.trial.rungs import RungSchedule, decide
-from optuna_energy.trial.stopping import MAX_PEERS, RungPeers, RungStopper
+from optuna_energy.trial.stopping import MAX_PEERS, EarlyStopper, RungPeers
 from tests.helpers import tiny_config
 
 COSTS = ["inference_time_s", "params", "energy_per_inference_j"]
+OBJECTIVES = ["accuracy", "inference_time", "params", "energy"]
 LEARNED = 0.11  # chance on ten balanced classes, plus one image
 
 
@@ -77,17 +78,18 @@ def test_with_too_few_peers_a_learning_network_goes_on() -> None:
 
 def test_the_stopper_ranks_a_live_trial_by_its_recorded_costs_and_records_its_rung() -> None:
     study = fabricated_study([(0.80 + i / 100, [1e-3, 1000 + i, 1e-6]) for i in range(8)])
-    stopper = RungStopper(schedule=RungSchedule(first_rung=1, factor=3, epochs=6), learned=LEARNED,
-                          min_peers=3, cost_fields=tuple(COSTS))
+    stopper = EarlyStopper(epochs=6, first_rung=1, factor=3, min_peers=3, objectives=OBJECTIVES)
     cheap, expensive = study.ask(), study.ask()
     record.write(cheap, **dict(zip(COSTS, [1e-4, 100, 1e-7])))
     record.write(expensive, **dict(zip(COSTS, [1e-2, 50_000, 1e-5])))
 
-    assert stopper.check(cheap, rung=1, accuracy=0.6).go_on
-    outranked = stopper.check(expensive, rung=1, accuracy=0.5)
+    assert stopper.decide(cheap, rung=1, accuracy=0.6).go_on
+    outranked = stopper.decide(expensive, rung=1, accuracy=0.5)
     assert not outranked.go_on and outranked.reason == "not in the top 1/3 of 10 trials after 1 epoch"
-    assert stopper.check(cheap, rung=3, accuracy=0.7).go_on  # alone at rung 3: too few peers
+    assert TrialRecord.of(study.trials[9]).stop_reason == outranked.reason
+    assert stopper.decide(cheap, rung=3, accuracy=0.7).go_on  # alone at rung 3: too few peers
     assert TrialRecord.of(study.trials[8]).rung_accuracies == {"1": 0.6, "3": 0.7}
+    assert TrialRecord.of(study.trials[8]).epochs_trained == 3
 
 
 def test_rung_peers_read_only_new_and_unfinished_trials_and_keep_the_latest() -> None:
@@ -106,14 +108,16 @@ def test_rung_peers_read_only_new_and_unfinished_trials_and_keep_the_latest() ->
 
 def test_the_stopper_says_what_it_lacks() -> None:
     study = fabricated_study([])
-    stopper = RungStopper(schedule=RungSchedule(first_rung=1, factor=3, epochs=6), learned=LEARNED,
-                          min_peers=3, cost_fields=tuple(COSTS))
+    stopper = EarlyStopper(epochs=6, first_rung=1, factor=3, min_peers=3, objectives=OBJECTIVES)
     trial = study.ask()
     with pytest.raises(ValueError, match=r"^2 is not a rung of \(1, 3\)$"):
-        stopper.check(trial, rung=2, accuracy=0.5)
+        stopper.decide(trial, rung=2, accuracy=0.5)
     with pytest.raises(ValueError, match="has no inference_time_s, params, energy_per_inference_j recorded"):
-        stopper.check(trial, rung=1, accuracy=0.5)
-    assert stopper.check(trial, rung=1, accuracy=0.5, costs=[1e-3, 10, 1e-6]).go_on
+        stopper.decide(trial, rung=1, accuracy=0.5)
+    with pytest.raises(ValueError, match=r"^costs must hold 3 values"):
+        stopper.decide(trial, rung=1, accuracy=0.5, costs=[1.0])
+    assert not stopper.should_stop(trial, epoch=2, accuracy=0.0)  # between rungs: no decision
+    assert stopper.decide(trial, rung=1, accuracy=0.5, costs=[1e-3, 10, 1e-6]).go_on
 
 
 def run(tmp_path: Path, **study) -> optuna.Study:

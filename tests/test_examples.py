@@ -14,6 +14,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+import optuna_energy
 from optuna_energy import cli
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,6 +46,29 @@ def test_a_model_family_of_your_own_ends_with_the_report(tmp_path):
     assert {"report.md", "table.csv", "fig1_costs_vs_accuracy.png"} <= {path.name for path in report.iterdir()}
     study = optuna.load_study(study_name="resnet-family", storage=f"sqlite:///{tmp_path / 'study.db'}")
     assert any(trial.user_attrs["parents"] for trial in study.trials)  # bred by the evolution sampler
+
+
+def test_your_own_model_gets_costs_first_early_stopping_and_the_budget_from_two_processes(tmp_path, capsys):
+    arguments = [str(REPO / "examples" / "own_model.py"), str(tmp_path), "--trials", "8", "--epochs", "9",
+                 "--max-train-epochs", "40", "--max-params", "3000", "--no-report"]
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    # Made first: two processes creating one SQLite file's tables at once race (not the stopper's).
+    optuna_energy.create_study(objectives=["accuracy", "energy"], storage=storage, study_name="mlp-family")
+    # Two processes on one SQLite study: one budget, one set of rung peers.
+    workers = [subprocess.Popen([sys.executable, *arguments, "--seed", str(seed)], cwd=tmp_path, env=ENV,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in (0, 1)]
+    for worker in workers:
+        _, err = worker.communicate(timeout=600)
+        assert worker.returncode == 0, err[-3000:]
+    study = optuna.load_study(study_name="mlp-family", storage=storage)
+    records = [trial.user_attrs for trial in study.trials if not trial.user_attrs.get("over_budget")]
+    assert len(study.trials) == 16 and sum(r["epochs_trained"] for r in records) <= 40
+    stopped = [r for r in records if r.get("stop_reason")]
+    assert any(r["stop_reason"] == "over max_params" and r["epochs_trained"] == 0 for r in stopped)
+    assert any(r["epochs_trained"] > 0 and r["rung_accuracies"] for r in stopped)
+    assert cli.main(["report", "--storage", storage, "--study-name", "mlp-family", "--out", str(tmp_path / "r")]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert f"Early stopping stopped {len(stopped)} of {len(records)} trials" in printed
 
 
 def test_the_readme_example_runs_and_its_study_reports(tmp_path, capsys, monkeypatch):

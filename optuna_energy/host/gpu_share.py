@@ -20,6 +20,20 @@ The chip's counter sees every trainer at once, so a shared trainer is charged a 
 training windows' energy: over each window, the joules times the mean of ``1 / trainers
 training`` over the window's seconds (0 while it waits for another worker's window). The
 trainers training are those listed in the folder's ``active`` file whose process is alive.
+
+Your own training loop joins in with three calls, public as ``optuna_energy.gpu_share`` (each
+does nothing outside ``launch --per-gpu``, so the same objective runs anywhere)::
+
+    with optuna_energy.gpu_share.training(device) as turn:   # train (and evaluate) in the turn
+        mark = turn.mark()
+        for inputs, targets in loader:
+            optuna_energy.gpu_share.step()                     # at every step: let windows in
+            ...
+        share = turn.share_since(mark)  # of the chip's training joules, this trial's share
+    optuna_energy.EnergyMonitor(...).measure_inference(...)   # runs alone by itself
+
+A measuring window of your own (anything another worker's training must stay out of) runs
+inside ``with optuna_energy.gpu_share.alone():``.
 """
 
 from __future__ import annotations

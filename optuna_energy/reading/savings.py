@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 
 from optuna_energy.carbon import energy_text
 from optuna_energy.reading.study_trials import StudyTrials, read_study
-from optuna_energy.store.record import CONFIG_ATTR
+from optuna_energy.store.record import CONFIG_ATTR, FULL_EPOCHS_ATTR
 from optuna_energy.store.training_budget import joules_per_mac_epoch
 from optuna_energy.trial.rungs import epochs_text
 
@@ -45,8 +45,10 @@ class Savings:
 
 
 def full_epochs(study: optuna.Study) -> int | None:
-    """The epochs of full training the study was configured with, if it recorded its config."""
-    return study.user_attrs.get(CONFIG_ATTR, {}).get("training", {}).get("epochs")
+    """The epochs of full training the study was configured with (its recorded config, or the
+    ``EarlyStopper`` of your own objective), if it recorded them."""
+    configured = study.user_attrs.get(CONFIG_ATTR, {}).get("training", {}).get("epochs")
+    return configured or study.user_attrs.get(FULL_EPOCHS_ATTR)
 
 
 def savings(study: optuna.Study | StudyTrials, *, full: int | None = None) -> Savings:

@@ -202,6 +202,15 @@ def store_carbon_intensity(study: optuna.Study, intensity_g_per_kwh: float) -> N
 def carbon_intensity(study: optuna.Study | optuna.study.StudySummary) -> float | None:
     """The study's carbon intensity (:func:`store_carbon_intensity`), ``None`` if none was given."""
     return study.user_attrs.get(CARBON_INTENSITY_ATTR)
+FULL_EPOCHS_ATTR = "full_epochs"
+"""Study user attribute: the epochs of full training of a study run with your own objective and
+an ``EarlyStopper`` (a built-in study's config says it), for the savings line."""
+
+
+def store_full_epochs(study: optuna.Study, epochs: int) -> None:
+    """Record the epochs of full training (:data:`FULL_EPOCHS_ATTR`) unless the study has them."""
+    if study.user_attrs.get(FULL_EPOCHS_ATTR) != epochs:
+        study.set_user_attr(FULL_EPOCHS_ATTR, epochs)
 
 
 CONFIG_ATTR = "config"

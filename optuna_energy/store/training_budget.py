@@ -88,6 +88,11 @@ class TrainingBudget:
             return float("inf")
         return self.max_joules - (used if isinstance(used, Spent) else spent(used)).joules
 
+    def short_of_joules(self, study: optuna.Study, joules: float) -> bool:
+        """Whether ``joules`` more of training would pass the energy budget, after what the
+        study's trials recorded (its ledger: the trials since it was saved, not the whole study)."""
+        return self.max_joules is not None and joules > self.joules_left(StudyLedger.of(study).spent())
+
     def exhausted(self, ledger: StudyLedger) -> bool:
         """Whether a new trial could not afford its first rung now."""
         room = self.epochs_room(ledger, before=ledger.n_trials)

@@ -5,7 +5,7 @@ Parameters, MACs, inference time, energy per inference, memory and every other r
 weights' values: the same layers run the same dense kernels on the same shapes whatever numbers
 the weights hold. So they are measured once, before the first training step, and the trial
 keeps them after training (``docs/energy.md`` says why and ``bench/early_stopping.py`` checks it).
-Limits in ``[constraints]`` are checked here (``limit_violations``, which the objective also
+Limits in ``[constraints]`` are checked here (``metrics.limit_violations``, which the objective also
 applies to accuracy's floor after training): an architecture over one is never trained.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterable, Mapping
 from typing import Any
 
 from torch import nn
@@ -23,7 +22,7 @@ from optuna_energy.data import DeviceData
 from optuna_energy.host.meters import EnergyMeter
 from optuna_energy.measuring.costs import measure_costs
 from optuna_energy.measuring.measure import data_workload
-from optuna_energy.metrics import METRICS, cost_names
+from optuna_energy.metrics import METRICS, limit_violations
 from optuna_energy.model.arch import ArchProfile
 from optuna_energy.trial.train import precision_context, trial_failures
 
@@ -65,17 +64,5 @@ def measure_architecture(model: nn.Module, *, config: StudyConfig, data: DeviceD
                                warmup_batches=measure.warmup_batches, windows=measure.windows,
                                min_window_seconds=measure.min_window_seconds, clock=measure.clock)
     fields["measure_seconds"] = time.perf_counter() - start
-    return ArchitectureCosts(fields=fields, violations=limit_violations(config.constraints, fields, cost_names()))
-
-
-def limit_violations(constraints: Any, fields: Mapping[str, Any], names: Iterable[str]) -> dict[str, float]:
-    """Metric name -> violation of its ``[constraints]`` limit (> 0: outside it), for each of
-    ``names`` whose limit is set, from record ``fields``: the costs' ceilings before training,
-    accuracy's floor after it (``Metric.violation``)."""
-    violations = {}
-    for name in names:
-        entry = METRICS[name]
-        limit = getattr(constraints, entry.limit, None) if entry.limit else None
-        if limit is not None:
-            violations[name] = entry.violation(fields[entry.field], limit)
-    return violations
+    return ArchitectureCosts(fields=fields, violations=limit_violations(
+        fields, dataclasses.asdict(config.constraints)))

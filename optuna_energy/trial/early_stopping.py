@@ -1,11 +1,11 @@
 """Training one trial in rungs: evaluate at each rung, stop where it cannot reach the front.
 
 The trial trains to each rung boundary in turn (:class:`~optuna_energy.trial.rungs.RungSchedule`).
-Each step of the loop in :func:`train_in_rungs` is one piece: the budget says whether the next
-stretch is affordable (:func:`_affordable`: the epochs the trial claimed, the joules the study has
-left), :class:`MeteredTraining` trains it in its own energy window inside the GPU turn and
-records what it cost, and :class:`~optuna_energy.trial.stopping.RungStopper` records the rung's
-accuracy and asks the stop rule with the peers the storage holds now. Everything is written to
+Each step of the loop in :func:`train_in_rungs` is one piece: :class:`MeteredTraining` trains a
+stretch in its own energy window inside the GPU turn and records what it cost, and the public
+:class:`~optuna_energy.trial.stopping.EarlyStopper` (the one your own loop uses) records the
+rung's accuracy, asks the stop rule with the peers the storage holds now, and checks that the
+budget pays the next stretch (the epochs the trial claimed, the joules the study has left). Everything is written to
 the trial record as it happens, so other workers rank against it at once and an interrupted
 study knows what was spent.
 """
@@ -24,15 +24,14 @@ from optuna_energy.data import DeviceData
 from optuna_energy.host import gpu_share
 from optuna_energy.host.meters import EnergyMeter, Work, estimate
 from optuna_energy.measuring.measure import metered
-from optuna_energy.metrics import ACCURACY, METRICS
+from optuna_energy.metrics import ACCURACY
 from optuna_energy.model.arch import ArchProfile
 from optuna_energy.model.space import TrainingParams
 from optuna_energy.store import record
-from optuna_energy.store.ledger import StudyLedger
 from optuna_energy.store.record import TrialRecord
 from optuna_energy.store.training_budget import TrainingBudget, joules_per_mac_epoch
 from optuna_energy.trial.rungs import RungSchedule, epochs_text
-from optuna_energy.trial.stopping import ChanceLevel, RungStopper
+from optuna_energy.trial.stopping import ChanceLevel, EarlyStopper
 from optuna_energy.trial.train import TrainingSession, TrainResult, evaluate, train
 
 APPORTIONED = "apportioned"
@@ -70,13 +69,16 @@ def no_stage(number: int, stage: str) -> None:
     """A :data:`StageHook` that shows nothing."""
 
 
-def stopper(config: StudyConfig, data: DeviceData) -> RungStopper:
-    """The study's rung decision: its schedule, chance level and cost objectives (one per
-    process: it keeps the rungs' peers between trials)."""
-    return RungStopper(schedule=schedule(config), learned=ChanceLevel.of(data).learned_threshold,
-                       min_peers=config.early_stopping.min_peers,
-                       cost_fields=tuple(METRICS[name].field for name in config.study.objectives
-                                         if name != ACCURACY))
+def stopper(config: StudyConfig, data: DeviceData) -> EarlyStopper:
+    """The study's early stopping: its schedule, chance level, cost objectives and training
+    budget (one per process: it keeps the rungs' peers between trials)."""
+    stopping, chance = config.early_stopping, ChanceLevel.of(data)
+    rungs = schedule(config)
+    return EarlyStopper(epochs=rungs.epochs, first_rung=rungs.first_rung, factor=rungs.factor,
+                        min_peers=stopping.min_peers, chance_accuracy=chance.accuracy,
+                        eval_images=chance.eval_images, objectives=config.study.objectives,
+                        max_train_epochs=config.study.max_train_epochs,
+                        max_train_energy=config.study.max_train_energy)
 
 
 def first_epoch_joules(trials: Sequence[FrozenTrial], *, profile: ArchProfile,
@@ -161,56 +163,49 @@ class MeteredTraining:
         self.on_stage(self.trial.number, f"training epoch {epoch}/{self.full_epochs}")
 
 
-def _affordable(trial: optuna.Trial, *, budget: TrainingBudget, claim: int, boundary: int,
-                training: MeteredTraining) -> str | None:
-    """Why the stretch to ``boundary`` does not fit the training budget; ``None`` if it does."""
-    if boundary > claim:
-        return "training epoch budget used"
-    if budget.max_joules is None:  # reading every trial costs a storage round trip
+def _first_stretch_affordable(trial: optuna.Trial, *, budget: TrainingBudget | None,
+                              training: MeteredTraining, boundary: int) -> str | None:
+    """Why the first stretch, to ``boundary``, does not fit the training energy budget; ``None``
+    if it does (the claim covers its epochs; later stretches are the stopper's to judge)."""
+    if budget is None or budget.max_joules is None:  # reading every trial costs a storage round trip
         return None
-    per_epoch = training.joules_per_epoch()
-    if per_epoch is None:  # the study's measured rate: a read of every trial, once per trial
-        per_epoch = first_epoch_joules(trial.study.get_trials(deepcopy=False), profile=training.profile,
-                                       training=training.training, data=training.data)
-    if per_epoch * (boundary - training.epochs) > budget.joules_left(StudyLedger.of(trial.study).spent()):
-        return "training energy budget used"
-    return None
+    # The study's measured rate: a read of every trial, once per trial.
+    per_epoch = first_epoch_joules(trial.study.get_trials(deepcopy=False), profile=training.profile,
+                                   training=training.training, data=training.data)
+    return "training energy budget used" if budget.short_of_joules(trial.study, per_epoch * boundary) else None
 
 
 def train_in_rungs(trial: optuna.Trial, *, model: nn.Module, data: DeviceData,
                    config: StudyConfig, training: TrainingParams, profile: ArchProfile,
-                   costs: dict[str, float], claim: int, seed: int, meter: EnergyMeter,
-                   rule: RungStopper, on_stage: StageHook = no_stage) -> RungTraining:
+                   costs: dict[str, float], seed: int, meter: EnergyMeter,
+                   rule: EarlyStopper, on_stage: StageHook = no_stage) -> RungTraining:
     """Train ``model`` rung by rung up to ``claim`` epochs, stopping where the rule says.
 
     ``costs`` are the architecture's measured costs by registry name (the study's cost
-    objectives); ``claim`` the epochs the training budget allows this trial; ``rule`` the
-    process's rung decision (:func:`stopper`); ``on_stage`` is told each epoch, evaluation and
-    rung decision as it starts.
+    objectives); ``rule`` the process's early stopping (:func:`stopper`), which also stops a
+    trial whose next rung its claim (``rule.claim``) or the energy budget cannot pay;
+    ``on_stage`` is told each epoch, evaluation and rung decision as it starts.
 
     Raises:
         TrialFailure: Training diverged or ran out of memory.
     """
-    budget = training_budget(config)
     own_costs = [costs[name] for name in config.study.objectives if name != ACCURACY]
     accuracy: float | None = None
-    stop_reason: str | None = None
     # Evaluation runs under the turn too: it is GPU work that must stay out of others' windows.
     with gpu_share.training(data.device) as turn:
         trained = MeteredTraining(trial, model=model, data=data, training=training,
                                   profile=profile, seed=seed, precision=config.training.precision,
                                   meter=meter, turn=turn, full_epochs=rule.schedule.epochs,
                                   on_stage=on_stage)
-        for boundary in rule.schedule.boundaries:
-            stop_reason = _affordable(trial, budget=budget, claim=claim, boundary=boundary,
-                                      training=trained)
-            if stop_reason is not None:
-                break
+        stop_reason = _first_stretch_affordable(trial, budget=rule.budget, training=trained,
+                                                boundary=rule.schedule.boundaries[0])
+        for boundary in rule.schedule.boundaries if stop_reason is None else ():
             accuracy = trained.train_to(boundary)
             if boundary == rule.schedule.epochs:
                 break
             on_stage(trial.number, "rung decision")
-            decision = rule.check(trial, rung=boundary, accuracy=accuracy, costs=own_costs)
+            decision = rule.decide(trial, rung=boundary, accuracy=accuracy, costs=own_costs,
+                                   train_energy_j=trained.joules)
             if not decision.go_on:
                 stop_reason = decision.reason
                 break

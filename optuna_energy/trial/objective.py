@@ -10,6 +10,7 @@ and the constraints come from the metric registry (:mod:`optuna_energy.metrics`)
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import NoReturn
@@ -23,13 +24,13 @@ from optuna_energy.config import StudyConfig
 from optuna_energy.data import DeviceData
 from optuna_energy.host.devices import available_memory
 from optuna_energy.host.meters import EnergyMeter
-from optuna_energy.metrics import ACCURACY, METRICS, cost_names
+from optuna_energy.metrics import ACCURACY, METRICS, cost_names, limit_violations
 from optuna_energy.model.arch import build_model, training_memory
 from optuna_energy.model.space import sample_architecture
 from optuna_energy.store import record
 from optuna_energy.store.storage import database_errors
-from optuna_energy.trial.costs_first import limit_violations, measure_architecture
-from optuna_energy.trial.early_stopping import StageHook, claimed_budget, no_stage, stopper, train_in_rungs
+from optuna_energy.trial.costs_first import measure_architecture
+from optuna_energy.trial.early_stopping import StageHook, no_stage, stopper, train_in_rungs
 from optuna_energy.trial.stopping import LEARNED, ChanceLevel
 from optuna_energy.trial.train import TrialFailure, trial_failures
 
@@ -88,9 +89,10 @@ class Objective:
         self.on_trained = on_trained
         self.on_stage = on_stage
         """Told what each trial does now (the progress bar's ``TrialProgress.stage``)."""
-        self.training_budget = claimed_budget(config)
         self.unexpected_in_a_row = 0
         self.rung_decision = stopper(config, data)
+        self.training_budget = self.rung_decision.budget
+        """The study's training budget (the run loop stops when it is used); ``None``: no limit."""
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         passed_on: tuple[type[BaseException], ...] = (optuna.exceptions.OptunaError, *database_errors())
@@ -125,7 +127,7 @@ class Objective:
     def _run(self, trial: optuna.Trial) -> tuple[float, ...]:
         config, data = self.config, self.data
         # Claimed before anything runs, so a trial that cannot afford a rung costs nothing.
-        claim = self.training_budget.claim(trial) if self.training_budget else config.training.epochs
+        self.rung_decision.claim(trial)
         training = suggest_training(trial, training=config.training)
         sampled = sample_architecture(trial, config.space, data.input_shape)
         costs = record_architecture(trial, sampled, data.input_shape, data.n_classes)
@@ -152,7 +154,7 @@ class Objective:
             self._stop(trial, f"over {', '.join(architecture.over_limit)}", epochs=0, joules=0.0)
         trained = train_in_rungs(
             trial, model=model, data=data, config=config, training=training, profile=costs,
-            costs={name: architecture.cost(name) for name in cost_names()}, claim=claim, seed=seed,
+            costs={name: architecture.cost(name) for name in cost_names()}, seed=seed,
             meter=self.meter, rule=self.rung_decision, on_stage=self.on_stage)
         record.write(trial, train_window_s=trained.window_seconds, train_seconds=trained.seconds)
         if trained.stop_reason is not None:
@@ -186,7 +188,7 @@ class Objective:
         ``learned`` and the user's floor (``[constraints] min_accuracy``) once trained; the costs'
         were set before training."""
         trained = {LEARNED: ChanceLevel.of(self.data).learned_threshold - measured[METRICS[ACCURACY].field],
-                   **limit_violations(self.config.constraints, measured, (ACCURACY,))}
+                   **limit_violations(measured, dataclasses.asdict(self.config.constraints), names=(ACCURACY,))}
         for name, violation in trained.items():
             trial.set_constraint(name, violation)
         violations = trained | cost_violations
