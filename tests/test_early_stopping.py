@@ -26,11 +26,12 @@ from optuna_energy.store.record import TrialRecord
 from optuna_energy.store.training_budget import spent
 from optuna_energy.study import create_or_load_study, optimize_study
 from optuna_energy.trial import early_stopping
-from optuna_energy.trial.rungs import RungSchedule, decide
+from optuna_energy.trial.rungs import Costs, RungSchedule, decide
 from optuna_energy.trial.stopping import MAX_PEERS, RungPeers, RungStopper
 from tests.helpers import tiny_config
 
 COSTS = ["inference_time_s", "params", "energy_per_inference_j"]
+COST_NAMES = ["inference_time", "params", "energy"]
 LEARNED = 0.11  # chance on ten balanced classes, plus one image
 
 
@@ -44,9 +45,13 @@ def fabricated_study(rung_results: list[tuple[float, list[float]]]) -> optuna.St
     return study
 
 
+def exact(costs: list[float]) -> Costs:
+    return Costs(values=tuple(costs), spreads=(0.0,) * len(costs))
+
+
 def decide_at_first_rung(study: optuna.Study, accuracy: float, costs: list[float]):
-    peers = RungPeers(COSTS).of(study, rung=1, exclude=-1)
-    return decide(accuracy=accuracy, costs=costs, peers=peers, learned=LEARNED, factor=3,
+    peers = RungPeers(COST_NAMES).of(study, rung=1, exclude=-1)
+    return decide(accuracy=accuracy, costs=exact(costs), peers=peers, learned=LEARNED, factor=3,
                   min_peers=3, rung=1)
 
 
@@ -70,6 +75,23 @@ def test_a_cheap_accurate_network_goes_on_and_an_outranked_one_stops() -> None:
     assert not outranked.go_on and "top 1/3" in outranked.reason
 
 
+def test_a_cost_lower_only_within_the_noise_does_not_keep_a_network_training() -> None:
+    # Eight more accurate peers, each slower and hungrier by 10 %: exactly, the network is
+    # cheaper than all of them and on the first front; within the 30 % the measurements spread
+    # over, its costs equal theirs and every peer beats it.
+    def peers(spread: float) -> list[tuple[float, Costs]]:
+        return [(0.80 + i / 100, Costs((1.1e-3, 100.0, 1.1e-6), (spread, 0.0, spread))) for i in range(8)]
+
+    def at_rung(spread: float):
+        return decide(accuracy=0.6, costs=Costs((1e-3, 100.0, 1e-6), (spread, 0.0, spread)),
+                      peers=peers(spread), learned=LEARNED, factor=3, min_peers=3, rung=1)
+
+    assert at_rung(0.0).go_on
+    assert at_rung(math.nan).go_on  # an unknown spread is no spread
+    stopped = at_rung(0.3)
+    assert not stopped.go_on and stopped.reason == "not in the top 1/3 of 9 trials after 1 epoch"
+
+
 def test_with_too_few_peers_a_learning_network_goes_on() -> None:
     study = fabricated_study([(0.9, [1e-3, 1000, 1e-6])])
     assert decide_at_first_rung(study, 0.2, [1e-2, 50_000, 1e-5]).go_on
@@ -78,7 +100,7 @@ def test_with_too_few_peers_a_learning_network_goes_on() -> None:
 def test_the_stopper_ranks_a_live_trial_by_its_recorded_costs_and_records_its_rung() -> None:
     study = fabricated_study([(0.80 + i / 100, [1e-3, 1000 + i, 1e-6]) for i in range(8)])
     stopper = RungStopper(schedule=RungSchedule(first_rung=1, factor=3, epochs=6), learned=LEARNED,
-                          min_peers=3, cost_fields=tuple(COSTS))
+                          min_peers=3, cost_names=tuple(COST_NAMES))
     cheap, expensive = study.ask(), study.ask()
     record.write(cheap, **dict(zip(COSTS, [1e-4, 100, 1e-7])))
     record.write(expensive, **dict(zip(COSTS, [1e-2, 50_000, 1e-5])))
@@ -94,9 +116,10 @@ def test_rung_peers_read_only_new_and_unfinished_trials_and_keep_the_latest() ->
     study = fabricated_study([(0.5, [1e-3, 1000, 1e-6])] * (MAX_PEERS + 5))
     running = study.ask()
     record.write(running, rung_accuracies={"1": 0.9}, **dict(zip(COSTS, [1e-3, 10, 1e-6])))
-    peers = RungPeers(COSTS)
+    peers = RungPeers(COST_NAMES)
     assert len(peers.of(study, rung=1, exclude=-1)) == MAX_PEERS
-    assert peers.of(study, rung=1, exclude=-1)[0] == (0.9, [1e-3, 10.0, 1e-6])  # the latest first
+    accuracy, costs = peers.of(study, rung=1, exclude=-1)[0]
+    assert (accuracy, costs.values) == (0.9, (1e-3, 10.0, 1e-6))  # the latest first  # the latest first
     read = []
     real_read = peers.feed.read
     peers.feed.read = lambda study: read.extend(real_read(study)) or read  # type: ignore[method-assign]
@@ -107,13 +130,13 @@ def test_rung_peers_read_only_new_and_unfinished_trials_and_keep_the_latest() ->
 def test_the_stopper_says_what_it_lacks() -> None:
     study = fabricated_study([])
     stopper = RungStopper(schedule=RungSchedule(first_rung=1, factor=3, epochs=6), learned=LEARNED,
-                          min_peers=3, cost_fields=tuple(COSTS))
+                          min_peers=3, cost_names=tuple(COST_NAMES))
     trial = study.ask()
     with pytest.raises(ValueError, match=r"^2 is not a rung of \(1, 3\)$"):
         stopper.check(trial, rung=2, accuracy=0.5)
-    with pytest.raises(ValueError, match="has no inference_time_s, params, energy_per_inference_j recorded"):
+    with pytest.raises(ValueError, match="has no inference_time, params, energy recorded"):
         stopper.check(trial, rung=1, accuracy=0.5)
-    assert stopper.check(trial, rung=1, accuracy=0.5, costs=[1e-3, 10, 1e-6]).go_on
+    assert stopper.check(trial, rung=1, accuracy=0.5, costs=exact([1e-3, 10, 1e-6])).go_on
 
 
 def run(tmp_path: Path, **study) -> optuna.Study:

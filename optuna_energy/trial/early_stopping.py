@@ -24,7 +24,7 @@ from optuna_energy.data import DeviceData
 from optuna_energy.host import gpu_share
 from optuna_energy.host.meters import EnergyMeter, Work, estimate
 from optuna_energy.measuring.measure import metered
-from optuna_energy.metrics import ACCURACY, METRICS
+from optuna_energy.metrics import ACCURACY
 from optuna_energy.model.arch import ArchProfile
 from optuna_energy.model.space import TrainingParams
 from optuna_energy.store import record
@@ -75,8 +75,7 @@ def stopper(config: StudyConfig, data: DeviceData) -> RungStopper:
     process: it keeps the rungs' peers between trials)."""
     return RungStopper(schedule=schedule(config), learned=ChanceLevel.of(data).learned_threshold,
                        min_peers=config.early_stopping.min_peers,
-                       cost_fields=tuple(METRICS[name].field for name in config.study.objectives
-                                         if name != ACCURACY))
+                       cost_names=tuple(name for name in config.study.objectives if name != ACCURACY))
 
 
 def first_epoch_joules(trials: Sequence[FrozenTrial], *, profile: ArchProfile,
@@ -179,12 +178,12 @@ def _affordable(trial: optuna.Trial, *, budget: TrainingBudget, claim: int, boun
 
 def train_in_rungs(trial: optuna.Trial, *, model: nn.Module, data: DeviceData,
                    config: StudyConfig, training: TrainingParams, profile: ArchProfile,
-                   costs: dict[str, float], claim: int, seed: int, meter: EnergyMeter,
+                   claim: int, seed: int, meter: EnergyMeter,
                    rule: RungStopper, on_stage: StageHook = no_stage) -> RungTraining:
     """Train ``model`` rung by rung up to ``claim`` epochs, stopping where the rule says.
 
-    ``costs`` are the architecture's measured costs by registry name (the study's cost
-    objectives); ``claim`` the epochs the training budget allows this trial; ``rule`` the
+    The architecture's costs, measured before training, are on the trial's record: the rule
+    ranks by them and their spreads. ``claim`` the epochs the training budget allows this trial; ``rule`` the
     process's rung decision (:func:`stopper`); ``on_stage`` is told each epoch, evaluation and
     rung decision as it starts.
 
@@ -192,7 +191,6 @@ def train_in_rungs(trial: optuna.Trial, *, model: nn.Module, data: DeviceData,
         TrialFailure: Training diverged or ran out of memory.
     """
     budget = training_budget(config)
-    own_costs = [costs[name] for name in config.study.objectives if name != ACCURACY]
     accuracy: float | None = None
     stop_reason: str | None = None
     # Evaluation runs under the turn too: it is GPU work that must stay out of others' windows.
@@ -210,7 +208,7 @@ def train_in_rungs(trial: optuna.Trial, *, model: nn.Module, data: DeviceData,
             if boundary == rule.schedule.epochs:
                 break
             on_stage(trial.number, "rung decision")
-            decision = rule.check(trial, rung=boundary, accuracy=accuracy, costs=own_costs)
+            decision = rule.check(trial, rung=boundary, accuracy=accuracy)
             if not decision.go_on:
                 stop_reason = decision.reason
                 break

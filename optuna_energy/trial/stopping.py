@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Sequence
 
 import optuna
@@ -18,7 +19,7 @@ from optuna_energy.data import DeviceData
 from optuna_energy.store import record
 from optuna_energy.store.record import TrialRecord
 from optuna_energy.store.trial_feed import TrialFeed
-from optuna_energy.trial.rungs import Decision, RungSchedule, decide, rung_results
+from optuna_energy.trial.rungs import Costs, Decision, RungSchedule, costs_of, decide, rung_results
 
 LEARNED = "learned"
 """The constraint every trial carries: its accuracy must beat always answering the most frequent
@@ -71,19 +72,20 @@ only improves, and a trial that beats them would have beaten the older ones too.
 
 
 class RungPeers:
-    """``(accuracy, costs)`` of the trials at each rung, kept up to date from the trials stored
-    since the last look (a :class:`~optuna_energy.store.trial_feed.TrialFeed`), so a decision reads
-    only what changed, never the whole study."""
+    """``(accuracy, costs)`` of the trials at each rung, the costs with their spreads, kept up to
+    date from the trials stored since the last look (a
+    :class:`~optuna_energy.store.trial_feed.TrialFeed`), so a decision reads only what changed,
+    never the whole study."""
 
-    def __init__(self, cost_fields: Sequence[str]) -> None:
-        self.cost_fields = tuple(cost_fields)
+    def __init__(self, cost_names: Sequence[str]) -> None:
+        self.cost_names = tuple(cost_names)
         self.feed = TrialFeed()
-        self.at_rung: dict[str, dict[int, tuple[float, list[float]]]] = {}
+        self.at_rung: dict[str, dict[int, tuple[float, Costs]]] = {}
 
-    def of(self, study: optuna.Study, *, rung: int, exclude: int) -> list[tuple[float, list[float]]]:
+    def of(self, study: optuna.Study, *, rung: int, exclude: int) -> list[tuple[float, Costs]]:
         """The latest :data:`MAX_PEERS` trials but ``exclude`` that reached ``rung``, in any state:
         a rung is decided by what is known now."""
-        for number, accuracies, costs in rung_results(self.feed.read(study), cost_fields=self.cost_fields):
+        for number, accuracies, costs in rung_results(self.feed.read(study), cost_names=self.cost_names):
             for at, accuracy in accuracies.items():
                 self.at_rung.setdefault(at, {})[number] = (accuracy, costs)
         reached = self.at_rung.get(str(rung), {})
@@ -94,22 +96,22 @@ class RungPeers:
 class RungStopper:
     """Decides at every rung of ``schedule`` whether a trial trains on (see ``rungs``).
 
-    ``cost_fields`` are the trial record fields of the study's cost objectives: a trial's own
-    costs are read from its record (measured before training) unless the caller passes them.
+    ``cost_names`` are the study's cost objectives: a trial's own costs and their spreads are
+    read from its record (measured before training) unless the caller passes them.
     One stopper serves every trial of a process: it keeps the rungs' peers between trials.
     """
 
     def __init__(self, *, schedule: RungSchedule, learned: float, min_peers: int,
-                 cost_fields: Sequence[str]) -> None:
+                 cost_names: Sequence[str]) -> None:
         self.schedule = schedule
         self.learned = learned
         """Accuracy a network must reach to have learned anything."""
         self.min_peers = min_peers
-        self.cost_fields = tuple(cost_fields)
-        self.peers = RungPeers(self.cost_fields)
+        self.cost_names = tuple(cost_names)
+        self.peers = RungPeers(self.cost_names)
 
     def check(self, trial: optuna.Trial, *, rung: int, accuracy: float,
-              costs: Sequence[float] | None = None) -> Decision:
+              costs: Costs | None = None) -> Decision:
         """Record ``accuracy`` as the trial's accuracy at ``rung`` and decide whether it goes on.
 
         Raises:
@@ -119,14 +121,12 @@ class RungStopper:
         if rung not in self.schedule.rungs:
             raise ValueError(f"{rung} is not a rung of {self.schedule.rungs}")
         stored = TrialRecord.of(trial)
+        costs = costs or costs_of(stored, self.cost_names)
         if costs is None:
-            costs = [getattr(stored, field) for field in self.cost_fields]
-            missing = [field for field, cost in zip(self.cost_fields, costs) if cost is None]
-            if missing:
-                raise ValueError(f"trial {trial.number} has no {', '.join(missing)} recorded: "
-                                 "measure its costs before training or pass costs=")
+            missing = [name for name in self.cost_names if math.isnan(stored.value(name))]
+            raise ValueError(f"trial {trial.number} has no {', '.join(missing)} recorded: "
+                             "measure its costs before training or pass costs=")
         record.write(trial, rung_accuracies={**(stored.rung_accuracies or {}), str(rung): accuracy})
         peers = self.peers.of(trial.study, rung=rung, exclude=trial.number)
-        return decide(accuracy=accuracy, costs=[float(cost) for cost in costs], peers=peers,
-                      learned=self.learned, factor=self.schedule.factor, min_peers=self.min_peers,
-                      rung=rung)
+        return decide(accuracy=accuracy, costs=costs, peers=peers, learned=self.learned,
+                      factor=self.schedule.factor, min_peers=self.min_peers, rung=rung)
