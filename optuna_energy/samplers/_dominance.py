@@ -162,17 +162,17 @@ def _surely_dominated(losses: np.ndarray, front: np.ndarray, largest_spread: np.
     """
     surely = np.zeros(len(losses), dtype=bool)
     block = max(1, _BLOCK_CELLS // (max(len(front), 1) * losses.shape[1]))
-    for j, spread in enumerate(largest_spread):
+    # Exact objectives first: they set most points aside, and later ones query only the rest.
+    for j in np.argsort(largest_spread, kind="stable"):
+        spread = largest_spread[j]
         if spread >= 1:
-            continue  # no value is surely better: the tolerance can exceed the value itself
-        bound = losses[:, j]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            threshold = np.where(bound >= 0, bound * (1 - spread), bound / (1 - spread))
-        queries = losses.copy()
+            break  # no value is surely better: the tolerance can exceed the value itself
+        rows = np.flatnonzero(~surely & np.isfinite(losses[:, j]))
+        bound = losses[rows, j]
+        threshold = np.where(bound >= 0, bound * (1 - spread), bound / (1 - spread))
+        queries = losses[rows]
         queries[:, j] = np.nextafter(threshold, -np.inf)  # a value at or below it: strictly below
-        usable = np.isfinite(threshold)
-        for start in range(0, len(losses), block):
+        for start in range(0, len(rows), block):
             part = slice(start, start + block)
-            beaten = np.all(front[None, :, :] <= queries[part, None, :], axis=2).any(axis=1)
-            surely[part] |= beaten & usable[part]
+            surely[rows[part]] = np.all(front[None, :, :] <= queries[part, None, :], axis=2).any(axis=1)
     return surely
