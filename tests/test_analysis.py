@@ -20,6 +20,7 @@ from optuna_energy.reading.analysis import (
     model_labels,
     pareto_front,
     pareto_mask,
+    pareto_trials,
     payback,
     roles,
     usable_trials,
@@ -78,6 +79,30 @@ def test_pareto_front_over_all_objectives_and_over_a_pair():
     # Energy is not an objective of this study but every trial records it; on that pair
     # trial 2 (more accurate, less energy) dominates trial 0.
     assert numbers(pareto_front(make_study(), ["accuracy", "energy"])) == [1, 2, 3]
+
+
+def noisy_study(newcomer_time: float):
+    """A front member (trial 0: 90 %, 10 ms with a 20 % spread) and a newcomer (trial 1: 85 %)
+    whose inference time differs from the member's by less than that spread."""
+    study = named_study(("accuracy", "inference_time"))
+    for accuracy, seconds, spread in ((0.90, 0.010, 0.2), (0.85, newcomer_time, 0.1)):
+        study.add_trial(create_trial(values=[accuracy, seconds], user_attrs={
+            "accuracy": accuracy, "inference_time_s": seconds, "inference_time_spread": spread,
+            "params": 100, "energy_per_inference_j": 1e-3}))
+    return study
+
+
+@pytest.mark.parametrize("newcomer_time", [0.0095, 0.0100, 0.0110])
+def test_a_trial_faster_only_within_the_noise_does_not_enter_the_front(newcomer_time):
+    study = noisy_study(newcomer_time)
+    assert numbers(pareto_front(study)) == [0]
+    assert numbers(pareto_trials(study)) == [0]
+    assert numbers(pareto_front(study, ["accuracy", "params"])) == [0]  # params: exact
+
+
+def test_a_trial_faster_beyond_the_noise_enters_the_front_and_no_spread_is_pareto_dominance():
+    assert numbers(pareto_front(noisy_study(0.005))) == [0, 1]
+    assert pareto_mask([[0.10, 0.010], [0.15, 0.0095]]).tolist() == [True, True]  # no spreads
 
 
 def test_pareto_mask_keeps_ties_and_drops_dominated_rows():

@@ -26,12 +26,13 @@ from optuna_energy.store.record import TrialRecord
 from optuna_energy.store.training_budget import spent
 from optuna_energy.study import create_or_load_study, optimize_study
 from optuna_energy.trial import early_stopping
-from optuna_energy.trial.rungs import RungSchedule, decide
+from optuna_energy.trial.rungs import Costs, RungSchedule, decide
 from optuna_energy.trial.stopping import MAX_PEERS, EarlyStopper, RungPeers
 from tests.helpers import tiny_config
 
 COSTS = ["inference_time_s", "params", "energy_per_inference_j"]
-OBJECTIVES = ["accuracy", "inference_time", "params", "energy"]
+COST_NAMES = ["inference_time", "params", "energy"]
+OBJECTIVES = ["accuracy", *COST_NAMES]
 LEARNED = 0.11  # chance on ten balanced classes, plus one image
 
 
@@ -45,9 +46,13 @@ def fabricated_study(rung_results: list[tuple[float, list[float]]]) -> optuna.St
     return study
 
 
+def exact(costs: list[float]) -> Costs:
+    return Costs(values=tuple(costs), spreads=(0.0,) * len(costs))
+
+
 def decide_at_first_rung(study: optuna.Study, accuracy: float, costs: list[float]):
-    peers = RungPeers(COSTS).of(study, rung=1, exclude=-1)
-    return decide(accuracy=accuracy, costs=costs, peers=peers, learned=LEARNED, factor=3,
+    peers = RungPeers(COST_NAMES).of(study, rung=1, exclude=-1)
+    return decide(accuracy=accuracy, costs=exact(costs), peers=peers, learned=LEARNED, factor=3,
                   min_peers=3, rung=1)
 
 
@@ -69,6 +74,23 @@ def test_a_cheap_accurate_network_goes_on_and_an_outranked_one_stops() -> None:
     assert cheap.go_on
     outranked = decide_at_first_rung(study, 0.50, [1e-2, 50_000, 1e-5])
     assert not outranked.go_on and "top 1/3" in outranked.reason
+
+
+def test_a_cost_lower_only_within_the_noise_does_not_keep_a_network_training() -> None:
+    # Eight more accurate peers, each slower and hungrier by 10 %: exactly, the network is
+    # cheaper than all of them and on the first front; within the 30 % the measurements spread
+    # over, its costs equal theirs and every peer beats it.
+    def peers(spread: float) -> list[tuple[float, Costs]]:
+        return [(0.80 + i / 100, Costs((1.1e-3, 100.0, 1.1e-6), (spread, 0.0, spread))) for i in range(8)]
+
+    def at_rung(spread: float):
+        return decide(accuracy=0.6, costs=Costs((1e-3, 100.0, 1e-6), (spread, 0.0, spread)),
+                      peers=peers(spread), learned=LEARNED, factor=3, min_peers=3, rung=1)
+
+    assert at_rung(0.0).go_on
+    assert at_rung(math.nan).go_on  # an unknown spread is no spread
+    stopped = at_rung(0.3)
+    assert not stopped.go_on and stopped.reason == "not in the top 1/3 of 9 trials after 1 epoch"
 
 
 def test_with_too_few_peers_a_learning_network_goes_on() -> None:
@@ -96,9 +118,10 @@ def test_rung_peers_read_only_new_and_unfinished_trials_and_keep_the_latest() ->
     study = fabricated_study([(0.5, [1e-3, 1000, 1e-6])] * (MAX_PEERS + 5))
     running = study.ask()
     record.write(running, rung_accuracies={"1": 0.9}, **dict(zip(COSTS, [1e-3, 10, 1e-6])))
-    peers = RungPeers(COSTS)
+    peers = RungPeers(COST_NAMES)
     assert len(peers.of(study, rung=1, exclude=-1)) == MAX_PEERS
-    assert peers.of(study, rung=1, exclude=-1)[0] == (0.9, [1e-3, 10.0, 1e-6])  # the latest first
+    accuracy, costs = peers.of(study, rung=1, exclude=-1)[0]
+    assert (accuracy, costs.values) == (0.9, (1e-3, 10.0, 1e-6))  # the latest first  # the latest first
     read = []
     real_read = peers.feed.read
     peers.feed.read = lambda study: read.extend(real_read(study)) or read  # type: ignore[method-assign]

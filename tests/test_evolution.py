@@ -252,6 +252,26 @@ def test_hypervolume_survival_drops_a_chance_level_trial_that_crowding_keeps() -
     assert survivors == {"hypervolume": {"mid", "frugal"}, "crowding": {"accurate", "chance"}}
 
 
+def test_survival_treats_costs_within_their_spread_as_equal() -> None:
+    """Trial 1 is faster than trial 0 only within the 20 % its windows spread over, and less
+    accurate: beyond the noise trial 0 dominates it. By exact values both are on the front and
+    trial 1 adds far more hypervolume."""
+    def measured(number: int, accuracy: float, seconds: float, spread: float | None):
+        trial = optuna.trial.create_trial(values=[accuracy, seconds], user_attrs=(
+            {} if spread is None else {"inference_time_spread": spread}))
+        trial.number = number
+        return trial
+
+    survivors = {}
+    for spread in (None, 0.2):
+        population = ElitePopulation(1, ACCURACY_AND_PARAMS,
+                                     spread_attrs=["accuracy_spread", "inference_time_spread"])
+        population.update([measured(0, 0.900, 1.0, spread), measured(1, 0.899, 0.85, spread),
+                           measured(2, 0.5, 5.0, spread)])
+        survivors[spread] = [t.number for t in population.members]
+    assert survivors == {None: [1], 0.2: [0]}
+
+
 def test_constraints_set_by_the_objective_steer_selection() -> None:
     def constrained(trial: optuna.Trial) -> tuple[float, float]:
         score, params = architecture_objective(trial)

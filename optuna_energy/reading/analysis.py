@@ -24,11 +24,10 @@ from optuna.trial import FrozenTrial, TrialState
 from optuna_energy.metrics import ACCURACY, METRICS, cost_names, metric
 from optuna_energy.model.arch import summarize
 from optuna_energy.reading.study_trials import StudyTrials, read_study
-from optuna_energy.samplers import REFERENCE, hypervolume
+from optuna_energy.samplers import REFERENCE, hypervolume, noisy_pareto_mask
 from optuna_energy.samplers import (
     normalised_losses as normalised_losses_for_hypervolume,
 )
-from optuna_energy.samplers._optuna_compat import is_pareto_front
 from optuna_energy.store.record import TrialRecord
 
 
@@ -122,6 +121,12 @@ def metric_values(trials: Sequence[FrozenTrial], name: str, names: Sequence[str]
     return np.asarray(values, dtype=float)
 
 
+def metric_spreads(trials: Sequence[FrozenTrial], name: str) -> np.ndarray:
+    """Each trial's relative spread of one metric (``TrialRecord.value_with_spread``): 0 for an
+    exact metric, NaN (counted as exact) where the trial recorded none."""
+    return np.asarray([TrialRecord.of(trial).value_with_spread(name)[1] for trial in trials], dtype=float)
+
+
 def losses(values: np.ndarray, name: str) -> np.ndarray:
     """A metric as a loss to minimise: the accuracy shortfall ``1 - accuracy``, or the cost."""
     return metric(name).loss(values)
@@ -133,15 +138,12 @@ def normalised_losses(matrix: np.ndarray) -> np.ndarray:
     return matrix / np.where(largest > 0, largest, 1.0)
 
 
-def pareto_mask(matrix: np.ndarray) -> np.ndarray:
-    """Rows of a loss matrix that no other row beats on every column (ties kept)."""
+def pareto_mask(matrix: np.ndarray, spreads: np.ndarray | None = None) -> np.ndarray:
+    """Rows of a loss matrix that no other row dominates beyond the noise (ties kept): with
+    ``spreads`` (each value's relative spread), values within the larger spread of two rows count
+    as equal (``optuna_energy.samplers.noisy_pareto_mask``); without, Pareto dominance."""
     matrix = np.asarray(matrix, dtype=float)
-    return is_pareto_front(matrix) if len(matrix) else np.zeros(0, dtype=bool)
-
-
-def _loss_matrix(trials: Sequence[FrozenTrial], metrics: Sequence[str], names: Sequence[str]) -> np.ndarray:
-    columns = [losses(metric_values(trials, metric, names), metric) for metric in metrics]
-    return np.column_stack(columns) if columns else np.empty((len(trials), 0))
+    return noisy_pareto_mask(matrix, np.zeros_like(matrix) if spreads is None else spreads)
 
 
 def _complete_rows(trials: Sequence[FrozenTrial],
@@ -149,6 +151,20 @@ def _complete_rows(trials: Sequence[FrozenTrial],
     """Trials (and their rows) that have every metric; a missing attribute leaves a trial out."""
     present = ~np.isnan(matrix).any(axis=1)
     return [trial for trial, keep in zip(trials, present) if keep], matrix[present]
+
+
+def _signed(values: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """Values as losses by sign alone (maximised ones negated), so a value's relative spread
+    stays relative to its loss; dominance is the same as on ``losses``."""
+    maximize = np.array([METRICS[name].direction == "maximize" for name in names], dtype=bool)
+    return np.where(maximize, -values, values)
+
+
+def _front_mask(trials: Sequence[FrozenTrial], values: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """The noise-aware front of ``trials``, whose ``values`` are the metrics ``names`` in order."""
+    spreads = (np.column_stack([metric_spreads(trials, name) for name in names]) if names
+               else np.zeros_like(values))
+    return pareto_mask(_signed(values, names), spreads)
 
 
 def pareto_front(study: optuna.Study | StudyTrials, metrics: Sequence[str] | None = None) -> list[FrozenTrial]:
@@ -171,8 +187,10 @@ def front_of(read: StudyTrials, metrics: Sequence[str] | None = None) -> list[Fr
     """``pareto_front`` as the read's light trials: their values and analysed record fields."""
     names = metric_names(read)
     metrics = list(metrics or names)
-    trials, matrix = _complete_rows(read.usable, _loss_matrix(read.usable, metrics, names))
-    return [trial for trial, keep in zip(trials, pareto_mask(matrix)) if keep]
+    columns = [metric_values(read.usable, name, names) for name in metrics]
+    trials, matrix = _complete_rows(read.usable, np.column_stack(columns) if columns
+                                    else np.empty((len(read.usable), 0)))
+    return [trial for trial, keep in zip(trials, _front_mask(trials, matrix, metrics)) if keep]
 
 
 def pareto_trials(study: optuna.Study | StudyTrials) -> list[FrozenTrial]:
@@ -183,15 +201,21 @@ def pareto_trials(study: optuna.Study | StudyTrials) -> list[FrozenTrial]:
 
 
 def best_of(read: StudyTrials, *, feasible_only: bool = True) -> list[FrozenTrial]:
-    """Light completed trials no other beats on every objective value, by number; with
-    ``feasible_only=False`` infeasible ones compete too (optuna-dashboard's "Best Trial")."""
+    """Light completed trials no other dominates beyond the noise on the objective values, by
+    number; with ``feasible_only=False`` infeasible ones compete too (optuna-dashboard's "Best
+    Trial")."""
     complete = read.usable if feasible_only else read.in_states(TrialState.COMPLETE)
     if not complete:
         return []
-    signs = np.array([-1.0 if direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
-                      for direction in read.study.directions])
-    losses = signs * np.array([trial.values for trial in complete], dtype=float)
-    return [trial for trial, front in zip(complete, pareto_mask(losses)) if front]
+    values = np.array([trial.values for trial in complete], dtype=float)
+    names = read.study.metric_names
+    if names and all(name in METRICS for name in names):
+        front = _front_mask(complete, values, names)
+    else:  # not a study of this package: Optuna's best trials
+        signs = np.array([-1.0 if direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
+                          for direction in read.study.directions])
+        front = pareto_mask(signs * values)
+    return [trial for trial, keep in zip(complete, front) if keep]
 
 
 def trade_off_distances(accuracy: np.ndarray, cost: np.ndarray, *,

@@ -29,8 +29,8 @@ from optuna_energy.trial.stopping import LEARNED, ChanceLevel
 
 _logger = logging.getLogger(__name__)
 
-ANALYSED_FIELDS = frozenset({
-    *(metric.field for metric in METRICS.values()),
+ANALYSED_FIELDS = frozenset({  # the values and their spreads: the front is noise-aware
+    *(field for metric in METRICS.values() for field in (metric.field, metric.spread_field) if field),
     *(metric.clock_field for metric in METRICS.values() if metric.clock_field),  # the report's units
     # payback and savings; budget.counts reads the last two
     "macs", "train_energy_j", "energy_source", "epochs_trained", "stop_reason",

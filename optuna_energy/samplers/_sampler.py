@@ -16,6 +16,7 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from optuna_energy.samplers._dominance import SPREAD_SUFFIX
 from optuna_energy.samplers._genome import BlockOf, Genome, block_of
 from optuna_energy.samplers._optuna_compat import (
     is_enqueued,
@@ -89,7 +90,9 @@ class EvolutionSampler(BaseSampler):
     (feasible first, then non-domination rank, then the hypervolume each trial adds),
     which is updated from the trials completed in the storage when the trial is asked for. So
     any number of workers sharing one storage can ask whenever they are free: there is no
-    generation barrier.
+    generation barrier. Where a trial records the relative spread of a measured objective (the
+    user attribute ``<metric name>_spread``, named by the study's ``metric_names``), values
+    within that spread count as equal when ranking (``optuna_energy.samplers._dominance``).
 
     The child is built by crossover of whole blocks (a layer slot's on/off, type and
     hyperparameters; the training hyperparameters; or the blocks ``block_of`` declares) and
@@ -237,7 +240,9 @@ class EvolutionSampler(BaseSampler):
             if state.belongs_to(study):
                 return state
         population = ElitePopulation(self._settings.population_size, study.directions,
-                                     selection=self._settings.selection)
+                                     selection=self._settings.selection,
+                                     spread_attrs=[f"{name}{SPREAD_SUFFIX}"
+                                                   for name in study.metric_names or ()])
         state = _StudyState(directions=tuple(study.directions),
                             anchor=(trial.number, _trial_key(trial)), population=population,
                             feed=TrialFeed(self._saved_position(study)))

@@ -8,6 +8,10 @@ O(trials^2): a thousand-trial study stays as fast to ask as a fifty-trial one.
 
 Survival is constrained and rank-based, like Optuna's NSGA-II: feasible trials first by
 non-domination rank, infeasible ones after them by total violation (``trial.constraints``).
+Ranks are by dominance beyond the noise (:mod:`optuna_energy.samplers._dominance`): a trial whose
+objective carries a relative spread (its user attribute ``<metric name>_spread``) is equal, on
+that objective, to any value within the spread, so a lucky measuring window does not lift a
+trial into the first front nor an unlucky one push it out.
 Within the last front that fits, and in the tournaments that pick parents, one of two measures
 decides:
 
@@ -33,11 +37,8 @@ import numpy as np
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
 
-from optuna_energy.samplers._optuna_compat import (
-    hypervolume,
-    non_domination_rank,
-    select_by_hypervolume,
-)
+from optuna_energy.samplers._dominance import noisy_non_domination_rank
+from optuna_energy.samplers._optuna_compat import hypervolume, select_by_hypervolume
 
 REFERENCE = 1.1  # reference point in every normalised objective: the worst candidate still counts
 _BEYOND_BEST = 1.0 - REFERENCE  # where an infinitely good value goes: as far beyond 0 as 1.1 beyond 1
@@ -69,9 +70,11 @@ class ElitePopulation:
     """The bounded population parents are drawn from, updated from completed trials."""
 
     def __init__(self, size: int, directions: Sequence[StudyDirection], *,
-                 selection: str = "hypervolume") -> None:
+                 selection: str = "hypervolume", spread_attrs: Sequence[str] = ()) -> None:
         self.size = size
         self.selection = selection
+        self.spread_attrs = tuple(spread_attrs)
+        """The user attribute holding each objective's relative spread (none: every value exact)."""
         self._maximize = np.array([d == StudyDirection.MAXIMIZE for d in directions])
         self.members: list[FrozenTrial] = []
         self._rank = np.zeros(0, dtype=int)
@@ -85,11 +88,14 @@ class ElitePopulation:
             return
         self._seen.update(trial.number for trial in new)
         candidates = self.members + new
-        losses = normalised_losses(np.array([t.values for t in candidates], dtype=float),
-                                   maximize=self._maximize)
+        values = np.array([t.values for t in candidates], dtype=float)
+        losses = normalised_losses(values, maximize=self._maximize)
         penalty = np.array([sum(max(v, 0.0) for v in t.constraints.values()) for t in candidates])
         # Ranks past the front that fills the population are never used: stop sorting there.
-        rank = non_domination_rank(losses, penalty=penalty, n_below=self.size)
+        # The noise is relative to the values themselves, not to their normalised losses.
+        rank = noisy_non_domination_rank(np.where(self._maximize, -values, values),
+                                         self._spreads(candidates, values.shape[1]),
+                                         penalty=penalty, n_below=self.size)
         kept: list[int] = []
         for level in np.unique(rank):
             front = np.flatnonzero(rank == level)
@@ -107,6 +113,13 @@ class ElitePopulation:
             worth[members] = self._worth_in_front(losses[[kept[i] for i in members]])
         self.members = [candidates[i] for i in kept]
         self._rank, self._worth = kept_rank, worth
+
+    def _spreads(self, trials: Sequence[FrozenTrial], n_objectives: int) -> np.ndarray:
+        """Each trial's relative spread per objective, NaN (exact) where it recorded none."""
+        if len(self.spread_attrs) != n_objectives:
+            return np.full((len(trials), n_objectives), np.nan)
+        return np.array([[_spread(t.user_attrs.get(attr)) for attr in self.spread_attrs]
+                         for t in trials], dtype=float)
 
     def tournament(self, rng: np.random.Generator, *, size: int,
                    exclude: int | None = None) -> FrozenTrial:
@@ -138,6 +151,11 @@ class ElitePopulation:
             worth[_infinitely_good(front_losses)] = np.inf
             return worth
         return crowding_distance(front_losses)
+
+
+def _spread(stored: object) -> float:
+    """A stored spread as a number: NaN (exact) for a missing or non-numeric attribute."""
+    return float(stored) if isinstance(stored, (int, float)) and not isinstance(stored, bool) else np.nan
 
 
 def _infinitely_good(losses: np.ndarray) -> np.ndarray:

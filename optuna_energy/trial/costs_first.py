@@ -41,10 +41,6 @@ class ArchitectureCosts:
         """The ``[constraints]`` keys the architecture exceeds."""
         return [str(METRICS[name].limit) for name, value in self.violations.items() if value > 0]
 
-    def cost(self, name: str) -> float:
-        """A cost metric's value, by registry name."""
-        return float(self.fields[METRICS[name].field])
-
 
 def measure_architecture(model: nn.Module, *, config: StudyConfig, data: DeviceData,
                          profile: ArchProfile, meter: EnergyMeter,

@@ -24,7 +24,6 @@ from optuna_energy.data import DeviceData
 from optuna_energy.host import gpu_share
 from optuna_energy.host.meters import EnergyMeter, Work, estimate
 from optuna_energy.measuring.measure import metered
-from optuna_energy.metrics import ACCURACY
 from optuna_energy.model.arch import ArchProfile
 from optuna_energy.model.space import TrainingParams
 from optuna_energy.store import record
@@ -177,19 +176,18 @@ def _first_stretch_affordable(trial: optuna.Trial, *, budget: TrainingBudget | N
 
 def train_in_rungs(trial: optuna.Trial, *, model: nn.Module, data: DeviceData,
                    config: StudyConfig, training: TrainingParams, profile: ArchProfile,
-                   costs: dict[str, float], seed: int, meter: EnergyMeter,
+                   seed: int, meter: EnergyMeter,
                    rule: EarlyStopper, on_stage: StageHook = no_stage) -> RungTraining:
     """Train ``model`` rung by rung up to ``claim`` epochs, stopping where the rule says.
 
-    ``costs`` are the architecture's measured costs by registry name (the study's cost
-    objectives); ``rule`` the process's early stopping (:func:`stopper`), which also stops a
+    The architecture's costs, measured before training, are on the trial's record: ``rule``, the
+    process's early stopping (:func:`stopper`), ranks by them and their spreads, and also stops a
     trial whose next rung its claim (``rule.claim``) or the energy budget cannot pay;
     ``on_stage`` is told each epoch, evaluation and rung decision as it starts.
 
     Raises:
         TrialFailure: Training diverged or ran out of memory.
     """
-    own_costs = [costs[name] for name in config.study.objectives if name != ACCURACY]
     accuracy: float | None = None
     # Evaluation runs under the turn too: it is GPU work that must stay out of others' windows.
     with gpu_share.training(data.device) as turn:
@@ -204,8 +202,7 @@ def train_in_rungs(trial: optuna.Trial, *, model: nn.Module, data: DeviceData,
             if boundary == rule.schedule.epochs:
                 break
             on_stage(trial.number, "rung decision")
-            decision = rule.decide(trial, rung=boundary, accuracy=accuracy, costs=own_costs,
-                                   train_energy_j=trained.joules)
+            decision = rule.decide(trial, rung=boundary, accuracy=accuracy, train_energy_j=trained.joules)
             if not decision.go_on:
                 stop_reason = decision.reason
                 break

@@ -24,7 +24,7 @@ from optuna_energy.config import StudyConfig
 from optuna_energy.data import DeviceData
 from optuna_energy.host.devices import available_memory
 from optuna_energy.host.meters import EnergyMeter
-from optuna_energy.metrics import ACCURACY, METRICS, cost_names, limit_violations
+from optuna_energy.metrics import ACCURACY, METRICS, limit_violations
 from optuna_energy.model.arch import build_model, training_memory
 from optuna_energy.model.space import sample_architecture
 from optuna_energy.store import record
@@ -144,7 +144,7 @@ class Objective:
                 data.device, memory_format=data.memory_format)  # type: ignore[call-overload]
         self.on_stage(trial.number, "measuring")
         # Costs first: they do not depend on the weights, so an architecture over a limit is
-        # never trained and the stop rule ranks by exact costs (optuna_energy.trial.costs_first).
+        # never trained and the stop rule ranks by the measured costs (optuna_energy.trial.costs_first).
         architecture = measure_architecture(model, config=config, data=data, profile=costs,
                                             meter=self.meter, idle_watts=self.idle_watts)
         record.write(trial, **architecture.fields)
@@ -154,8 +154,7 @@ class Objective:
             self._stop(trial, f"over {', '.join(architecture.over_limit)}", epochs=0, joules=0.0)
         trained = train_in_rungs(
             trial, model=model, data=data, config=config, training=training, profile=costs,
-            costs={name: architecture.cost(name) for name in cost_names()}, seed=seed,
-            meter=self.meter, rule=self.rung_decision, on_stage=self.on_stage)
+            seed=seed, meter=self.meter, rule=self.rung_decision, on_stage=self.on_stage)
         record.write(trial, train_window_s=trained.window_seconds, train_seconds=trained.seconds)
         if trained.stop_reason is not None:
             self._stop(trial, trained.stop_reason, epochs=trained.epochs, joules=trained.joules)

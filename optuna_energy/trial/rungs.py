@@ -11,7 +11,10 @@ trial goes on only if it can still reach the Pareto front:
    ``(1 - accuracy at the rung, cost_1, ..., cost_k)`` are sorted into non-dominated fronts.
    The costs are the study's cost objectives, measured exactly before training (see
    :mod:`optuna_energy.trial.costs_first`), so a cheap network competes with other cheap ones and
-   needs less accuracy to stay worth training than an expensive one. The trial goes on if
+   needs less accuracy to stay worth training than an expensive one. A measured cost counts
+   as equal to a peer's within the larger of their relative spreads (dominance beyond the
+   noise, :mod:`optuna_energy.samplers._dominance`; accuracy on the fixed evaluation set is
+   exact), so a trial is not stopped by a lucky measurement of a peer. The trial goes on if
    fewer than ``ceil(n / factor)`` of the ``n`` trials at the rung lie in fronts better than
    its own: its whole front counts as the top, which keeps every trial no peer beats on all
    objectives. With fewer than ``min_peers`` trials at the rung the rule has nothing to rank
@@ -30,7 +33,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 from optuna.trial import FrozenTrial
 
-from optuna_energy.samplers._optuna_compat import non_domination_rank
+from optuna_energy.samplers import noisy_non_domination_rank
 from optuna_energy.store.record import TrialRecord
 
 
@@ -70,13 +73,22 @@ class Decision:
     """Why the trial stops; ``None`` when it goes on."""
 
 
-def decide(*, accuracy: float, costs: Sequence[float], peers: Sequence[tuple[float, Sequence[float]]],
+@dataclasses.dataclass(frozen=True)
+class Costs:
+    """A trial's measured costs before training, one per cost objective (lower is better), each
+    with its relative spread (0 or NaN: exact)."""
+
+    values: tuple[float, ...]
+    spreads: tuple[float, ...]
+
+
+def decide(*, accuracy: float, costs: Costs, peers: Sequence[tuple[float, Costs]],
            learned: float, factor: int, min_peers: int, rung: int) -> Decision:
     """Whether a trial at ``rung`` epochs goes on training.
 
     Args:
         accuracy: The trial's accuracy after ``rung`` epochs.
-        costs: Its exact costs, one per cost objective (lower is better).
+        costs: Its costs, measured before training, with their spreads.
         peers: ``(accuracy at this rung, costs)`` of the other trials that reached the rung.
         learned: Accuracy a network must reach to have learned anything (the ``learned``
             constraint's threshold: :attr:`optuna_energy.trial.stopping.ChanceLevel.learned_threshold`).
@@ -88,22 +100,33 @@ def decide(*, accuracy: float, costs: Sequence[float], peers: Sequence[tuple[flo
         return Decision(False, f"at chance after {epochs_text(rung)}")
     if len(peers) + 1 < min_peers:
         return Decision(True)
-    losses = np.array([[1.0 - accuracy, *costs], *([1.0 - a, *c] for a, c in peers)], dtype=float)
-    ranks = non_domination_rank(losses)
+    points = [(accuracy, costs), *peers]
+    losses = np.array([[1.0 - a, *c.values] for a, c in points], dtype=float)
+    spreads = np.array([[0.0, *c.spreads] for _, c in points], dtype=float)
+    ranks = noisy_non_domination_rank(losses, spreads)
     ahead = int(np.sum(ranks < ranks[0]))
     if ahead < math.ceil(len(losses) / factor):
         return Decision(True)
     return Decision(False, f"not in the top 1/{factor} of {len(losses)} trials after {epochs_text(rung)}")
 
 
+def costs_of(stored: TrialRecord, cost_names: Sequence[str]) -> Costs | None:
+    """The record's costs with their spreads, in the order of ``cost_names``; ``None`` when a
+    cost is not recorded."""
+    pairs = [stored.value_with_spread(name) for name in cost_names]
+    if any(math.isnan(value) for value, _ in pairs):
+        return None
+    return Costs(values=tuple(value for value, _ in pairs), spreads=tuple(spread for _, spread in pairs))
+
+
 def rung_results(trials: Iterable[FrozenTrial], *,
-                 cost_fields: Sequence[str]) -> Iterator[tuple[int, dict[str, float], list[float]]]:
+                 cost_names: Sequence[str]) -> Iterator[tuple[int, dict[str, float], Costs]]:
     """``(number, accuracy by rung, costs)`` of each trial in ``trials`` that reached a rung, has
     every cost recorded and counts (not over the budget)."""
     for trial in trials:
         stored = TrialRecord.of(trial)
-        costs = [getattr(stored, field) for field in cost_fields]
-        if not stored.rung_accuracies or stored.over_budget or any(cost is None for cost in costs):
+        costs = costs_of(stored, cost_names)
+        if not stored.rung_accuracies or stored.over_budget or costs is None:
             continue
         yield (trial.number, {rung: float(accuracy) for rung, accuracy in stored.rung_accuracies.items()},
-               [float(cost) for cost in costs])
+               costs)

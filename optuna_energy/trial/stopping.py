@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import threading
 from collections.abc import Sequence
 
@@ -22,7 +23,7 @@ from optuna_energy.store import record
 from optuna_energy.store.record import TrialRecord
 from optuna_energy.store.training_budget import TrainingBudget
 from optuna_energy.store.trial_feed import TrialFeed
-from optuna_energy.trial.rungs import Decision, RungSchedule, decide, rung_results
+from optuna_energy.trial.rungs import Costs, Decision, RungSchedule, costs_of, decide, rung_results
 
 LEARNED = "learned"
 """The constraint every trial carries: its accuracy must beat always answering the most frequent
@@ -75,19 +76,20 @@ only improves, and a trial that beats them would have beaten the older ones too.
 
 
 class RungPeers:
-    """``(accuracy, costs)`` of the trials at each rung, kept up to date from the trials stored
-    since the last look (a :class:`~optuna_energy.store.trial_feed.TrialFeed`), so a decision reads
-    only what changed, never the whole study."""
+    """``(accuracy, costs)`` of the trials at each rung, the costs with their spreads, kept up to
+    date from the trials stored since the last look (a
+    :class:`~optuna_energy.store.trial_feed.TrialFeed`), so a decision reads only what changed,
+    never the whole study."""
 
-    def __init__(self, cost_fields: Sequence[str]) -> None:
-        self.cost_fields = tuple(cost_fields)
+    def __init__(self, cost_names: Sequence[str]) -> None:
+        self.cost_names = tuple(cost_names)
         self.feed = TrialFeed()
-        self.at_rung: dict[str, dict[int, tuple[float, list[float]]]] = {}
+        self.at_rung: dict[str, dict[int, tuple[float, Costs]]] = {}
 
-    def of(self, study: optuna.Study, *, rung: int, exclude: int) -> list[tuple[float, list[float]]]:
+    def of(self, study: optuna.Study, *, rung: int, exclude: int) -> list[tuple[float, Costs]]:
         """The latest :data:`MAX_PEERS` trials but ``exclude`` that reached ``rung``, in any state:
         a rung is decided by what is known now."""
-        for number, accuracies, costs in rung_results(self.feed.read(study), cost_fields=self.cost_fields):
+        for number, accuracies, costs in rung_results(self.feed.read(study), cost_names=self.cost_names):
             for at, accuracy in accuracies.items():
                 self.at_rung.setdefault(at, {})[number] = (accuracy, costs)
         reached = self.at_rung.get(str(rung), {})
@@ -233,16 +235,19 @@ class EarlyStopper:
             raise ValueError(f"accuracy must be a fraction between 0 and 1, got {accuracy!r}")
         study = trial.study
         self._note_full_epochs(study)
-        fields = self._cost_fields(study)
+        names = self._cost_names(study)
         stored = TrialRecord.of(trial)
-        if costs is None:
-            costs = [stored.get(field) for field in fields]
-            missing = [field for field, cost in zip(fields, costs) if cost is None]
-            if missing:
-                raise ValueError(f"trial {trial.number} has no {', '.join(missing)} recorded: "
-                                 "measure its costs before training (measure_costs_first) or pass costs=")
-        elif len(costs) != len(fields):
-            raise ValueError(f"costs must hold {len(fields)} values ({', '.join(fields)}), got {len(costs)}")
+        if costs is not None:
+            if len(costs) != len(names):
+                raise ValueError(f"costs must hold {len(names)} values ({', '.join(names)}), got {len(costs)}")
+            # Recorded, so that the trials deciding after this one rank against them too.
+            record.write(trial, **{METRICS[name].field: float(cost) for name, cost in zip(names, costs)})
+            stored = TrialRecord.of(trial)
+        own = costs_of(stored, names)
+        if own is None:
+            missing = [METRICS[name].field for name in names if math.isnan(stored.value(name))]
+            raise ValueError(f"trial {trial.number} has no {', '.join(missing)} recorded: "
+                             "measure its costs before training (measure_costs_first) or pass costs=")
         spent = {} if train_energy_j is None else {"train_energy_j": float(train_energy_j)}
         chance = ({} if self.chance is None or stored.chance_accuracy is not None else
                   {"chance_accuracy": self.chance.accuracy, "eval_images": self.chance.eval_images})
@@ -250,7 +255,7 @@ class EarlyStopper:
                      epochs_trained=rung, **spent, **chance)
         with self._lock:
             peers = self._peers[study.study_name].of(study, rung=rung, exclude=trial.number)
-        decision = decide(accuracy=float(accuracy), costs=[float(cost) for cost in costs], peers=peers,
+        decision = decide(accuracy=float(accuracy), costs=own, peers=peers,
                           learned=self.learned, factor=self.schedule.factor, min_peers=self.min_peers,
                           rung=rung)
         if decision.go_on:
@@ -270,9 +275,8 @@ class EarlyStopper:
             return Decision(False, "training energy budget used")
         return Decision(True)
 
-    def _cost_fields(self, study: optuna.Study) -> tuple[str, ...]:
-        names = self.objectives if self.objectives is not None else _cost_objectives(study_objectives(study))
-        return tuple(METRICS[name].field for name in names)
+    def _cost_names(self, study: optuna.Study) -> tuple[str, ...]:
+        return self.objectives if self.objectives is not None else _cost_objectives(study_objectives(study))
 
     def _note_full_epochs(self, study: optuna.Study) -> None:
         """Tell the study's savings line what full training is, and keep the study's rung peers
@@ -280,7 +284,7 @@ class EarlyStopper:
         with self._lock:
             if study.study_name in self._peers:
                 return
-            self._peers[study.study_name] = RungPeers(self._cost_fields(study))
+            self._peers[study.study_name] = RungPeers(self._cost_names(study))
         record.store_full_epochs(study, self.schedule.epochs)
 
 
