@@ -16,6 +16,7 @@ import optuna
 import optunahub
 import pytest
 import yaml
+from optuna.trial import TrialState
 from packaging.requirements import Requirement
 
 import optuna_energy
@@ -57,7 +58,7 @@ def _readme(package: str) -> tuple[dict[str, object], str]:
 
 
 def test_both_packages_are_found() -> None:
-    assert "samplers/conditional_evolution" in PACKAGES
+    assert {"samplers/conditional_evolution", "pruners/multi_objective_early_stopping"} <= set(PACKAGES)
     assert {package.split("/")[0] for package in PACKAGES} <= set(CATEGORY_TAG)
 
 
@@ -123,3 +124,14 @@ def test_the_sampler_example_breeds_within_the_limit(hub: list[str]) -> None:
     assert all(max(trial.user_attrs["parents"]) < trial.number for trial in study.trials[16:])
     assert any(trial.constraints["cost"] > 0 for trial in study.trials)  # the limit does bind
     assert study.best_trials and all(trial.values[1] <= example["MAX_COST"] for trial in study.best_trials)
+
+
+def test_the_stopper_example_stops_diverging_trials_in_a_multi_objective_study(hub: list[str]) -> None:
+    example = _run_example("pruners/multi_objective_early_stopping")
+    assert hub == ["pruners/multi_objective_early_stopping"]
+    study = example["study"]
+    assert isinstance(study, optuna.Study) and len(study.directions) == 2
+    diverging = [trial for trial in study.trials if trial.params["learning_rate"] > 0.3]
+    assert diverging and all(trial.state == TrialState.PRUNED for trial in diverging)
+    complete = study.get_trials(states=[TrialState.COMPLETE])
+    assert complete and all(trial.values[0] > 1 / example["CLASSES"] for trial in complete)
