@@ -135,3 +135,13 @@ def test_the_stopper_example_stops_diverging_trials_in_a_multi_objective_study(h
     assert diverging and all(trial.state == TrialState.PRUNED for trial in diverging)
     complete = study.get_trials(states=[TrialState.COMPLETE])
     assert complete and all(trial.values[0] > 1 / example["CLASSES"] for trial in complete)
+
+
+def test_the_projects_readme_names_a_package_that_loads(hub: list[str]) -> None:
+    section = (REPO / "README.md").read_text().split("## On OptunaHub", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S)
+    assert code is not None
+    scope: dict[str, object] = {"optunahub": optunahub}
+    exec(compile(code.group(1), "README.md", "exec"), scope)
+    assert hub == ["samplers/conditional_evolution"]
+    assert isinstance(scope["sampler"], optuna_energy.EvolutionSampler)
