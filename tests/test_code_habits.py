@@ -3,7 +3,8 @@
 ruff (style, imports, likely bugs), mypy (types) and import-linter (the layers: each module
 imports only those below it, so no import cycle can come back; the sampler and the model/data/
 measuring code import nothing of the study machinery or presentation), all configured in
-pyproject.toml.
+pyproject.toml; the OptunaHub packages in hub/ are checked and formatted with the registry's
+ruff settings (hub/ruff.toml).
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ def _tool(name: str) -> str:
 
 
 @pytest.mark.parametrize("command", [
-    ["ruff", "check", "optuna_energy", "tests", "bench", "examples"],
+    ["ruff", "check", "optuna_energy", "tests", "bench", "examples", "hub"],
+    # The OptunaHub packages are also formatted as the registry checks them (hub/ruff.toml).
+    ["ruff", "format", "--check", "hub"],
     ["mypy"],
     ["lint-imports"],
-], ids=["ruff", "mypy", "import-linter"])
+], ids=["ruff", "ruff-format-hub", "mypy", "import-linter"])
 def test_the_code_passes(command: list[str]) -> None:
     command = [_tool(command[0]), *command[1:]]
     command = [part for part in command if part != "examples" or (REPO / "examples").is_dir()]

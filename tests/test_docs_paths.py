@@ -8,7 +8,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-ROOTS = ("bench/", "docs/", "studies/", "examples/", "tests/", "optuna_energy/", "scripts/", ".ci/")
+ROOTS = ("bench/", "docs/", "studies/", "examples/", "hub/", "tests/", "optuna_energy/", "scripts/", ".ci/")
 ROOT_FILES = ("README.md", "pyproject.toml")
 BACKTICKED = re.compile(r"`([^`\s]+)`")
 LINK = re.compile(r"\]\(([^)\s]+)\)")
