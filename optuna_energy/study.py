@@ -27,6 +27,7 @@ from optuna_energy.samplers import EvolutionSampler, SeededAtFirstTrial
 from optuna_energy.samplers._optuna_compat import read_through, trial_by_number
 from optuna_energy.store.ledger import StudyLedger
 from optuna_energy.store.record import (
+    TrialRecord,
     changed_trial_settings,
     config_record,
     store_carbon_intensity,
@@ -114,6 +115,20 @@ def create_or_load_study(config: StudyConfig, *, sampler: optuna.samplers.BaseSa
     return study
 
 
+def _timed_on(study: optuna.Study) -> str | None:
+    """The clock that timed the study's trials (its first trial's: a study keeps one), ``None``
+    before any trial measured; trials stored before the clock was recorded ran on the wall clock.
+    A device, not the config, decides what ``auto`` means, so this is checked where the device
+    is known rather than with the stored config."""
+    first = trial_by_number(study, 0)
+    if first is None:
+        return None
+    measured = TrialRecord.of(first)
+    if measured.inference_clock is not None:
+        return measured.inference_clock
+    return "wall" if measured.inference_time_s is not None else None
+
+
 def load_device_data(config: StudyConfig, device: torch.device,
                      dataset: ArraySplits | None = None) -> DeviceData:
     """The configured dataset (or ``dataset``, when given) on ``device``, with the training switches."""
@@ -194,9 +209,15 @@ def optimize_study(study: optuna.Study, config: StudyConfig, *, dataset: ArraySp
         return
     torch_device = resolve_device(config.study.device)
     try:
-        resolve_clock(config.measure.clock, torch_device)  # before the first trial, not in each
+        clock = resolve_clock(config.measure.clock, torch_device)  # before the first trial, not in each
     except ValueError as error:
         raise ConfigError(f"[measure] {error}") from None
+    timed = _timed_on(study)
+    if timed is not None and timed != clock:
+        raise ConfigError(f"study {study.study_name!r} timed its trials on the {timed} clock and this run "
+                          f"would time them on the {clock} clock ({torch_device}); a study keeps one clock: "
+                          f"set [measure] clock = {timed!r} where {torch_device.type} allows it, or use "
+                          "another study name")
     data = load_device_data(config, torch_device, dataset)
     meter = open_meter(torch_device, settings=config.measure.meters.values(), meter=config.measure.meter)
     try:

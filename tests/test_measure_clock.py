@@ -162,15 +162,30 @@ def test_the_cpu_clock_on_a_gpu_study_fails_before_any_trial(tmp_path, monkeypat
         optuna_energy.run_study(config, show_progress_bar=False)
 
 
-def test_a_study_stored_before_the_clock_resumes_only_on_the_wall_clock(tmp_path):
+def test_a_study_keeps_the_clock_that_timed_its_first_trial(tmp_path):
     config = tiny_config(tmp_path, n_trials=1)
     study = optuna_energy.run_study(config, show_progress_bar=False)
     assert record.TrialRecord.of(study.trials[0]).inference_clock == "cpu"  # auto, on the CPU
-    old = study.user_attrs["config"]
-    study.set_user_attr("config", {**old, "measure": {key: value for key, value in old["measure"].items()
-                                                      if key != "clock"}})
-    with pytest.raises(ConfigError, match=r"measure.clock = 'wall' \(now 'auto'\)"):
-        optuna_energy.run_study(config, n_trials=2, show_progress_bar=False)
     on_the_wall = {**config, "measure": {**config["measure"], "clock": "wall"}}
+    with pytest.raises(ConfigError, match=r"^study 'tiny' timed its trials on the cpu clock and this run "
+                                          r"would time them on the wall clock \(cpu\); a study keeps one clock"):
+        optuna_energy.run_study(on_the_wall, n_trials=2, show_progress_bar=False)
+    resumed = optuna_energy.run_study(config, n_trials=2, show_progress_bar=False)
+    assert record.TrialRecord.of(resumed.trials[1]).inference_clock == "cpu"
+
+
+def test_a_study_timed_before_the_clock_was_recorded_goes_on_on_the_wall_clock(tmp_path):
+    config = tiny_config(tmp_path, n_trials=1)
+    study = optuna_energy.run_study(config, show_progress_bar=False)
+    first = study.trials[0]
+    old = optuna.create_study(storage=config["study"]["storage"], study_name="old",
+                              directions=study.directions)
+    old.add_trial(optuna.trial.create_trial(  # what an older version stored: no inference_clock
+        values=first.values, params=first.params, distributions=first.distributions,
+        user_attrs={key: value for key, value in first.user_attrs.items() if key != "inference_clock"}))
+    renamed = {**config, "study": {**config["study"], "name": "old"}}
+    with pytest.raises(ConfigError, match=r"timed its trials on the wall clock .* set \[measure\] clock = 'wall'"):
+        optuna_energy.run_study(renamed, n_trials=2, show_progress_bar=False)
+    on_the_wall = {**renamed, "measure": {**renamed["measure"], "clock": "wall"}}
     resumed = optuna_energy.run_study(on_the_wall, n_trials=2, show_progress_bar=False)
     assert record.TrialRecord.of(resumed.trials[1]).inference_clock == "wall"

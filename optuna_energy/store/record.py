@@ -226,6 +226,9 @@ _RESUMABLE = {
     "workers": None,
     "evolution": None,
     "carbon": None,  # how the energy is reported, and the budget's unit
+    # What "auto" means depends on the device, which may change: the run checks the clock that
+    # timed the trials instead (study._timed_on).
+    "measure": {"clock"},
 }
 """Settings a resumed study may change: they decide how and where trials run, not what a trial is.
 Everything else (dataset, training, space, measuring, constraints, seed) defines the trials, so a
@@ -260,13 +263,7 @@ def _trial_defining(stored: dict[str, Any]) -> dict[str, Any]:
     return defining
 
 
-_BEFORE_THE_SETTING = {"measure.clock": "wall"}
-"""Trial-defining settings added after studies were stored without them -> what those studies'
-trials ran with, so resuming one with another value is refused like any other change (a study
-whose earlier trials were timed on the wall clock cannot go on in CPU seconds)."""
-
-
 def changed_trial_settings(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
     """The settings that define trials and differ, as ``"section.key = old (now new)"``."""
-    old, new = _BEFORE_THE_SETTING | _trial_defining(before), _trial_defining(now)
+    old, new = _trial_defining(before), _trial_defining(now)
     return [f"{key} = {old[key]!r} (now {new[key]!r})" for key in old if key in new and old[key] != new[key]]
