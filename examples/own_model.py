@@ -1,5 +1,6 @@
 """Your own model family with what the built-in search has: costs first, multi-objective early
-stopping, a training budget in epochs, and GPU sharing under ``optuna-energy launch --per-gpu``.
+stopping, a training budget in epochs (and, optionally, in grams of CO2e), energy reported as
+carbon, and GPU sharing under ``optuna-energy launch --per-gpu``.
 
 The family is a multilayer perceptron defined here (one to three hidden layers, each with its
 own width, and the activation), not the 32-slot space. Each trial measures its untrained model
@@ -9,6 +10,7 @@ reach the Pareto front of accuracy and energy per inference. The study ends with
 ``optuna-energy report``, whose savings line counts what early stopping saved.
 
     python examples/own_model.py OUT_DIR [--trials 16] [--epochs 9] [--max-train-epochs 60]
+        [--carbon-intensity 400] [--max-train-co2e-g GRAMS]
 
 Searches scikit-learn's digits; ``--first-rung`` equal to ``--epochs`` trains every trial fully
 (no rung to stop at). Seconds per trial on the CPU.
@@ -50,6 +52,9 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--first-rung", type=int, default=1, help="epochs before the first decision")
     parser.add_argument("--max-train-epochs", type=int, default=60, help="the study's epoch budget")
     parser.add_argument("--max-params", type=float, default=20_000, help="larger models are never trained")
+    parser.add_argument("--carbon-intensity", type=float, default=400.0,
+                        help="grams of CO2e per kWh of your electricity (your grid's or supplier's figure)")
+    parser.add_argument("--max-train-co2e-g", type=float, help="the study's training budget in grams of CO2e")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-report", action="store_true", help="stop after the search")
@@ -69,7 +74,10 @@ def main() -> None:
     monitor = optuna_energy.EnergyMonitor(device=device, idle_seconds=0.5)
     stopper = optuna_energy.EarlyStopper(epochs=args.epochs, first_rung=args.first_rung, factor=3,
                                          chance_accuracy=chance, eval_images=len(test_y),
-                                         max_train_epochs=args.max_train_epochs)
+                                         max_train_epochs=args.max_train_epochs,
+                                         max_train_energy=None if args.max_train_co2e_g is None else  # a carbon
+                                         optuna_energy.joules_of_co2e(args.max_train_co2e_g,  # budget is joules
+                                                                      intensity_g_per_kwh=args.carbon_intensity))
 
     def objective(trial: optuna.Trial) -> tuple[float, ...]:
         epochs = stopper.claim(trial)  # first: a trial the budget cannot pay costs nothing (pruned)
@@ -101,7 +109,8 @@ def main() -> None:
 
     storage = f"sqlite:///{args.out / 'study.db'}"
     study = optuna_energy.create_study(objectives=["accuracy", "energy"], storage=storage, study_name="mlp-family",
-                                       sampler=optuna.samplers.TPESampler(seed=args.seed), load_if_exists=True)
+                                       sampler=optuna.samplers.TPESampler(seed=args.seed), load_if_exists=True,
+                                       carbon_intensity_g_per_kwh=args.carbon_intensity)  # the report's grams
     study.optimize(objective, n_trials=args.trials)
     print(f"{len(study.trials)} trials", flush=True)
     if args.no_report:

@@ -327,7 +327,7 @@ def measure_costs_first(trial: optuna.Trial, model: nn.Module, inputs: torch.Ten
         ...                                   limits={"max_params": 20_000})
     """
     study_objectives(trial.study)
-    check_limits(limits or {})  # before the measurement, which takes a while
+    check_limits(limits or {}, costs_only=True)  # before the measurement, which takes a while
     inference = monitor.measure_inference(model, inputs, batch_size=batch_size,
                                           warmup_batches=warmup_batches,
                                           min_window_seconds=min_window_seconds, energy=energy)

@@ -145,13 +145,14 @@ def cost_names() -> tuple[str, ...]:
     return tuple(name for name, entry in METRICS.items() if entry.is_cost)
 
 
-def check_limits(limits: Mapping[str, Any]) -> None:
-    """Check upper limits by ``[constraints]`` key (``max_params``...; ``None``: no limit).
+def check_limits(limits: Mapping[str, Any], *, costs_only: bool = False) -> None:
+    """Check limits by ``[constraints]`` key (``max_params``..., ``min_accuracy``; ``None``: no
+    limit); ``costs_only``: the limits an untrained model can break (no accuracy floor).
 
     Raises:
         ValueError: A key that is no metric's limit, or a value that is no number, naming it.
     """
-    allowed = [entry.limit for entry in METRICS.values() if entry.limit]
+    allowed = [entry.limit for entry in METRICS.values() if entry.limit and (entry.is_cost or not costs_only)]
     unknown = sorted(set(limits) - set(allowed))
     if unknown:
         raise ValueError(f"unknown limits {', '.join(map(repr, unknown))}; allowed: {', '.join(allowed)}")

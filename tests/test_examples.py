@@ -69,6 +69,7 @@ def test_your_own_model_gets_costs_first_early_stopping_and_the_budget_from_two_
     assert cli.main(["report", "--storage", storage, "--study-name", "mlp-family", "--out", str(tmp_path / "r")]) == 0
     printed = " ".join(capsys.readouterr().out.split())
     assert f"Early stopping stopped {len(stopped)} of {len(records)} trials" in printed
+    assert "CO2e at 400 g CO2e/kWh" in printed  # the intensity the example gave create_study
 
 
 def test_the_readme_example_runs_and_its_study_reports(tmp_path, capsys, monkeypatch):
