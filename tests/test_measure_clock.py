@@ -23,7 +23,7 @@ from optuna_energy.measuring.measure import (
 )
 from optuna_energy.measuring.statistic import quantile
 from optuna_energy.model.arch import ArchProfile
-from optuna_energy.reading.report import clock_units
+from optuna_energy.reading.analysis import clock_units, format_table
 from optuna_energy.store import record
 from tests.helpers import tiny_config
 
@@ -131,6 +131,10 @@ def test_the_clock_reaches_the_trial_record_and_the_reports_unit():
     assert clock_units([cpu, wall]) == {"inference_time": "s or CPU s, 1 thread"}
     older = optuna.trial.create_trial(value=0.0, user_attrs={"inference_time_s": 0.1})
     assert clock_units([wall, older]) == {}  # a trial naming no clock was timed on the wall clock
+    study.set_metric_names(["inference_time"])
+    note = "inference time: CPU s, 1 thread, per pass over the evaluation set ([measure] clock)"
+    assert format_table(study, [cpu]).splitlines()[-1] == note  # the run's table says it too
+    assert note not in format_table(study, [wall])
 
 
 def test_the_monitor_takes_the_clock_and_says_which_measured(two_threads):

@@ -21,6 +21,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from optuna_energy.measuring.measure import CLOCK_UNITS
 from optuna_energy.metrics import ACCURACY, METRICS, cost_names, metric
 from optuna_energy.model.arch import summarize
 from optuna_energy.reading.study_trials import StudyTrials, read_study
@@ -359,6 +360,20 @@ TABLE_WIDTH = 100
 ``max_layers``); the full one is the trial's ``architecture_summary`` and the report's."""
 
 
+def clock_units(trials: Sequence[optuna.trial.FrozenTrial]) -> dict[str, str]:
+    """Metric name -> what the trials' values of it count, for each time (``Metric.clock_field``)
+    that some trial measured on another clock than the wall clock (a trial that names none was
+    measured on the wall clock): ``CPU s, 1 thread``, or both units where the trials mix them."""
+    units = {}
+    for name, entry in METRICS.items():
+        if entry.clock_field is None:
+            continue
+        clocks = {TrialRecord.of(trial).get(entry.clock_field) or "wall" for trial in trials}
+        if clocks - {"wall"}:
+            units[name] = " or ".join(unit for clock, unit in CLOCK_UNITS.items() if clock in clocks)
+    return units
+
+
 def format_table(study: optuna.Study, trials: list[FrozenTrial], *, width: int | None = TABLE_WIDTH) -> str:
     """A plain-text table of trials with their objective values and topology.
 
@@ -366,6 +381,7 @@ def format_table(study: optuna.Study, trials: list[FrozenTrial], *, width: int |
     (``conv3x2/35 > dropout0.07 > ... (+9)``); ``None`` shows every layer.
     """
     names = study.metric_names or [f"value{i}" for i in range(len(study.directions))]
+    units = clock_units(trials)
     headers = ["trial", *(METRICS[name].header if name in METRICS else name for name in names),
                "architecture"]
     rows = []
@@ -381,7 +397,9 @@ def format_table(study: optuna.Study, trials: list[FrozenTrial], *, width: int |
         if room is not None and len(text) > room and stored.architecture:
             text = _fitting_summary(stored.architecture, room)
         row.append(text)
-    return render_text(headers, rows, free_last=True)
+    notes = [f"{METRICS[name].header}: {unit}, per pass over the evaluation set ([measure] clock)"
+             for name, unit in units.items() if name in names]
+    return "\n".join([render_text(headers, rows, free_last=True), *notes])
 
 
 def _fitting_summary(spec: list, room: int) -> str:

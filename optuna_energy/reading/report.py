@@ -13,12 +13,12 @@ from collections.abc import Sequence
 import optuna
 
 from optuna_energy.carbon import co2e_grams, format_co2e
-from optuna_energy.measuring.measure import CLOCK_UNITS
 from optuna_energy.metrics import ACCURACY, METRICS, cost_names
 from optuna_energy.reading.analysis import (
     Highlight,
     Payback,
     TradeOffWeights,
+    clock_units,
     highlights,
     metric_names,
     metric_values,
@@ -71,20 +71,6 @@ class Report:
     units: dict[str, str] = dataclasses.field(default_factory=dict)
     """Metric name -> what its values count where that is not the registry's plain unit: a time
     measured in CPU seconds (``CPU s, 1 thread``, :func:`clock_units`)."""
-
-
-def clock_units(trials: Sequence[optuna.trial.FrozenTrial]) -> dict[str, str]:
-    """Metric name -> what the trials' values of it count, for each time (``Metric.clock_field``)
-    that some trial measured on another clock than the wall clock (a trial that names none was
-    measured on the wall clock): ``CPU s, 1 thread``, or both units where the trials mix them."""
-    units = {}
-    for name, entry in METRICS.items():
-        if entry.clock_field is None:
-            continue
-        clocks = {TrialRecord.of(trial).get(entry.clock_field) or "wall" for trial in trials}
-        if clocks - {"wall"}:
-            units[name] = " or ".join(unit for clock, unit in CLOCK_UNITS.items() if clock in clocks)
-    return units
 
 
 def metric_header(report: Report, name: str) -> str:
