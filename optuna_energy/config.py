@@ -35,7 +35,7 @@ from optuna_energy.data.settings import DatasetSection
 from optuna_energy.host.devices import DeviceError, parse_device_name
 from optuna_energy.host.meters import meter_choices, settings_tables
 from optuna_energy.measuring.costs import ENERGY_KINDS
-from optuna_energy.measuring.measure import CLOCKS, DEFAULT_WINDOWS
+from optuna_energy.measuring.measure import CLOCKS, DEFAULT_REMEASURE_WINDOWS, DEFAULT_WINDOWS
 from optuna_energy.metrics import DEFAULT_OBJECTIVES, METRICS
 from optuna_energy.model.optimizers import OPTIMIZERS
 from optuna_energy.model.space import SpaceSection
@@ -139,6 +139,9 @@ class MeasureSection:
     windows: int = DEFAULT_WINDOWS
     """Measuring windows per architecture: the stored inference time is a quantile of the
     passes of all of them, its spread how far they disagree (docs/energy.md)."""
+    remeasure_windows: int = DEFAULT_REMEASURE_WINDOWS
+    """Windows measured again, and pooled with the first ones, for a trained network that would
+    enter the Pareto front only by a margin within its spread (``trial.front_entry``); 0: never."""
     clock: str = "auto"
     """What times a pass (``optuna_energy.measuring.measure.CLOCKS``): ``auto`` (a CPU: the
     measuring thread's CPU time on one torch thread; a GPU: the wall clock), ``wall`` or ``cpu``."""
@@ -536,6 +539,7 @@ def _validate_measure(section: MeasureSection, name: str) -> None:
     _choice(section.meter, meter_choices(), f"[{name}] meter")
     _non_negative(section.warmup_batches, f"[{name}] warmup_batches")
     _within(section.windows, f"[{name}] windows", low=1, high=MAX_WINDOWS)
+    _within(section.remeasure_windows, f"[{name}] remeasure_windows", low=0, high=MAX_WINDOWS)
     _choice(section.clock, CLOCKS, f"[{name}] clock")
     _non_negative(section.idle_seconds, f"[{name}] idle_seconds", high=MAX_WINDOW_SECONDS)
     _choice(section.energy, ENERGY_KINDS, f"[{name}] energy")

@@ -225,7 +225,8 @@ def optimize_study(study: optuna.Study, config: StudyConfig, *, dataset: ArraySp
         with TrialProgress(study, total=config.study.n_trials, enabled=show_progress_bar,
                            training=claimed_budget(config), ledger=ledger) as progress:
             objective = Objective(config, data, meter=meter, idle_watts=idle,
-                                  on_trained=_trained_model_hooks(study, config), on_stage=progress.stage)
+                                  on_trained=_trained_model_hooks(study, config), on_stage=progress.stage,
+                                  ledger=ledger)
             optimize_within_budget(study, objective, n_trials=config.study.n_trials,
                                    timeout=config.study.timeout,
                                    callbacks=[progress, *callbacks,

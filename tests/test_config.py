@@ -84,7 +84,7 @@ def test_the_old_power_interval_key_is_the_nvml_tables():
     ({"nvml": 0.1}, r"\[measure.nvml\] must be a table of keys, got 0.1"),
     ({"rapl": {"powercap_root": 3}}, r"\[measure.rapl\] powercap_root must be str, got 3"),
     ({"nvlm": {}}, r"unknown key 'nvlm' in \[measure\]; allowed: .*meter, min_window_seconds, nvml, "
-                   "power_interval_s, rapl, warmup_batches, windows"),
+                   "power_interval_s, rapl, remeasure_windows, warmup_batches, windows"),
     ({"meter": "joulemeter"}, r"\[measure\] meter is 'joulemeter'; allowed: auto, nvml-counter, nvml-power, "
                               "rapl, estimate"),
 ])

@@ -19,7 +19,14 @@ from optuna_energy.config import ConfigError, load_config
 from optuna_energy.host import load
 from optuna_energy.host.meters import EstimateMeter, NvmlCounterMeter
 from optuna_energy.measuring.costs import measure_costs
-from optuna_energy.measuring.measure import PASS_QUANTILE, Workload, measure_interleaved, measure_passes
+from optuna_energy.measuring.measure import (
+    PASS_QUANTILE,
+    InferenceMeasurement,
+    Window,
+    Workload,
+    measure_interleaved,
+    measure_passes,
+)
 from optuna_energy.measuring.statistic import quantile, relative_spread
 from optuna_energy.model.arch import ArchProfile
 from optuna_energy.store import record
@@ -83,6 +90,29 @@ def test_the_stored_time_is_the_quantile_of_every_pass_and_the_spread_the_window
     assert measured.energy_spread == relative_spread(
         [window.joules / window.images for window in measured.windows])
     assert set(measured.load) == {"load_1min", "cpu_steal", "cpu_others"}
+
+
+def _window(per_pass: float, joules_per_image: float, *, images: int = 100, clock: str = "cpu") -> Window:
+    return Window(pass_seconds=(per_pass, per_pass * 2), pass_cpu_seconds=(per_pass, per_pass * 2),
+                  seconds=1.0, joules=joules_per_image * images, images=images, clock=clock)
+
+
+def test_a_pooled_measurement_is_the_union_of_both_runs_windows():
+    first = InferenceMeasurement(windows=(_window(0.1, 0.8), _window(0.1, 0.9)),
+                                 load={"load_1min": 0.5, "cpu_others": 0.1})
+    later = InferenceMeasurement(windows=(_window(0.2, 1.0),) * 4, load={"load_1min": 3.0, "cpu_others": 0.7})
+    pooled = first.pooled(later)
+    union = InferenceMeasurement(windows=first.windows + later.windows)
+    assert pooled.windows == union.windows and pooled.runs == 2
+    assert pooled.seconds_per_pass == union.seconds_per_pass
+    assert pooled.seconds_per_pass_spread == union.seconds_per_pass_spread
+    assert pooled.energy_spread == relative_spread([0.8, 0.9, 1.0, 1.0, 1.0, 1.0])
+    assert pooled.window_joules / pooled.images == pytest.approx((0.8 + 0.9 + 4 * 1.0) / 6)
+    assert pooled.load == {"load_1min": [0.5, 3.0], "cpu_others": [0.1, 0.7]}
+    thrice = pooled.pooled(InferenceMeasurement(windows=(_window(0.2, 1.0),), load={"load_1min": 1.0}))
+    assert thrice.load == {"load_1min": [0.5, 3.0, 1.0], "cpu_others": [0.1, 0.7, None]}
+    with pytest.raises(ValueError, match="cpu clock with passes timed on the wall clock"):
+        first.pooled(InferenceMeasurement(windows=(_window(0.1, 1.0, clock="wall"),)))
 
 
 def test_several_models_take_turns_window_by_window():

@@ -1,7 +1,8 @@
 """The one measuring path: every registered cost of a model on its inputs, as trial record fields.
 
-The built-in objective (``optuna_energy.trial.costs_first``) and ``EnergyMonitor.measure_inference``
-both call :func:`measure_costs`: it runs the inference protocol once (``windows`` windows,
+The built-in objective (``optuna_energy.trial.costs_first``, through :func:`measure_workload_costs`,
+which also pools a second run with the first) and ``EnergyMonitor.measure_inference`` (through
+:func:`measure_costs`) share it: it runs the inference protocol once (``windows`` windows,
 ``optuna_energy.measuring.measure.measure_interleaved``) and then every registered metric's
 ``measure`` on the :class:`ModelUnderTest`, so a metric added with
 ``optuna_energy.metrics.register`` is measured wherever a model is.
@@ -113,30 +114,57 @@ def measure_costs_interleaved(workloads: Sequence[Workload], *, meter: EnergyMet
                               energy: str = "net", warmup_batches: int, min_window_seconds: float,
                               windows: int, clock: str = "auto") -> list[dict[str, Any]]:
     """Run the inference protocol on the workloads, their ``windows`` windows taking turns and
-    timed on ``clock`` (``measure.measure_interleaved``), then measure every registered cost of
-    each.
+    timed on ``clock`` (``measure.measure_interleaved``), then measure every registered cost
+    of each (:func:`_cost_fields`). The models are put in eval mode."""
+    measured = _measure(workloads, meter=meter, warmup_batches=warmup_batches, windows=windows,
+                        min_window_seconds=min_window_seconds, clock=clock)
+    return [_cost_fields(workload, inference, meter=meter, idle_watts=idle_watts, energy=energy)
+            for workload, inference in zip(workloads, measured)]
 
-    Returns trial record fields per workload: each registered metric's (``inference_time_s``,
-    ``energy_per_inference_j``, ``params``, ``memory_bytes`` and any a plug-in registered) and
-    spread (``inference_time_spread``, ``energy_spread``, with two windows or more), with how
-    it was measured (``inference_clock``: ``wall`` or ``cpu``, what the inference time counts;
-    ``measure_windows``; ``measure_conditions``: the machine's load and the meter's hardware
-    state; ``energy_source``, gross, net, the windows' length and images, idle power, the
-    meter's ``info``). The models are put in eval mode.
+
+@torch.inference_mode()
+def measure_workload_costs(workload: Workload, earlier: InferenceMeasurement | None, *, meter: EnergyMeter,
+                 idle_watts: float, energy: str = "net", warmup_batches: int,
+                 min_window_seconds: float, windows: int,
+                 clock: str = "auto") -> tuple[InferenceMeasurement, dict[str, Any]]:
+    """:func:`measure_costs` that also returns what the protocol measured, and with ``earlier``
+    (a measurement of the same workload) pools the new ``windows`` windows with its windows:
+    every cost and spread is then over the union (``InferenceMeasurement.pooled``), as if all
+    the windows had been measured in one run.
+
+    Raises:
+        ValueError: ``earlier`` was timed on another clock than ``clock`` resolves to.
     """
+    measured = _measure([workload], meter=meter, warmup_batches=warmup_batches, windows=windows,
+                        min_window_seconds=min_window_seconds, clock=clock)[0]
+    if earlier is not None:
+        measured = earlier.pooled(measured)
+    return measured, _cost_fields(workload, measured, meter=meter, idle_watts=idle_watts, energy=energy)
+
+
+def _measure(workloads: Sequence[Workload], *, meter: EnergyMeter, warmup_batches: int,
+             min_window_seconds: float, windows: int, clock: str) -> list[InferenceMeasurement]:
     for workload in workloads:
-        workload.model.eval()
-    measured = measure_interleaved(workloads, warmup_batches=warmup_batches, windows=windows,
-                                   min_window_seconds=min_window_seconds, meter=meter, clock=clock)
-    fields = []
-    for workload, inference in zip(workloads, measured):
-        under_test = ModelUnderTest(workload=workload, inference=inference, idle_watts=idle_watts,
-                                    energy=energy)
-        fields.append({"energy_source": meter.source, "energy_gross_j": under_test.energy_gross_j,
-                       "energy_net_j": under_test.energy_net_j,
-                       "energy_window_s": inference.window_seconds,
-                       "energy_window_images": inference.images, "idle_watts": idle_watts,
-                       "inference_clock": inference.clock, "measure_windows": len(inference.windows),
-                       "measure_conditions": inference.conditions(),
-                       **metric_fields(under_test), "meter": meter.info()})
-    return fields
+        workload.model.eval()  # a model just trained is in training mode
+    return measure_interleaved(workloads, warmup_batches=warmup_batches, windows=windows,
+                               min_window_seconds=min_window_seconds, meter=meter, clock=clock)
+
+
+def _cost_fields(workload: Workload, inference: InferenceMeasurement, *, meter: EnergyMeter,
+                idle_watts: float, energy: str = "net") -> dict[str, Any]:
+    """Trial record fields of what the protocol measured of ``workload``: each registered
+    metric's (``inference_time_s``, ``energy_per_inference_j``, ``params``, ``memory_bytes`` and
+    any a plug-in registered) and spread (``inference_time_spread``, ``energy_spread``, with
+    two windows or more), with how it was measured (``inference_clock``: ``wall`` or ``cpu``,
+    what the inference time counts; ``measure_windows``; ``measure_conditions``: the machine's
+    load and the meter's hardware state; ``energy_source``, gross, net, the windows' length and
+    images, idle power, the meter's ``info``).
+    """
+    under_test = ModelUnderTest(workload=workload, inference=inference, idle_watts=idle_watts,
+                                energy=energy)
+    return {"energy_source": meter.source, "energy_gross_j": under_test.energy_gross_j,
+            "energy_net_j": under_test.energy_net_j, "energy_window_s": inference.window_seconds,
+            "energy_window_images": inference.images, "idle_watts": idle_watts,
+            "inference_clock": inference.clock, "measure_windows": len(inference.windows),
+            "measure_conditions": inference.conditions(), **metric_fields(under_test),
+            "meter": meter.info()}

@@ -39,6 +39,10 @@ T = TypeVar("T")
 DEFAULT_WINDOWS = 3
 """Measuring windows per model unless ``[measure] windows`` says otherwise (the benchmark that
 chose it: docs/BENCHMARKS.md, "Measurement noise")."""
+DEFAULT_REMEASURE_WINDOWS = 2 * DEFAULT_WINDOWS
+"""Windows a network that enters the Pareto front only within its spread is measured again in
+unless ``[measure] remeasure_windows`` says otherwise: pooled with the first ones, twice as many
+new windows outweigh a lucky first run two to one."""
 PASS_QUANTILE = 0.25
 """Which quantile of the timed passes is the stored inference time (``bench/measure_noise.py``
 chose it: see docs/BENCHMARKS.md, "Measurement noise")."""
@@ -136,7 +140,31 @@ class InferenceMeasurement:
     windows: tuple[Window, ...]
     load: dict[str, Any] = dataclasses.field(default_factory=dict)
     """``optuna_energy.host.load.disturbance`` over all the windows (of every workload measured
-    with it): load average, CPU steal, other processes' share of the CPUs."""
+    with it): load average, CPU steal, other processes' share of the CPUs; with several
+    :attr:`runs`, each value a list of every run's."""
+    runs: int = 1
+    """Measuring runs whose windows it holds (:meth:`pooled`)."""
+
+    def pooled(self, later: InferenceMeasurement) -> InferenceMeasurement:
+        """This measurement and ``later`` (the same workload measured again, on the same clock)
+        as one: every statistic is then over the union of their windows and passes.
+
+        Raises:
+            ValueError: ``later`` timed its passes on another clock.
+        """
+        if later.clock != self.clock:
+            raise ValueError(f"cannot pool passes timed on the {self.clock} clock with passes timed "
+                             f"on the {later.clock} clock")
+        return InferenceMeasurement(
+            windows=self.windows + later.windows, runs=self.runs + later.runs,
+            load={key: self._load_runs(key) + later._load_runs(key)
+                  for key in dict.fromkeys([*self.load, *later.load])})
+
+    def _load_runs(self, key: str) -> list[Any]:
+        """Each run's value of a load reading (``None`` where a run has none)."""
+        if self.runs == 1:
+            return [self.load.get(key)]
+        return list(self.load.get(key, [None] * self.runs))
 
     @property
     def clock(self) -> str:

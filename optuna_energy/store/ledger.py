@@ -202,6 +202,12 @@ class StudyLedger:
         """How many completed, feasible trials no other one dominates (``study.best_trials``)."""
         return len(self._front)
 
+    @property
+    def pareto_front(self) -> list[tuple[float, ...]]:
+        """The values of those trials as losses (lower is better: a maximised objective's value
+        negated), in the study's objective order."""
+        return [tuple(losses) for losses in self._front.values()]
+
     def tally(self) -> Tally:
         counted = [t for t in self._unfinished if counts(t)]
         running = sum(t.state == TrialState.RUNNING for t in counted)

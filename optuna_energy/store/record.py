@@ -58,7 +58,12 @@ class TrialRecord:
     energy_spread: float | None = None
     """The same for the windows' joules per inference."""
     measure_windows: int | None = None
-    """Measuring windows the costs were taken from (``[measure] windows``)."""
+    """Measuring windows the costs were taken from (``[measure] windows``, plus
+    ``remeasured_windows``)."""
+    remeasured_windows: int | None = None
+    """Windows measured again after training because the network would have entered the Pareto
+    front only by a margin within its spread (``[measure] remeasure_windows``), pooled with the
+    first ones into the stored costs; ``None``: not measured again."""
     measure_conditions: dict[str, Any] | None = None
     """What disturbed the machine while it measured: ``load_1min``, ``cpu_steal``,
     ``cpu_others``; on a GPU, per window, ``sm_clock_mhz``, ``temperature_c``,

@@ -2,7 +2,8 @@
 
 An architecture over a ``[constraints]`` limit (with ``[study] costs_first``), or one that early
 stopping stops, ends PRUNED with its costs, rungs and reason on its record (docs/energy.md says
-why PRUNED).
+why PRUNED). A trained network that would enter the Pareto front only within its measured spread
+is measured again, pooled with its first windows, before it returns (``trial.front_entry``).
 
 Everything is stored on the trial through :mod:`optuna_energy.store.record`; the objective values
 and the constraints come from the metric registry (:mod:`optuna_energy.metrics`).
@@ -28,9 +29,11 @@ from optuna_energy.metrics import ACCURACY, METRICS, limit_violations
 from optuna_energy.model.arch import build_model, training_memory
 from optuna_energy.model.space import sample_architecture
 from optuna_energy.store import record
+from optuna_energy.store.ledger import StudyLedger
 from optuna_energy.store.storage import database_errors
-from optuna_energy.trial.costs_first import measure_architecture
+from optuna_energy.trial.costs_first import ArchitectureCosts, measure_again, measure_architecture
 from optuna_energy.trial.early_stopping import StageHook, no_stage, stopper, train_in_rungs
+from optuna_energy.trial.front_entry import FrontEntry, objective_values
 from optuna_energy.trial.rungs import epochs_text
 from optuna_energy.trial.stopping import LEARNED, ChanceLevel
 from optuna_energy.trial.train import TrialFailure, trial_failures
@@ -82,7 +85,7 @@ class Objective:
 
     def __init__(self, config: StudyConfig, data: DeviceData, *, meter: EnergyMeter,
                  idle_watts: float = 0.0, on_trained: TrainedModelHook | None = None,
-                 on_stage: StageHook = no_stage) -> None:
+                 on_stage: StageHook = no_stage, ledger: StudyLedger | None = None) -> None:
         self.config = config
         self.data = data
         self.meter = meter
@@ -94,6 +97,8 @@ class Objective:
         self.rung_decision = stopper(config, data)
         self.training_budget = self.rung_decision.budget
         """The study's training budget (the run loop stops when it is used); ``None``: no limit."""
+        self.front = FrontEntry(ledger)
+        """The study's Pareto front, from ``ledger`` (the run loop's) or a ledger of its own."""
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         passed_on: tuple[type[BaseException], ...] = (optuna.exceptions.OptunaError, *database_errors())
@@ -159,7 +164,6 @@ class Objective:
         record.write(trial, train_window_s=trained.window_seconds, train_seconds=trained.seconds)
         if trained.stop_reason is not None:
             self._stop(trial, trained.stop_reason, epochs=trained.epochs, joules=trained.joules)
-        measured = {**architecture.fields, METRICS[ACCURACY].field: trained.accuracy}
         record.write(trial, accuracy=trained.accuracy)
         if trained.accuracy is not None and trained.accuracy < ChanceLevel.of(self.data).learned_threshold:
             # Learned nothing after full training: as a network at chance at a rung, it is no
@@ -167,6 +171,11 @@ class Objective:
             # which ignore constraints (docs/analysis.md).
             self._stop(trial, f"at chance after {epochs_text(trained.epochs)}", epochs=trained.epochs,
                        joules=trained.joules)
+        measured = {**architecture.fields, METRICS[ACCURACY].field: trained.accuracy}
+        violations = self._trained_violations(measured) | architecture.violations
+        if all(v <= 0 for v in violations.values()) and self._enters_front_within_spread(trial, measured):
+            architecture = self._measure_again(trial, architecture)
+            measured = {**architecture.fields, METRICS[ACCURACY].field: trained.accuracy}
         self._set_constraints(trial, measured, architecture.violations)
         if self.on_trained is not None:
             self.on_trained(trial, model)
@@ -189,13 +198,35 @@ class Objective:
         record.write(trial, stop_reason=reason, epochs_trained=epochs, train_energy_j=joules)
         raise optuna.TrialPruned(reason)
 
+    def _enters_front_within_spread(self, trial: optuna.Trial, measured: dict[str, float]) -> bool:
+        """Whether the trained trial would enter the study's front only by a margin within its
+        spread (``trial.front_entry``), where ``[measure] remeasure_windows`` allows measuring
+        it again."""
+        if self.config.measure.remeasure_windows == 0:
+            return False
+        return self.front.within_spread(trial, *objective_values(measured, self.config.study.objectives))
+
+    def _measure_again(self, trial: optuna.Trial, architecture: ArchitectureCosts) -> ArchitectureCosts:
+        """Measure the trained model again, pooled with its first windows, and record the costs.
+
+        The ``[constraints]`` limits keep the verdict of the first measurement: they decided,
+        before training, that the network was worth training (and Optuna keeps a constraint's
+        first value)."""
+        self.on_stage(trial.number, "measuring again")
+        again = measure_again(architecture, config=self.config, meter=self.meter, idle_watts=self.idle_watts)
+        record.write(trial, **again.fields)
+        return dataclasses.replace(again, violations=architecture.violations)
+
+    def _trained_violations(self, measured: dict[str, float]) -> dict[str, float]:
+        """``learned`` and the user's floor (``[constraints] min_accuracy``), once trained."""
+        return {LEARNED: ChanceLevel.of(self.data).learned_threshold - measured[METRICS[ACCURACY].field],
+                **limit_violations(measured, dataclasses.asdict(self.config.constraints), names=(ACCURACY,))}
+
     def _set_constraints(self, trial: optuna.Trial, measured: dict[str, float],
                          cost_violations: dict[str, float]) -> None:
         """Optuna's constraint API, mirrored in the trial record where optuna-dashboard shows it:
-        ``learned`` and the user's floor (``[constraints] min_accuracy``) once trained; the costs'
-        were set before training."""
-        trained = {LEARNED: ChanceLevel.of(self.data).learned_threshold - measured[METRICS[ACCURACY].field],
-                   **limit_violations(measured, dataclasses.asdict(self.config.constraints), names=(ACCURACY,))}
+        :meth:`_trained_violations`; the costs' were set before training."""
+        trained = self._trained_violations(measured)
         for name, violation in trained.items():
             trial.set_constraint(name, violation)
         violations = trained | cost_violations
