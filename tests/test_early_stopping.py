@@ -8,6 +8,8 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
@@ -20,8 +22,10 @@ from optuna_energy.model.space import TrainingParams
 from optuna_energy.reading.analysis import pareto_front, usable_trials
 from optuna_energy.reading.report import build_report
 from optuna_energy.reading.savings import Savings, savings_text
+from optuna_energy.samplers._optuna_compat import storage_of, study_id
 from optuna_energy.store import record
 from optuna_energy.store.budget import counts
+from optuna_energy.store.ledger import LEDGER_ATTR, StudyLedger
 from optuna_energy.store.record import TrialRecord
 from optuna_energy.store.training_budget import spent
 from optuna_energy.study import create_or_load_study, optimize_study
@@ -256,6 +260,94 @@ def test_a_study_interrupted_mid_rung_resumes_without_losing_or_double_counting_
     counted = [t for t in study.get_trials() if counts(t)]
     assert spent(counted).epochs == 9
     assert any(t.system_attrs.get("failed_trial") == 0 for t in counted)  # its copy ran
+
+
+def test_a_joule_budget_that_cannot_pay_a_first_rung_ends_the_run_before_measuring(tmp_path: Path) -> None:
+    # The first trial, on the estimate, trains one epoch for about half of the budget and stops
+    # there (its next stretch does not fit); what is left is less than its epoch. Before, the run
+    # went on to n_trials, measuring trial after trial (6 of the first 8) to stop it at 0 epochs.
+    study = run(tmp_path, n_trials=12, max_train_energy=0.01)
+    records = [TrialRecord.of(t) for t in study.trials]
+    assert len(records) < 12
+    assert not [r for r in records if r.inference_time_s is not None and not r.epochs_trained
+                and r.stop_reason == "training energy budget used"]
+    counted = [TrialRecord.of(t) for t in study.trials if counts(t)]
+    cheapest = min(r.train_energy_j / r.epochs_trained for r in counted if r.epochs_trained)
+    assert 0.01 - sum(r.train_energy_j or 0.0 for r in counted) < cheapest  # the first rung is 1 epoch
+
+
+trained_trials = st.lists(st.tuples(
+    st.sampled_from([TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.FAIL]),
+    st.integers(0, 6), st.floats(0.0, 10.0)), max_size=8)
+
+
+def budget_study(trials: list[tuple[TrialState, int, float]]) -> optuna.Study:
+    """A study whose trials trained ``epochs`` for ``joules``; a failed one's worker died (it
+    does not count)."""
+    study = optuna.create_study()
+    for state, epochs, joules in trials:
+        study.add_trial(create_trial(
+            state=state, value=0.5 if state == TrialState.COMPLETE else None,
+            user_attrs={"epochs_trained": epochs, "train_energy_j": joules}))
+    return study
+
+
+def expected_spent(trials: list[tuple[TrialState, int, float]]) -> tuple[float, float | None]:
+    """The joules the counted trials spent and the fewest per epoch, from every trial."""
+    counted = [(epochs, joules) for state, epochs, joules in trials if state != TrialState.FAIL]
+    return (sum(joules for _, joules in counted),
+            min((joules / epochs for epochs, joules in counted if epochs), default=None))
+
+
+@settings(max_examples=60, deadline=None)
+@given(trials=trained_trials, budget=st.floats(0.1, 40.0), first_rung=st.sampled_from([1, 2]))
+def test_a_trial_claims_only_while_the_joules_left_pay_the_cheapest_first_rung(
+        trials: list[tuple[TrialState, int, float]], budget: float, first_rung: int) -> None:
+    joules, cheapest = expected_spent(trials)
+    left, first = budget - joules, (cheapest or 0.0) * first_rung
+    assume(abs(left) > 1e-9 and abs(left - first) > 1e-9)  # no tie decided by summing order
+    study = budget_study(trials)
+    stopper = EarlyStopper(epochs=6, first_rung=first_rung, factor=3, objectives=OBJECTIVES,
+                           max_train_energy=budget)
+    assert stopper.budget is not None
+    used_up = left < 0 or first > left
+    assert stopper.budget.exhausted(StudyLedger.of(study)) == used_up
+    trial = study.ask()
+    if used_up:
+        with pytest.raises(optuna.TrialPruned):
+            stopper.claim(trial)
+        assert TrialRecord.of(trial).over_budget
+    else:
+        assert stopper.claim(trial) == 6
+
+
+@settings(max_examples=30, deadline=None)
+@given(before=trained_trials, after=trained_trials)
+def test_the_ledger_keeps_the_cheapest_epoch_across_a_save_and_a_resume(
+        before: list[tuple[TrialState, int, float]], after: list[tuple[TrialState, int, float]]) -> None:
+    finished = [(s, e, j) for s, e, j in before if s != TrialState.RUNNING]  # the saved ones ended
+    study = budget_study(finished)
+    StudyLedger.of(study).save(study)
+    for state, epochs, joules in after:
+        study.add_trial(create_trial(state=state, value=0.5 if state == TrialState.COMPLETE else None,
+                                     user_attrs={"epochs_trained": epochs, "train_energy_j": joules}))
+    joules, cheapest = expected_spent(finished + after)
+    resumed = StudyLedger.of(study).spent()  # the saved totals and the trials after them
+    assert resumed.joules == pytest.approx(joules) and resumed.cheapest_epoch_j == pytest.approx(cheapest)
+
+
+def test_a_ledger_saved_before_the_cheapest_epoch_is_rebuilt_with_it() -> None:
+    trials = [(TrialState.COMPLETE, 3, 6.0), (TrialState.PRUNED, 1, 1.5), (TrialState.FAIL, 1, 0.1)]
+    study = budget_study(trials)
+    StudyLedger.of(study).save(study)
+    storage = storage_of(study)
+    saved = storage.get_study_system_attrs(study_id(study))[LEDGER_ATTR]
+    # As version 1 wrote it: each holding without its cheapest rate.
+    storage.set_study_system_attr(study_id(study), LEDGER_ATTR, {
+        **saved, "version": 1, "folded": saved["folded"][:-1],
+        "finished": [holding[:-1] for holding in saved["finished"]]})
+    assert StudyLedger.of(study).spent().cheapest_epoch_j == 1.5  # not the dead worker's 0.1
+    assert storage.get_study_system_attrs(study_id(study))[LEDGER_ATTR] == saved  # rebuilt, saved
 
 
 @pytest.mark.parametrize(("key", "value", "message"), [

@@ -12,8 +12,8 @@ larger the study. The ledger answers from running totals instead, fed by a :clas
 
 Every finished trial is read exactly once, so the totals are exact. The ledger is written on the
 study (system attribute ``optuna_energy:ledger``) after each trial, so a worker that joins reads
-the totals and then only the trials after them; a missing or unreadable ledger is rebuilt from
-the trials.
+the totals and then only the trials after them; a missing or unreadable ledger, or one saved in
+an older form (:data:`_VERSION`), is rebuilt from the trials.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from optuna_energy.store.trial_feed import FeedPosition, TrialFeed
 
 LEDGER_ATTR = "optuna_energy:ledger"
 """Study system attribute holding the last saved ledger."""
-_VERSION = 1
+_VERSION = 2
+"""The saved form's version; 2 added the cheapest joules per epoch to each holding."""
 
 
 def counts(trial: FrozenTrial) -> bool:
@@ -87,18 +88,22 @@ class Spent:
 
     epochs: int
     joules: float
+    cheapest_epoch_j: float | None = None
+    """The fewest joules per epoch a counted trial trained at (``None``: none trained yet): the
+    cheapest first rung the study has seen costs this times the rung's epochs."""
 
 
 @dataclasses.dataclass(frozen=True)
 class _Holding:
     """What counted trials hold of the budgets: trials, epochs held (``held`` plus ``held_full``
-    times full training), epochs trained, joules."""
+    times full training), epochs trained, joules, and the fewest joules per epoch among them."""
 
     trials: int = 0
     held: int = 0
     held_full: int = 0
     trained: int = 0
     joules: float = 0.0
+    cheapest: float | None = None
 
     @classmethod
     def of(cls, trial: FrozenTrial) -> _Holding:
@@ -106,17 +111,21 @@ class _Holding:
             return cls()
         stored = TrialRecord.of(trial)
         held, held_full = _epochs_held(trial)
-        return cls(trials=1, held=held, held_full=held_full, trained=stored.epochs_trained or 0,
-                   joules=stored.train_energy_j or 0.0)
+        trained, joules = stored.epochs_trained or 0, stored.train_energy_j
+        return cls(trials=1, held=held, held_full=held_full, trained=trained, joules=joules or 0.0,
+                   cheapest=joules / trained if trained and joules is not None else None)
 
     def __add__(self, other: _Holding) -> _Holding:
-        return _Holding(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
+        rates = [rate for rate in (self.cheapest, other.cheapest) if rate is not None]
+        return _Holding(trials=self.trials + other.trials, held=self.held + other.held,
+                        held_full=self.held_full + other.held_full, trained=self.trained + other.trained,
+                        joules=self.joules + other.joules, cheapest=min(rates, default=None))
 
 
 def spent(trials: Iterable[FrozenTrial], *, before: _Holding | None = None) -> Spent:
     """What the counted ones of ``trials`` trained (running ones: rungs finished)."""
     total = sum((_Holding.of(t) for t in trials), before or _Holding())
-    return Spent(epochs=total.trained, joules=total.joules)
+    return Spent(epochs=total.trained, joules=total.joules, cheapest_epoch_j=total.cheapest)
 
 
 class StudyLedger:

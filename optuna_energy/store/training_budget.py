@@ -18,6 +18,12 @@ trial's own joules per epoch so far; before its first epoch, the study's measure
 epoch and MAC (:func:`joules_per_mac_epoch`, from the study's own meter) times its MACs, and the
 analytical estimate only while no trial has trained. Unlike epochs, workers that pass the check at
 the same moment can each overshoot by the rung they are training.
+
+**Joules: the run ends when no first rung fits.** A trial is measured before it trains, so no
+trial starts, and no claim is granted, once the joules left cannot pay the cheapest first rung
+the study has seen: the fewest joules per epoch a counted trial trained at (a running minimum in
+the ledger) times the first rung's epochs. A later architecture could be smaller still; measuring
+trial after trial in the hope of one would spend the energy the budget is there to save.
 """
 
 from __future__ import annotations
@@ -69,13 +75,13 @@ class TrainingBudget:
         Reads the study's ledger and the trials since it was saved, not the whole study.
 
         Raises:
-            optuna.TrialPruned: Not even the first rung fits: the trial is over budget and
-                does not count.
+            optuna.TrialPruned: Not even the first rung fits (:meth:`out_of_joules` for the
+                joules): the trial is over budget and does not count.
         """
         ledger = StudyLedger.of(trial.study)
         room = self.epochs_room(ledger, before=trial.number)
         affordable = [b for b in self.boundaries if room is None or b <= room]
-        if not affordable or self.joules_left(ledger.spent()) <= 0:
+        if not affordable or self.out_of_joules(ledger.spent()):
             record.write(trial, over_budget=True)
             raise optuna.TrialPruned("the study's training budget is used")
         record.write(trial, epochs_claimed=affordable[-1])
@@ -88,6 +94,13 @@ class TrainingBudget:
             return float("inf")
         return self.max_joules - (used if isinstance(used, Spent) else spent(used)).joules
 
+    def out_of_joules(self, used: Spent) -> bool:
+        """Whether the joules left after ``used`` cannot pay a first rung: none are left, or
+        fewer than the cheapest trial so far spent per epoch, times the first rung's epochs."""
+        left = self.joules_left(used)
+        cheapest = used.cheapest_epoch_j
+        return left <= 0 or (cheapest is not None and cheapest * self.boundaries[0] > left)
+
     def short_of_joules(self, study: optuna.Study, joules: float) -> bool:
         """Whether ``joules`` more of training would pass the energy budget, after what the
         study's trials recorded (its ledger: the trials since it was saved, not the whole study)."""
@@ -96,7 +109,7 @@ class TrainingBudget:
     def exhausted(self, ledger: StudyLedger) -> bool:
         """Whether a new trial could not afford its first rung now."""
         room = self.epochs_room(ledger, before=ledger.n_trials)
-        return (room is not None and room < self.boundaries[0]) or self.joules_left(ledger.spent()) <= 0
+        return (room is not None and room < self.boundaries[0]) or self.out_of_joules(ledger.spent())
 
     def describe(self, ledger: StudyLedger) -> dict[str, str]:
         """What is spent of each limit, for the progress bar (``{"epochs": "12/300"}``)."""

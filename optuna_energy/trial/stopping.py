@@ -188,8 +188,9 @@ class EarlyStopper:
         rungs as the epochs left fit (recorded as ``epochs_claimed``; exact across workers).
 
         Raises:
-            optuna.TrialPruned: Not even the first rung fits: the trial is over budget and does
-                not count (recorded as ``over_budget``).
+            optuna.TrialPruned: Not even the first rung fits (the epochs left, or the joules left
+                for the cheapest first rung the study has seen): the trial is over budget and
+                does not count (recorded as ``over_budget``).
         """
         self._note_full_epochs(trial.study)
         return self.budget.claim(trial) if self.budget is not None else self.schedule.epochs
