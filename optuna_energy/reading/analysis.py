@@ -397,9 +397,14 @@ def format_table(study: optuna.Study, trials: list[FrozenTrial], *, width: int |
         if room is not None and len(text) > room and stored.architecture:
             text = _fitting_summary(stored.architecture, room)
         row.append(text)
-    notes = [f"{METRICS[name].header}: {unit}, per pass over the evaluation set ([measure] clock)"
-             for name, unit in units.items() if name in names]
-    return "\n".join([render_text(headers, rows, free_last=True), *notes])
+    return "\n".join([render_text(headers, rows, free_last=True), *clock_notes(units, names)])
+
+
+def clock_notes(units: dict[str, str], names: Sequence[str]) -> list[str]:
+    """A line under a terminal table for each of ``names`` whose values :func:`clock_units`
+    counts in other units than seconds (the header stays short enough for 100 columns)."""
+    return [f"{METRICS[name].header}: {unit}, per pass over the evaluation set ([measure] clock)"
+            for name, unit in units.items() if name in names]
 
 
 def _fitting_summary(spec: list, room: int) -> str:

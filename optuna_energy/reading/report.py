@@ -18,6 +18,7 @@ from optuna_energy.reading.analysis import (
     Highlight,
     Payback,
     TradeOffWeights,
+    clock_notes,
     clock_units,
     highlights,
     metric_names,
@@ -112,8 +113,9 @@ def build_report(study: optuna.Study | StudyTrials, *,
                   carbon_intensity=read.carbon_intensity, units=clock_units(read.usable))
 
 
-def _headers(report: Report) -> list[str]:
-    return ["model", "trial", *(metric_header(report, name) for name in report.columns), "highlighted as"]
+def _headers(report: Report, *, units: bool = True) -> list[str]:
+    return ["model", "trial", *(metric_header(report, name) if units else METRICS[name].header
+                                for name in report.columns), "highlighted as"]
 
 
 def _cells(row: ModelRow) -> list[str]:
@@ -126,9 +128,10 @@ def table_text(report: Report, *, width: int | None = None) -> str:
     continues its last column ("highlighted as") on lines of its own, under that column (or
     indented, when the columns before it leave it too little room)."""
     rows = [_cells(row) for row in report.rows]
-    table = render_text(_headers(report), rows, free_last=True).splitlines()
+    table = render_text(_headers(report, units=width is None), rows, free_last=True).splitlines()
     if width is None:
         return "\n".join(table)
+    notes = clock_notes(report.units, report.columns)  # under the table: the header would not fit
     lines = table[:2]
     for line, row in zip(table[2:], rows):
         start = len(line) - len(row[-1])
@@ -138,7 +141,7 @@ def table_text(report: Report, *, width: int | None = None) -> str:
             lines += [line[:start] + wrapped[0], *(" " * start + part for part in wrapped[1:])]
         else:
             lines += [line[:start].rstrip(), *("  " + part for part in wrapped)]
-    return "\n".join(lines)
+    return "\n".join([*lines, *notes])
 
 
 _MIN_ROLES_WIDTH = 24
