@@ -104,7 +104,9 @@ def test_ctrl_c_leaves_a_resumable_study(tmp_path):
     ]))
     command = [sys.executable, "-m", "optuna_energy", "run", config, "--storage", storage]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               # Ctrl-C as a terminal delivers it, even where the test runner ignores it
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     completed = []
     while time.monotonic() < deadline and not completed:

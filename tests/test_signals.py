@@ -40,6 +40,14 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+def _as_a_terminal_gives_them() -> None:
+    """The default action for SIGINT and SIGHUP, whatever the test runner inherited (a CI job
+    started in the background or under nohup ignores them, and the package keeps an ignored one
+    ignored)."""
+    for sig in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 class Child:
     """``optuna-energy COMMAND`` on a copy of the stored study, its output collected as it comes."""
 
@@ -52,7 +60,7 @@ class Child:
             [sys.executable, "-m", "optuna_energy", *args, str(stored / "tiny.toml"),
              "--storage", f"sqlite:///{folder / 'study.db'}"],
             env=env, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal gives it
+            preexec_fn=_as_a_terminal_gives_them)
         self.out: list[str] = []
         self.err: list[str] = []
         self.readers = [threading.Thread(target=self._read, args=stream, daemon=True)

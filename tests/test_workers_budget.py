@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -216,7 +217,16 @@ def test_plan_rejects_gpus_that_are_not_there(gpus: str, message: str) -> None:
         plan_workers(gpus, available_gpus=0)
 
 
-def test_ctrl_c_while_optuna_records_a_trial_waits_until_it_is_stored(tmp_path: Path) -> None:
+@pytest.fixture
+def python_ctrl_c() -> Iterator[None]:
+    """Python's own Ctrl-C handler, even where the test runner was started with SIGINT ignored
+    (a CI job run in the background)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_while_optuna_records_a_trial_waits_until_it_is_stored(tmp_path: Path, python_ctrl_c: None) -> None:
     """Raised inside Optuna's tell, the interrupt left a RUNNING trial (or an UnboundLocalError)."""
     study = make_study(tmp_path)
     record = study._storage.set_trial_state_values
