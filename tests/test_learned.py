@@ -94,8 +94,10 @@ def test_a_trained_trial_below_the_users_floor_completes_and_is_offered_nowhere(
     config = tiny_config(tmp_path, n_trials=2, objectives=["accuracy", "params"]) | {
         "constraints": {"min_accuracy": 1.0}}  # no network of one epoch gets every digit right
     study = run_study(config, show_progress_bar=False)
-    trained = study.trials
-    assert [trial.state for trial in trained] == [TrialState.COMPLETE] * 2
+    trained = [trial for trial in study.trials if trial.state == TrialState.COMPLETE]
+    assert trained  # those that learned; one at chance after its epoch ends PRUNED (test below)
+    assert all(TrialRecord.of(trial).stop_reason == "at chance after 1 epoch"
+               for trial in study.trials if trial not in trained)
     for trial in trained:
         record = TrialRecord.of(trial)
         assert record.accuracy is not None and record.accuracy < 1
@@ -113,3 +115,19 @@ def test_a_trained_trial_below_the_users_floor_completes_and_is_offered_nowhere(
     assert on_the_values_front and on_the_values_front <= {0, 1}
     assert f"Not best trials: {', '.join(map(str, sorted(on_the_values_front)))}" in note_markdown(study)
 
+
+def test_a_network_still_at_chance_after_full_training_is_stopped_not_offered(tmp_path: Path) -> None:
+    """One epoch is full training here (no rung): the learned rule ends such a trial PRUNED, as at
+    a rung, so that no view that ignores constraints (optuna-dashboard) can offer it."""
+    config = tiny_config(tmp_path, n_trials=3) | {  # steps too small to move the initial weights
+        "training": {"epochs": 1, "batch_sizes": [128], "learning_rate": [1e-9, 2e-9], "optimizers": ["sgd"]}}
+    study = run_study(config, show_progress_bar=False)
+    records = [(trial, TrialRecord.of(trial)) for trial in study.trials]
+    learned = DIGITS.learned_threshold
+    at_chance = [(trial, record) for trial, record in records if record.accuracy < learned]
+    assert at_chance, [record.accuracy for _, record in records]
+    for trial, record in at_chance:
+        assert trial.state == TrialState.PRUNED
+        assert (record.stop_reason, record.epochs_trained) == ("at chance after 1 epoch", 1)
+    assert all(trial.state == TrialState.COMPLETE for trial, record in records if record.accuracy >= learned)
+    assert not study.best_trials or all(TrialRecord.of(t).accuracy >= learned for t in study.best_trials)

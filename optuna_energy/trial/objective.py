@@ -34,6 +34,7 @@ from optuna_energy.store.storage import database_errors
 from optuna_energy.trial.costs_first import ArchitectureCosts, measure_again, measure_architecture
 from optuna_energy.trial.early_stopping import StageHook, no_stage, stopper, train_in_rungs
 from optuna_energy.trial.front_entry import FrontEntry, objective_values
+from optuna_energy.trial.rungs import epochs_text
 from optuna_energy.trial.stopping import LEARNED, ChanceLevel
 from optuna_energy.trial.train import TrialFailure, trial_failures
 
@@ -164,6 +165,13 @@ class Objective:
         if trained.stop_reason is not None:
             self._stop(trial, trained.stop_reason, epochs=trained.epochs, joules=trained.joules)
         record.write(trial, accuracy=trained.accuracy)
+        if (config.early_stopping.enabled and trained.accuracy is not None
+                and trained.accuracy < chance.learned_threshold):
+            # Early stopping's at-chance rule, after the last epoch too: such a network is no
+            # model to offer, and a COMPLETE one would be on optuna-dashboard's best trials, which
+            # ignore constraints (docs/analysis.md). The paper's mode keeps it COMPLETE, infeasible.
+            self._stop(trial, f"at chance after {epochs_text(trained.epochs)}", epochs=trained.epochs,
+                       joules=trained.joules)
         measured = {**architecture.fields, METRICS[ACCURACY].field: trained.accuracy}
         violations = self._trained_violations(measured) | architecture.violations
         if all(v <= 0 for v in violations.values()) and self._enters_front_within_spread(trial, measured):
@@ -186,7 +194,8 @@ class Objective:
 
     @staticmethod
     def _stop(trial: optuna.Trial, reason: str, *, epochs: int, joules: float) -> NoReturn:
-        """End a trial that was not trained fully: PRUNED, never on a front (docs/energy.md)."""
+        """End a trial costs first, early stopping or the learned rule ruled out: PRUNED, never on
+        a front (docs/energy.md)."""
         record.write(trial, stop_reason=reason, epochs_trained=epochs, train_energy_j=joules)
         raise optuna.TrialPruned(reason)
 
