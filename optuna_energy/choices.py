@@ -5,7 +5,7 @@ variable."""
 
 from __future__ import annotations
 
-SAMPLER_NAMES = ("tpe", "nsga2", "random", "evolution", "gp")
+SAMPLER_NAMES = ("tpe", "auto", "nsga2", "random", "evolution", "gp")
 """``[study] sampler`` and ``--sampler`` values, in the order ``config.SAMPLERS`` builds them."""
 EXPORT_FORMATS = ("pt2", "onnx", "state_dict", "torchscript")
 """``pt2``: PyTorch's current format (``torch.export.save``; load with ``torch.export.load(path)

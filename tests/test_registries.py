@@ -21,7 +21,7 @@ from optuna_energy.config import SAMPLERS, ConfigError, load_config
 from optuna_energy.data import DATASETS, DatasetSource, from_tensors, load_dataset, register_dataset
 from optuna_energy.host.plugins import Registry
 from optuna_energy.model.optimizers import OPTIMIZERS, make_optimizer
-from optuna_energy.samplers import EvolutionSampler
+from optuna_energy.samplers import EvolutionSampler, HandoverSampler
 from optuna_energy.study import create_sampler
 from tests.helpers import tiny_config
 from tests.test_first_run import toml_text
@@ -75,11 +75,11 @@ def test_every_optimizer_name_builds_its_optimizer_and_others_are_refused():
 
 def test_every_sampler_name_of_the_config_and_the_cli_builds_its_sampler():
     kinds = {name: type(create_sampler(name, seed=0)) for name in SAMPLERS}
-    assert kinds == {"tpe": optuna.samplers.TPESampler, "nsga2": optuna.samplers.NSGAIISampler,
+    assert kinds == {"tpe": optuna.samplers.TPESampler, "auto": HandoverSampler, "nsga2": optuna.samplers.NSGAIISampler,
                      "random": optuna.samplers.RandomSampler, "evolution": EvolutionSampler,
                      "gp": optuna.samplers.GPSampler}
     assert build_parser().parse_args(["run", "--sampler", "gp"]).sampler == "gp"
-    allowed = "tpe, nsga2, random, evolution, gp"
+    allowed = "tpe, auto, nsga2, random, evolution, gp"
     with pytest.raises(ConfigError, match=rf"^\[study\] sampler is 'cmaes'; allowed: {allowed}$"):
         load_config({"study": {"sampler": "cmaes"}})
     with pytest.raises(ConfigError, match=rf"^unknown sampler 'cmaes'; allowed: {allowed}$"):
