@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from optuna_energy.reading.dashboard import ReportNote
     from optuna_energy.reading.report import build_report
     from optuna_energy.reading.report_files import write_report
-    from optuna_energy.samplers import EvolutionSampler
+    from optuna_energy.samplers import EvolutionSampler, HandoverSampler
     from optuna_energy.store.storage import StorageError, mask_url
     from optuna_energy.study import create_or_load_study, create_sampler, run_study
     from optuna_energy.trial.stopping import EarlyStopper
@@ -89,6 +89,7 @@ _HOMES = {
     "build_report": "reading.report",
     "write_report": "reading.report_files",
     "EvolutionSampler": "samplers",
+    "HandoverSampler": "samplers",
     "mask_url": "store.storage",
     "StorageError": "store.storage",
     "create_or_load_study": "study",
@@ -118,6 +119,7 @@ __all__ = [
     "EnergyEstimateWarning",
     "EnergyMonitor",
     "EvolutionSampler",
+    "HandoverSampler",
     "InferenceResult",
     "LayerKind",
     "OutputError",

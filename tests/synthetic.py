@@ -157,8 +157,9 @@ def _copy_rows(rows: dict[str, list[dict[str, Any]]], trial_id: int, sample: Fro
 
 @dataclasses.dataclass
 class Worker:
-    """A worker that joined a study as ``run`` does (start-up reads, evolution sampler with a
-    population of 16, exact budget, progress, distinct streams)."""
+    """A worker that joined a study as ``run`` does (start-up reads, the default sampler, which
+    from trial 1,000 on is the evolution sampler with a population of 16, exact budget,
+    progress, distinct streams)."""
 
     study: optuna.Study
     ledger: StudyLedger

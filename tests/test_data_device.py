@@ -153,6 +153,8 @@ def test_run_study_takes_python_data_and_the_training_switches(tmp_path):
                   "sampler": "random"},
         "training": {"epochs": 1, "batch_sizes": [16], "precision": "bf16", "channels_last": True,
                      "augment": ["crop", "flip"], "crop_padding": 1},
+        # Random images: nothing learns them, and early stopping would end every trial at chance.
+        "early_stopping": {"enabled": False},
         "space": {"feature_slots": 2, "classifier_slots": 1, "conv_channels": [4, 8],
                   "inception_width": [2, 4], "linear_width": [8, 16]},
         "measure": {"min_window_seconds": 0.05, "idle_seconds": 0, "warmup_batches": 1},

@@ -319,7 +319,7 @@ def test_two_worker_processes_share_one_journal_storage(tmp_path: Path) -> None:
 
 
 def test_a_worker_breeds_with_the_configured_population(tmp_path: Path) -> None:
-    config = tiny_config(tmp_path, sampler="evolution", n_trials=4)
+    config = tiny_config(tmp_path, learns=True, sampler="evolution", n_trials=4)
     config["evolution"] = {"population_size": 2}
     study = run_worker(load_config(config))
     parents = [trial.user_attrs[PARENTS_ATTR] for trial in study.trials]

@@ -225,4 +225,4 @@ def test_a_database_that_goes_away_and_comes_back_costs_no_traceback(
     assert "Traceback" not in output and "Exception in thread" not in output, output[-6000:]
     assert PASSWORD not in output and "[SQL:" not in output
     study = optuna.load_study(study_name=STUDY, storage=open_storage(postgres_url))
-    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 6
+    assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 6  # PRUNED: at chance

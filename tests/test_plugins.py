@@ -52,7 +52,7 @@ class TestFlops(MetricSuite):
 
 
 def test_a_registered_metric_is_measured_recorded_and_reported_by_run(flops, tmp_path, capsys):
-    config = load_config(tiny_config(tmp_path, objectives=["accuracy", "flops"]))
+    config = load_config(tiny_config(tmp_path, learns=True, objectives=["accuracy", "flops"]))
     study = optuna_energy.run_study(config, show_progress_bar=False)
     for trial in study.trials:
         assert trial.values[1] == trial.user_attrs["flops"] > 0

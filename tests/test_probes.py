@@ -44,7 +44,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with ``tiny.toml`` (heartbeats off) and its finished two-trial study; probes
     work on copies."""
     folder = tmp_path_factory.mktemp("finished")
-    config = tiny_config(folder, n_trials=2)
+    config = tiny_config(folder, learns=True, n_trials=2)
     config["storage"] = {"heartbeat_interval": 0}
     write_toml(folder / "tiny.toml", config)
     run_study(folder / "tiny.toml", show_progress_bar=False)
@@ -101,7 +101,8 @@ def test_a_worker_killed_with_heartbeats_off_is_recovered_by_the_next_run(study:
     after = stored(url(study))
     assert after[:len(before)] == before
     trials = storage.get_all_trials(study_id)
-    assert [trial.state for trial in trials] == [TrialState.COMPLETE] * 2 + [TrialState.FAIL, TrialState.COMPLETE]
+    assert [trial.state for trial in trials[:3]] == [TrialState.COMPLETE] * 2 + [TrialState.FAIL]
+    assert trials[3].state in (TrialState.COMPLETE, TrialState.PRUNED)  # trained (PRUNED: at chance)
     # the killed trial's retry (with the parameters it had sampled), and the budget exact
     assert trials[2].params.items() <= trials[3].params.items()
 
@@ -187,7 +188,7 @@ def test_a_reader_gone_from_standard_output_costs_no_traceback_and_no_trial(stud
     assert not [line for line in said(err) if "error" in line], err
     after = stored(url(study))
     assert after[:len(before)] == before and len(after) == len(before) + 1
-    assert after[-1][1] == TrialState.COMPLETE
+    assert after[-1][1] in (TrialState.COMPLETE, TrialState.PRUNED)  # trained (PRUNED: at chance)
 
 
 def test_launch_with_standard_output_closed_finishes_the_study(study: Path) -> None:
@@ -200,7 +201,9 @@ def test_launch_with_standard_output_closed_finishes_the_study(study: Path) -> N
 
     assert launch.returncode == 0 and said(err) == [], err
     after = stored(url(study))
-    assert after[:len(before)] == before and [kept[1] for kept in after[len(before):]] == [TrialState.COMPLETE]
+    assert after[:len(before)] == before
+    # One trial trained (PRUNED: still at chance after its epoch).
+    assert [kept[1] for kept in after[len(before):]] in ([TrialState.COMPLETE], [TrialState.PRUNED])
 
 
 def test_a_worker_stopped_in_its_window_holds_the_others_until_it_continues(tmp_path: Path) -> None:

@@ -107,7 +107,8 @@ def test_scancel_leaves_no_running_trial_and_the_next_job_resumes(
     again = submit(slurm, config, postgres_url, tmp_path)
     assert slurm.wait(again, JOB_SECONDS) == "COMPLETED", job_output(tmp_path, again)[-3000:]
     study = load(postgres_url)
-    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 4
+    # Trained: COMPLETE, or PRUNED when the network is still at chance after its epoch.
+    assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 4
     assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
     retried = {trial.system_attrs.get("failed_trial") for trial in study.get_trials(
         states=(TrialState.COMPLETE,))}

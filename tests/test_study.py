@@ -29,7 +29,7 @@ ENERGY_ATTRS = ("energy_source", "energy_gross_j", "energy_net_j", "train_energy
     ("accuracy", "inference_time", "params", "energy"),
 ])
 def test_run_study_reports_the_configured_objectives(tmp_path, objectives):
-    study = optuna_energy.run_study(tiny_config(tmp_path), objectives=objectives,
+    study = optuna_energy.run_study(tiny_config(tmp_path, learns=True), objectives=objectives,
                                     show_progress_bar=False)
     assert study.metric_names == list(objectives)
     assert [d.name for d in study.directions] == [
@@ -129,15 +129,19 @@ def test_diverging_training_fails_the_trial_and_the_study_goes_on(tmp_path, monk
 
 
 def test_constraints_are_set_and_mirrored(tmp_path):
-    config = tiny_config(tmp_path)
+    config = tiny_config(tmp_path, learns=True)
     config["constraints"] = {"max_params": 5000}
     study = optuna_energy.run_study(config, show_progress_bar=False)
     eval_labels = load_dataset(load_config(config).dataset, seed=0).eval_y
     above_chance = ChanceLevel(accuracy=np.bincount(eval_labels).max() / len(eval_labels),
                                eval_images=len(eval_labels)).learned_threshold
+    assert study.get_trials(states=(TrialState.COMPLETE,))
     for trial in study.trials:
-        violations = {"learned": above_chance - trial.user_attrs["accuracy"],
-                      "params": trial.user_attrs["params"] - 5000}
+        violations = {"params": trial.user_attrs["params"] - 5000}
+        if trial.state != TrialState.COMPLETE:  # over max_params, never trained; or at chance
+            assert trial.constraints == pytest.approx(violations)  # the costs', set before training
+            continue
+        violations["learned"] = above_chance - trial.user_attrs["accuracy"]
         assert trial.constraints == pytest.approx(violations)
         assert trial.user_attrs["constraints"] == pytest.approx(violations)
         assert trial.user_attrs["feasible"] is all(v <= 0 for v in violations.values())
