@@ -18,6 +18,7 @@ import pytest
 from optuna.trial import TrialState
 
 from optuna_energy.store.budget import tally
+from optuna_energy.store.record import TrialRecord
 from tests.pg import PASSWORD
 from tests.slurm import KILL_WAIT, SlurmCluster
 from tests.test_workers_pg import STUDY, Watch, load, tiny_config, wait_for
@@ -98,7 +99,10 @@ def test_scancel_leaves_no_running_trial_and_the_next_job_resumes(
 
     study = load(postgres_url)
     assert not study.get_trials(states=(TrialState.RUNNING,)), output[-3000:]
-    stopped = study.get_trials(states=(TrialState.FAIL,))
+    # Stopped by the signal; a trial that failed on its own (a diverged loss) says why, is
+    # counted and is not run again.
+    stopped = [t for t in study.get_trials(states=(TrialState.FAIL,))
+               if not TrialRecord.of(t).failure_reason]
     queued = study.get_trials(states=(TrialState.WAITING,))
     assert len(stopped) == 2
     assert sorted(trial.system_attrs["failed_trial"] for trial in queued) == sorted(
@@ -107,8 +111,8 @@ def test_scancel_leaves_no_running_trial_and_the_next_job_resumes(
     again = submit(slurm, config, postgres_url, tmp_path)
     assert slurm.wait(again, JOB_SECONDS) == "COMPLETED", job_output(tmp_path, again)[-3000:]
     study = load(postgres_url)
-    # Trained: COMPLETE, or PRUNED when the network is still at chance after its epoch.
-    assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 4
+    # Finished and counted: trained (COMPLETE, or PRUNED at chance) or failed on its own (diverged).
+    assert tally(study).finished == 4
     assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
     retried = {trial.system_attrs.get("failed_trial") for trial in study.get_trials(
         states=(TrialState.COMPLETE,))}
