@@ -23,7 +23,7 @@ from optuna_energy.measuring.measure import measure_idle_watts, open_meter, reso
 from optuna_energy.reading.dashboard import study_callbacks, trained_model_hook
 from optuna_energy.run.loop import Callback, optimize_within_budget
 from optuna_energy.run.progress import TrialProgress, quiet_optuna
-from optuna_energy.samplers import HandoverSampler, SeededAtFirstTrial, reads_whole_history
+from optuna_energy.samplers import SeededAtFirstTrial, reads_whole_history_on_joining
 from optuna_energy.samplers._optuna_compat import read_through, trial_by_number
 from optuna_energy.store.ledger import StudyLedger
 from optuna_energy.store.record import (
@@ -100,7 +100,7 @@ def create_or_load_study(config: StudyConfig, *, sampler: optuna.samplers.BaseSa
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(objectives)
     built = sampler.sampler if isinstance(sampler, SeededAtFirstTrial) else sampler
-    if not reads_whole_history(built, next_trial=_trial_count_at_least(study, _handover_of(built))):
+    if not reads_whole_history_on_joining(built, study):
         read_through(study)
     previous = stored_config(study)
     if previous is not None and trial_by_number(study, 0) is not None:
@@ -115,17 +115,6 @@ def create_or_load_study(config: StudyConfig, *, sampler: optuna.samplers.BaseSa
     if config.carbon.intensity_g_per_kwh is not None:  # the report reads it from the study alone
         store_carbon_intensity(study, config.carbon.intensity_g_per_kwh)
     return study
-
-
-def _handover_of(sampler: optuna.samplers.BaseSampler) -> int:
-    """The trial number from which ``sampler`` proposes with its second sampler (0: it has one)."""
-    return sampler.handover_trials if isinstance(sampler, HandoverSampler) else 0
-
-
-def _trial_count_at_least(study: optuna.Study, count: int) -> int:
-    """``count`` if the study has that many trials, else 0: one indexed read, where counting
-    through Optuna's cache would copy every trial into memory."""
-    return count if count > 0 and trial_by_number(study, count - 1) is not None else 0
 
 
 def _timed_on(study: optuna.Study) -> str | None:

@@ -19,7 +19,7 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
-from optuna_energy.samplers._optuna_compat import read_through
+from optuna_energy.samplers._optuna_compat import read_through, trial_by_number
 from optuna_energy.samplers._sampler import EvolutionSampler
 
 HANDOVER_TRIALS = 1000
@@ -83,3 +83,12 @@ def reads_whole_history(sampler: BaseSampler, *, next_trial: int) -> bool:
     if isinstance(sampler, HandoverSampler):
         sampler = sampler.sampler_for(next_trial)
     return not isinstance(sampler, (EvolutionSampler, RandomSampler))
+
+
+def reads_whole_history_on_joining(sampler: BaseSampler, study: Study) -> bool:
+    """:func:`reads_whole_history` for the next trial of ``study``, as a joining worker asks it:
+    past a handover is one indexed read, where counting trials through Optuna's cache would copy
+    every trial into memory."""
+    if isinstance(sampler, HandoverSampler) and trial_by_number(study, sampler.handover_trials - 1) is not None:
+        return reads_whole_history(sampler, next_trial=sampler.handover_trials)
+    return reads_whole_history(sampler, next_trial=0)
